@@ -1,0 +1,29 @@
+//! The AMQP edge: connecting, declaring the topology, and publishing with
+//! publisher confirms. Consuming lives in [`crate::worker`].
+
+pub mod publisher;
+pub mod topology;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::SecretUrl;
+
+pub use publisher::{PublishError, Publisher};
+pub use topology::{TopologyError, declare};
+
+/// Connects with a recognisable connection name (`rabbitmqctl
+/// list_connections client_properties` shows it). No lapin auto-recovery:
+/// the worker's supervisor rebuilds connection, channels, topology and
+/// consumer from scratch, which is simpler to reason about for
+/// at-least-once delivery (deliveries of a lost connection come back
+/// anyway, and their acks can only fail).
+pub async fn connect(url: &SecretUrl, name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url.expose(), props).await
+}
+
+/// A connection name like `h5pay-worker run@host#pid`.
+pub fn connection_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("h5pay-worker {role}@{host}#{}", std::process::id())
+}

@@ -1,0 +1,139 @@
+//! Publishing result events with publisher confirms and `mandatory`.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use tokio::time::Instant;
+
+use crate::result_event::ResultEvent;
+
+/// How long a broker confirm may take before the publish counts as failed.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("publish failed: {0}")]
+    Channel(#[from] lapin::Error),
+    #[error("the broker refused the result event (nack)")]
+    Nacked,
+    #[error("the result event was returned unroutable: {0}")]
+    Returned(String),
+    #[error("no broker confirm within {0:?}")]
+    Timeout(Duration),
+}
+
+impl PublishError {
+    /// A failure of the connection or channel itself: the delivery it was
+    /// for is gone with it and comes back on its own.
+    pub fn channel_lost(&self) -> bool {
+        matches!(self, PublishError::Channel(_))
+    }
+}
+
+/// A confirm-mode channel for result events.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    exchange: ShortString,
+}
+
+impl Publisher {
+    pub async fn open(conn: &Connection, result_exchange: &str) -> Result<Self, lapin::Error> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Publisher {
+            channel,
+            exchange: ShortString::from(result_exchange),
+        })
+    }
+
+    pub fn is_usable(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Publishes `event` and waits for the broker's confirm. `reply_to`, if
+    /// any, also gets the event, best effort: not mandatory, not awaited.
+    pub async fn publish_result(
+        &self,
+        event: &ResultEvent,
+        correlation_id: &str,
+        reply_to: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let body = event.to_json();
+        let props = properties(event, correlation_id);
+        let started = Instant::now();
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.clone(),
+                ShortString::from(event.routing_key()),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                props.clone(),
+            )
+            .await?;
+        if let Some(queue) = reply_to.and_then(|q| ShortString::try_new(q).ok()) {
+            // Dropping the confirm leaves it to the channel: the reply queue
+            // may be gone, and that must not hold the intent back.
+            if let Err(e) = self
+                .channel
+                .basic_publish(
+                    "".into(),
+                    queue,
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "reply_to publish failed (best effort)");
+            }
+        }
+        let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| PublishError::Timeout(CONFIRM_TIMEOUT))??;
+        metrics::histogram!("h5pay_publish_confirm_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(returned)) => {
+                Err(PublishError::Returned(returned.reply_text.to_string()))
+            }
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+        }
+    }
+}
+
+fn properties(event: &ResultEvent, correlation_id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-status".into(),
+        AMQPValue::LongString(LongString::from(event.status.as_str())),
+    );
+    if let Some(kind) = event.error_kind() {
+        headers.insert(
+            "x-error-kind".into(),
+            AMQPValue::LongString(LongString::from(kind)),
+        );
+    }
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let mut props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(event.event_id.as_str()))
+        .with_timestamp(now)
+        .with_app_id("h5pay-worker".into())
+        .with_type(ShortString::from(crate::result_event::SCHEMA))
+        .with_headers(headers);
+    if let Ok(c) = ShortString::try_new(correlation_id) {
+        props = props.with_correlation_id(c);
+    }
+    props
+}

@@ -1,0 +1,387 @@
+//! The claim on an intent identity in Redis (contract §5.1–5.5).
+//!
+//! One hash per identity, `<key_prefix>:<inst_no>:<mch_no>:<pay_trace_no>`,
+//! and one Lua script per transition (claim, renew, store, confirm,
+//! release), each touching only that key so the same code runs on Redis
+//! Cluster. Renew, store and release are compare-and-set on the owner token.
+//! Lease expiry uses the Redis server's clock, so workers' clocks may drift.
+//!
+//! What to do with a claim's answer is decided by [`next_step`], a plain
+//! function.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script};
+
+use crate::config::{DuplicatePolicy, RedisSettings};
+use crate::intent::Identity;
+
+/// The answer of the claim script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimReply {
+    /// This worker owns the identity now and may call the gateway with
+    /// `pay_time`. `takeover`: an earlier owner's lease had expired, so the
+    /// gateway may already have seen this request.
+    Claimed { pay_time: String, takeover: bool },
+    /// An outcome is stored; `confirmed` once its event was confirmed.
+    Done { event: String, confirmed: bool },
+    /// Seen before with other parameters (or another explicit pay_time).
+    Conflict { stored_pay_time: String },
+    /// Another worker holds a live lease.
+    Wait { lease_left: Duration },
+    /// Never seen, and too old to start.
+    Expired,
+}
+
+/// What the worker does next with a claim's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Call the gateway.
+    Call { pay_time: String, takeover: bool },
+    /// Publish the stored event again, `duplicate` set as given.
+    Replay { event: String, duplicate: bool },
+    /// `drop` policy: acknowledge without publishing.
+    AckWithoutPublishing,
+    /// Publish a `conflict` event.
+    Conflict { stored_pay_time: String },
+    /// Publish an `expired` event.
+    Expired,
+    /// Wait, then ask again.
+    Wait(Duration),
+}
+
+/// Longest pause between two looks at another worker's claim.
+pub const MAX_WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// The dedup decision: what a claim's answer means for this delivery.
+/// `waited` is how many times this delivery has already waited (the poll
+/// interval grows with it, capped by the lease left).
+pub fn next_step(reply: ClaimReply, duplicates: DuplicatePolicy, waited: u32) -> Step {
+    match reply {
+        ClaimReply::Claimed { pay_time, takeover } => Step::Call { pay_time, takeover },
+        ClaimReply::Done {
+            confirmed: true, ..
+        } if duplicates == DuplicatePolicy::Drop => Step::AckWithoutPublishing,
+        ClaimReply::Done { event, confirmed } => Step::Replay {
+            event,
+            duplicate: confirmed,
+        },
+        ClaimReply::Conflict { stored_pay_time } => Step::Conflict { stored_pay_time },
+        ClaimReply::Expired => Step::Expired,
+        ClaimReply::Wait { lease_left } => {
+            let poll = Duration::from_millis(10u64.saturating_mul(1 << waited.min(5)));
+            // +1 ms: look again just after the lease would lapse.
+            Step::Wait(
+                poll.min(MAX_WAIT_POLL)
+                    .min(lease_left + Duration::from_millis(1)),
+            )
+        }
+    }
+}
+
+/// Why a claim reply could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("unexpected reply from the claim script: {0:?}")]
+    Reply(Vec<String>),
+}
+
+impl ClaimError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClaimError::Redis(e) if e.is_timeout() => "timeout",
+            ClaimError::Redis(e)
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
+            {
+                "connection"
+            }
+            ClaimError::Redis(_) => "redis",
+            ClaimError::Reply(_) => "reply",
+        }
+    }
+}
+
+/// Reads the claim script's reply.
+pub fn parse_claim_reply(reply: Vec<String>) -> Result<ClaimReply, ClaimError> {
+    let parsed = match reply.as_slice() {
+        [s, pay_time, takeover] if s == "claimed" => Some(ClaimReply::Claimed {
+            pay_time: pay_time.clone(),
+            takeover: takeover == "1",
+        }),
+        [s, event, confirmed] if s == "done" => Some(ClaimReply::Done {
+            event: event.clone(),
+            confirmed: confirmed == "1",
+        }),
+        [s, pt] if s == "conflict" => Some(ClaimReply::Conflict {
+            stored_pay_time: pt.clone(),
+        }),
+        [s, ms] if s == "wait" => ms.parse::<u64>().ok().map(|ms| ClaimReply::Wait {
+            lease_left: Duration::from_millis(ms),
+        }),
+        [s] if s == "expired" => Some(ClaimReply::Expired),
+        _ => None,
+    };
+    parsed.ok_or(ClaimError::Reply(reply))
+}
+
+struct Scripts {
+    claim: Script,
+    renew: Script,
+    store: Script,
+    confirm: Script,
+    release: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            claim: Script::new(include_str!("claim.lua")),
+            renew: Script::new(include_str!("renew.lua")),
+            store: Script::new(include_str!("store.lua")),
+            confirm: Script::new(include_str!("confirm.lua")),
+            release: Script::new(include_str!("release.lua")),
+        }
+    }
+}
+
+/// The Redis edge of the claim protocol. Cheap to clone: the connection is
+/// multiplexed and reconnects by itself.
+#[derive(Clone)]
+pub struct ClaimStore {
+    conn: ConnectionManager,
+    prefix: String,
+    lease_ms: u64,
+    retention_secs: u64,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+/// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
+pub fn connect(settings: &RedisSettings) -> Result<ConnectionManager, RedisError> {
+    let client = redis::Client::open(settings.url.expose())?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        // Fail fast and let callers retry with their own backoff: a request
+        // stuck on a dead connection must not hold an intent for long.
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+impl ClaimStore {
+    pub fn new(conn: ConnectionManager, settings: &RedisSettings) -> Self {
+        ClaimStore {
+            conn,
+            prefix: settings.key_prefix.clone(),
+            lease_ms: settings.lease_ms,
+            retention_secs: settings.retention_secs,
+            scripts: std::sync::Arc::new(Scripts::new()),
+        }
+    }
+
+    /// The identity's key. The identity alphabet has no `:`, so keys never
+    /// collide.
+    pub fn key(&self, id: &Identity) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.prefix, id.inst_no, id.mch_no, id.pay_trace_no
+        )
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim(
+        &self,
+        id: &Identity,
+        token: &str,
+        fingerprint: &str,
+        pay_time: &str,
+        explicit_pay_time: bool,
+        expired: bool,
+    ) -> Result<ClaimReply, ClaimError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .claim
+            .key(self.key(id))
+            .arg(token)
+            .arg(fingerprint)
+            .arg(pay_time)
+            .arg(if explicit_pay_time { "1" } else { "0" })
+            .arg(self.lease_ms)
+            .arg(self.retention_secs)
+            .arg(if expired { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?;
+        parse_claim_reply(reply)
+    }
+
+    /// Extends the lease; `false` when this worker no longer owns the claim.
+    pub async fn renew(&self, id: &Identity, token: &str) -> Result<bool, ClaimError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .renew
+            .key(self.key(id))
+            .arg(token)
+            .arg(self.lease_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Stores the outcome's event; `false` when the claim was lost.
+    pub async fn store(&self, id: &Identity, token: &str, event: &str) -> Result<bool, ClaimError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .store
+            .key(self.key(id))
+            .arg(token)
+            .arg(event)
+            .arg(self.retention_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Marks the stored outcome's event as confirmed by the broker.
+    pub async fn mark_confirmed(&self, id: &Identity) -> Result<bool, ClaimError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .confirm
+            .key(self.key(id))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Gives up a claim whose call this owner never started.
+    pub async fn release(
+        &self,
+        id: &Identity,
+        token: &str,
+        forget: bool,
+    ) -> Result<bool, ClaimError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .release
+            .key(self.key(id))
+            .arg(token)
+            .arg(if forget { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A fresh owner token: 128 random bits.
+pub fn new_token() -> String {
+    use rand::RngExt;
+    hex::encode(rand::rng().random::<[u8; 16]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn replies_parse() {
+        assert_eq!(
+            parse_claim_reply(s(&["claimed", "20260101000000", "1"])).ok(),
+            Some(ClaimReply::Claimed {
+                pay_time: "20260101000000".into(),
+                takeover: true
+            })
+        );
+        assert_eq!(
+            parse_claim_reply(s(&["wait", "1500"])).ok(),
+            Some(ClaimReply::Wait {
+                lease_left: Duration::from_millis(1500)
+            })
+        );
+        assert_eq!(
+            parse_claim_reply(s(&["expired"])).ok(),
+            Some(ClaimReply::Expired)
+        );
+        assert!(parse_claim_reply(s(&["wait", "soon"])).is_err());
+        assert!(parse_claim_reply(s(&["what"])).is_err());
+    }
+
+    #[test]
+    fn the_dedup_decision_table() {
+        use DuplicatePolicy::{Drop, Republish};
+        let done = |confirmed| ClaimReply::Done {
+            event: "{}".into(),
+            confirmed,
+        };
+        assert_eq!(
+            next_step(done(false), Drop, 0),
+            Step::Replay {
+                event: "{}".into(),
+                duplicate: false
+            },
+            "an unconfirmed outcome is always published, even under drop"
+        );
+        assert_eq!(next_step(done(true), Drop, 0), Step::AckWithoutPublishing);
+        assert_eq!(
+            next_step(done(true), Republish, 0),
+            Step::Replay {
+                event: "{}".into(),
+                duplicate: true
+            }
+        );
+        assert_eq!(
+            next_step(
+                ClaimReply::Conflict {
+                    stored_pay_time: "p".into()
+                },
+                Republish,
+                0
+            ),
+            Step::Conflict {
+                stored_pay_time: "p".into()
+            }
+        );
+        assert_eq!(next_step(ClaimReply::Expired, Republish, 0), Step::Expired);
+    }
+
+    #[test]
+    fn waiting_polls_faster_than_the_lease_and_backs_off() {
+        let wait = |left_ms, waited| {
+            next_step(
+                ClaimReply::Wait {
+                    lease_left: Duration::from_millis(left_ms),
+                },
+                DuplicatePolicy::Republish,
+                waited,
+            )
+        };
+        assert_eq!(wait(30_000, 0), Step::Wait(Duration::from_millis(10)));
+        assert_eq!(wait(30_000, 3), Step::Wait(Duration::from_millis(80)));
+        assert_eq!(wait(30_000, 30), Step::Wait(MAX_WAIT_POLL));
+        assert_eq!(wait(4, 30), Step::Wait(Duration::from_millis(5)));
+    }
+}

@@ -1,0 +1,11 @@
+-- Store the decided outcome, only for the claim's owner: a stalled worker
+-- whose lease was taken over cannot overwrite the new owner's outcome.
+-- KEYS[1] identity; ARGV[1] token, ARGV[2] event JSON, ARGV[3] retention seconds.
+local h = redis.call('HMGET', KEYS[1], 'own', 'st')
+if h[1] ~= ARGV[1] or h[2] ~= 'c' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'st', 'd', 'ev', ARGV[2])
+redis.call('HDEL', KEYS[1], 'exp')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1

@@ -1,0 +1,518 @@
+//! `h5pay-worker demo`: the sandbox gateway and a worker in one process,
+//! against the local RabbitMQ and Redis, fed a handful of intents that
+//! cover every outcome; prints one row per intent and exits non-zero if any
+//! row is not what the contract says it should be.
+//!
+//! It uses names of its own (`h5pay-demo-<run>.*` on the broker,
+//! `h5pay-demo:<run>` in Redis) and removes them afterwards, so it never
+//! touches a real worker's queues or claims.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use serde_json::{Value, json};
+
+use crate::amqp;
+use crate::cli::publish::{intent_channel, publish_intent, result_listener};
+use crate::config::Config;
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::worker::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot start the sandbox: {0}")]
+    Sandbox(std::io::Error),
+    #[error("cannot connect to RabbitMQ at {url}: {source} (is it running? `make services`)")]
+    Amqp { url: String, source: lapin::Error },
+    #[error("AMQP: {0}")]
+    Channel(#[from] lapin::Error),
+    #[error("worker: {0}")]
+    Worker(#[from] crate::worker::WorkerError),
+    #[error(transparent)]
+    Topology(#[from] amqp::TopologyError),
+    #[error("Redis at {url} does not answer: {source} (is it running? `make services`)")]
+    Redis {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// One demo intent and what the contract says must come of it.
+struct Case {
+    label: &'static str,
+    trace: String,
+    body: Vec<u8>,
+    /// `status` or `failed/<kind>`; None for a body that must be dead-lettered.
+    expect: Option<&'static str>,
+    check: fn(&Value) -> bool,
+}
+
+fn body(trace: &str, pay_type: &str, amount: Value, extra: Value) -> Vec<u8> {
+    let mut v = json!({"pay_trace_no": trace, "mch_no": "DEMO0001", "pay_type": pay_type, "total_amount": amount,
+                       "metadata": {"order_id": format!("demo-{trace}")}});
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn outcome_of(ev: &Value) -> String {
+    match ev["status"].as_str() {
+        Some("failed") => format!("failed/{}", ev["error"]["kind"].as_str().unwrap_or("?")),
+        Some(s) => s.to_owned(),
+        None => "?".into(),
+    }
+}
+
+fn detail_of(ev: &Value) -> String {
+    if let Some(u) = ev["code_url"].as_str() {
+        return format!(
+            "code_url on {}",
+            crate::pipeline::url_host(u).unwrap_or("?")
+        );
+    }
+    if ev["jsapi"].is_object() {
+        return format!(
+            "jsapi package={}",
+            ev["jsapi"]["package"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(m) = ev["error"]["message"].as_str() {
+        let short: String = m.chars().take(70).collect();
+        return if m.chars().count() > 70 {
+            format!("{short}...")
+        } else {
+            short
+        };
+    }
+    String::new()
+}
+
+pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<bool, DemoError> {
+    let run_id = crate::claim::new_token()[..8].to_owned();
+    let s = &mut config.settings;
+    let prefix = format!("h5pay-demo-{run_id}");
+    s.amqp.intent_exchange = format!("{prefix}.intents");
+    s.amqp.intent_queue = format!("{prefix}.intents");
+    s.amqp.dead_letter_exchange = format!("{prefix}.dlx");
+    s.amqp.dead_letter_queue = format!("{prefix}.intents.dlq");
+    s.amqp.result_exchange = format!("{prefix}.results");
+    s.redis.key_prefix = format!("h5pay-demo:{run_id}");
+    s.redis.retention_secs = 600;
+    // Quick retries so the demo's retry scenarios finish in seconds.
+    s.retry.initial_ms = 50;
+    s.retry.max_interval_ms = 200;
+    s.retry.max_attempts = 3;
+    s.retry.max_elapsed_ms = 10_000;
+    s.gateway.request_timeout_ms = 1000;
+
+    // Fail early, with a hint, if the services are not there.
+    let redis_check = async {
+        let client = redis::Client::open(s.redis.url.expose())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    };
+    if let Err(source) = redis_check.await {
+        return Err(DemoError::Redis {
+            url: s.redis.url.redacted(),
+            source,
+        });
+    }
+
+    let sandbox = Sandbox::new(
+        config.institutions.clone(),
+        SandboxOptions {
+            hang: Duration::from_secs(20),
+            ..SandboxOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DemoError::Sandbox)?;
+    let addr = listener.local_addr().map_err(DemoError::Sandbox)?;
+    let sandbox_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, crate::sandbox::app(sandbox)).await;
+    });
+    config.settings.gateway.url = format!("http://{addr}{}", crate::sandbox::PAY_PATH);
+    let institution = config.institutions.default_inst_no().to_owned();
+    let amqp_settings = config.settings.amqp.clone();
+    let redis_settings = config.settings.redis.clone();
+
+    let conn = amqp::connect(&amqp_settings.url, &amqp::connection_name("demo"))
+        .await
+        .map_err(|source| DemoError::Amqp {
+            url: amqp_settings.url.redacted(),
+            source,
+        })?;
+    amqp::declare(&conn, &amqp_settings).await?;
+    let mut results = result_listener(&conn, &amqp_settings.result_exchange).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::new(config)?;
+    let worker_task = tokio::spawn(worker.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    writeln!(
+        out,
+        "h5pay-worker demo: sandbox gateway on http://{addr}, worker consuming {prefix}.intents\n"
+    )?;
+    let t = |n: &str| format!("{run_id}-{n}");
+    let first_wave = vec![
+        Case {
+            label: "ready with a code_url",
+            trace: t("ready"),
+            body: body(&t("ready"), "wechat", json!(100), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+        },
+        Case {
+            label: "ready with JSAPI (WeChat + open_id)",
+            trace: t("jsapi"),
+            body: body(
+                &t("jsapi"),
+                "400",
+                json!(101),
+                json!({"open_id": "oDemoUser"}),
+            ),
+            expect: Some("ready"),
+            check: |e| {
+                e["jsapi"]["timeStamp"]
+                    .as_str()
+                    .is_some_and(|t| t.len() == 10)
+            },
+        },
+        Case {
+            label: "ready (Alipay)",
+            trace: t("alipay"),
+            body: body(&t("alipay"), "alipay", json!("102"), json!({})),
+            expect: Some("ready"),
+            check: |e| e["pay_type"] == "300",
+        },
+        Case {
+            label: "in_process (4002)",
+            trace: t("inproc"),
+            body: body(&t("inproc"), "wechat", json!(4002), json!({})),
+            expect: Some("in_process"),
+            check: |_| true,
+        },
+        Case {
+            label: "payment_failed (4001)",
+            trace: t("payfail"),
+            body: body(&t("payfail"), "wechat", json!(4001), json!({})),
+            expect: Some("failed/payment_failed"),
+            check: |_| true,
+        },
+        Case {
+            label: "gateway_rejected (4003)",
+            trace: t("rejected"),
+            body: body(&t("rejected"), "wechat", json!(4003), json!({})),
+            expect: Some("failed/gateway_rejected"),
+            check: |_| true,
+        },
+        Case {
+            label: "bad_signature (4010)",
+            trace: t("badsign"),
+            body: body(&t("badsign"), "wechat", json!(4010), json!({})),
+            expect: Some("failed/bad_signature"),
+            check: |e| e["code_url"].is_null(),
+        },
+        Case {
+            label: "two 503s, retried (5001)",
+            trace: t("retry503"),
+            body: body(&t("retry503"), "unionpay", json!(5001), json!({})),
+            expect: Some("ready"),
+            check: |e| e["attempts"] == 3,
+        },
+        Case {
+            label: "timeout, retried (5003)",
+            trace: t("hang"),
+            body: body(&t("hang"), "wechat", json!(5003), json!({})),
+            expect: Some("ready"),
+            check: |e| e["attempts"] == 2,
+        },
+        Case {
+            label: "always 500: gateway_unavailable (5002)",
+            trace: t("down"),
+            body: body(&t("down"), "wechat", json!(5002), json!({})),
+            expect: Some("failed/gateway_unavailable"),
+            check: |e| e["attempts"] == 3,
+        },
+        Case {
+            label: "invalid intent (\"1.00\")",
+            trace: t("invalid"),
+            body: body(&t("invalid"), "wechat", json!("1.00"), json!({})),
+            expect: Some("failed/invalid_intent"),
+            check: |e| e["attempts"] == 0,
+        },
+        Case {
+            label: "not JSON: dead-lettered",
+            trace: t("garbage"),
+            body: b"this is not an intent".to_vec(),
+            expect: None,
+            check: |_| true,
+        },
+    ];
+    let second_wave = vec![
+        Case {
+            label: "duplicate of the first (replayed)",
+            trace: t("ready"),
+            body: body(&t("ready"), "400", json!("100"), json!({})),
+            expect: Some("ready"),
+            check: |e| e["duplicate"] == true,
+        },
+        Case {
+            label: "same identity, other amount: conflict",
+            trace: t("ready"),
+            body: body(&t("ready"), "wechat", json!(999), json!({})),
+            expect: Some("failed/conflict"),
+            check: |e| e["attempts"] == 0,
+        },
+    ];
+
+    let traces: Vec<String> = first_wave.iter().map(|c| c.trace.clone()).collect();
+    let ch = intent_channel(&conn).await?;
+    let mut rows: Vec<(String, String, String, String, bool)> = Vec::new();
+    let mut ok = true;
+    let mut first_event_ids: HashMap<String, String> = HashMap::new();
+    for wave in [first_wave, second_wave] {
+        let mut expected: HashMap<String, Vec<&Case>> = HashMap::new();
+        for c in &wave {
+            let confirm = publish_intent(
+                &ch,
+                &amqp_settings.intent_exchange,
+                "h5pay.intent.demo",
+                &c.trace,
+                &c.body,
+            )
+            .await?;
+            if !matches!(confirm.await?, lapin::Confirmation::Ack(None)) {
+                ok = false;
+            }
+            if c.expect.is_some() {
+                expected.entry(c.trace.clone()).or_default().push(c);
+            }
+            if wave.len() == 2 {
+                // The second wave's two intents share an identity: one at a
+                // time, so the rows read in order.
+                let ev = next_event(&mut results, &c.trace).await;
+                let (row, good) = row_for(c, ev.as_ref(), &first_event_ids);
+                ok &= good;
+                rows.push(row);
+            }
+        }
+        if wave.len() == 2 {
+            continue;
+        }
+        let mut got: HashMap<String, Value> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < expected.len() {
+            match tokio::time::timeout_at(deadline, results.next()).await {
+                Ok(Some(Ok(d))) => {
+                    let _ = d.acker.ack(Default::default()).await;
+                    if let Ok(ev) = serde_json::from_slice::<Value>(&d.data) {
+                        let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
+                        if expected.contains_key(&trace) {
+                            got.entry(trace).or_insert(ev);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        for c in &wave {
+            if c.expect.is_none() {
+                let dlq = dead_lettered(&conn, &amqp_settings.dead_letter_queue).await;
+                let good = dlq == Some(c.body.clone());
+                ok &= good;
+                rows.push((
+                    c.label.to_owned(),
+                    "dead-lettered".into(),
+                    String::new(),
+                    "in the DLQ".into(),
+                    good,
+                ));
+                continue;
+            }
+            let ev = got.get(&c.trace);
+            if let Some(ev) = ev {
+                first_event_ids.insert(
+                    c.trace.clone(),
+                    ev["event_id"].as_str().unwrap_or("").to_owned(),
+                );
+            }
+            let (row, good) = row_for(c, ev, &first_event_ids);
+            ok &= good;
+            rows.push(row);
+        }
+    }
+
+    writeln!(
+        out,
+        "{:<40} {:<28} {:>8} {:<9} detail",
+        "intent", "result", "attempts", "duplicate"
+    )?;
+    writeln!(out, "{}", "-".repeat(120))?;
+    for (label, result, extra, detail, good) in &rows {
+        writeln!(
+            out,
+            "{:<40} {:<28} {:<18} {}{}",
+            label,
+            result,
+            extra,
+            detail,
+            if *good { "" } else { "   <-- NOT AS EXPECTED" }
+        )?;
+    }
+    let stats = sandbox_calls(&addr).await;
+    writeln!(
+        out,
+        "\ngateway calls made (from GET /sandbox/stats): {stats}"
+    )?;
+    writeln!(
+        out,
+        "{}",
+        if ok {
+            "every intent ended as the contract says."
+        } else {
+            "SOME INTENTS DID NOT END AS EXPECTED."
+        }
+    )?;
+
+    let _ = stop_tx.send(());
+    let _ = worker_task.await;
+    let keys = rows_keys(&redis_settings.key_prefix, &institution, &traces);
+    cleanup(&conn, &amqp_settings, &redis_settings, keys).await;
+    let _ = conn.close(200, "demo done".into()).await;
+    sandbox_task.abort();
+    Ok(ok)
+}
+
+/// The Redis keys the demo's identities used.
+fn rows_keys(prefix: &str, inst_no: &str, traces: &[String]) -> Vec<String> {
+    traces
+        .iter()
+        .map(|t| format!("{prefix}:{inst_no}:DEMO0001:{t}"))
+        .collect()
+}
+
+async fn next_event(results: &mut lapin::Consumer, trace: &str) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, results.next()).await {
+        let _ = d.acker.ack(Default::default()).await;
+        if let Ok(ev) = serde_json::from_slice::<Value>(&d.data)
+            && ev["pay_trace_no"] == trace
+        {
+            return Some(ev);
+        }
+    }
+    None
+}
+
+fn row_for(
+    c: &Case,
+    ev: Option<&Value>,
+    first_ids: &HashMap<String, String>,
+) -> ((String, String, String, String, bool), bool) {
+    let Some(ev) = ev else {
+        return (
+            (
+                c.label.to_owned(),
+                "NO RESULT EVENT".into(),
+                String::new(),
+                String::new(),
+                false,
+            ),
+            false,
+        );
+    };
+    let outcome = outcome_of(ev);
+    let mut good = Some(outcome.as_str()) == c.expect && (c.check)(ev);
+    if ev["duplicate"] == true {
+        // A replay carries the original event's id.
+        good &= first_ids.get(&c.trace).map(String::as_str) == ev["event_id"].as_str();
+    }
+    let extra = format!(
+        "{:>8} {:<9}",
+        ev["attempts"].to_string(),
+        ev["duplicate"].to_string()
+    );
+    (
+        (c.label.to_owned(), outcome, extra, detail_of(ev), good),
+        good,
+    )
+}
+
+/// The first message in the DLQ, if any.
+async fn dead_lettered(conn: &lapin::Connection, dlq: &str) -> Option<Vec<u8>> {
+    let ch = conn.create_channel().await.ok()?;
+    for _ in 0..50 {
+        if let Ok(Some(m)) = ch
+            .basic_get(dlq.into(), BasicGetOptions { no_ack: true })
+            .await
+        {
+            return Some(m.delivery.data.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn sandbox_calls(addr: &std::net::SocketAddr) -> String {
+    let url = format!("http://{addr}/sandbox/stats");
+    let stats = match reqwest::get(&url).await {
+        Ok(r) => r
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok()),
+        Err(_) => None,
+    };
+    match stats {
+        Some(v) => format!(
+            "{} in all, for {} identities",
+            v["total_calls"], v["identity_count"]
+        ),
+        None => "unavailable".into(),
+    }
+}
+
+/// Removes the demo's queues, exchanges and Redis keys.
+async fn cleanup(
+    conn: &lapin::Connection,
+    a: &crate::config::AmqpSettings,
+    r: &crate::config::RedisSettings,
+    keys: Vec<String>,
+) {
+    if let Ok(ch) = conn.create_channel().await {
+        for q in [
+            &a.intent_queue,
+            &a.dead_letter_queue,
+            &a.unrouted_exchange(),
+        ] {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in [
+            &a.intent_exchange,
+            &a.dead_letter_exchange,
+            &a.result_exchange,
+            &a.unrouted_exchange(),
+        ] {
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    if let Ok(client) = redis::Client::open(r.url.expose())
+        && let Ok(mut c) = client.get_multiplexed_async_connection().await
+        && !keys.is_empty()
+    {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+    }
+}

@@ -1,0 +1,364 @@
+//! `h5pay-worker dlq list|replay`: what is in the dead-letter queue and
+//! why, and moving messages back to the intent exchange after a fix.
+//!
+//! Both read with `basic.get` and keep every message unacknowledged until
+//! the end, so a listing never shows a message twice and a crash leaves
+//! the DLQ as it was. `replay` acks a DLQ message only after its copy on
+//! the intent exchange was confirmed by the broker.
+
+use std::io::Write;
+
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use serde_json::{Value, json};
+
+use crate::amqp;
+use crate::cli::publish::intent_channel;
+use crate::config::AmqpSettings;
+use crate::intent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Topology(#[from] amqp::TopologyError),
+    #[error("the broker did not confirm the replay of message {0}")]
+    NotConfirmed(usize),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// One dead-lettered message, described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub message_id: Option<String>,
+    /// `x-death[0].reason`: `rejected`, `delivery_limit`, `expired`, `maxlen`.
+    pub reason: Option<String>,
+    pub queue: Option<String>,
+    pub count: Option<i64>,
+    pub routing_key: Option<String>,
+    /// Why the body cannot be an intent, if it cannot.
+    pub unreadable: Option<String>,
+    pub pay_trace_no: Option<String>,
+    pub bytes: usize,
+}
+
+impl DeadLetter {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "message_id": self.message_id, "reason": self.reason, "queue": self.queue,
+            "count": self.count, "routing_key": self.routing_key, "unreadable": self.unreadable,
+            "pay_trace_no": self.pay_trace_no, "bytes": self.bytes,
+        })
+    }
+
+    /// What an operator should read into the reason.
+    pub fn explanation(&self) -> String {
+        if let Some(u) = &self.unreadable {
+            return format!(
+                "not an intent ({u}): fix the publisher; replaying it would dead-letter it again"
+            );
+        }
+        match self.reason.as_deref() {
+            Some("delivery_limit") => "delivered amqp.delivery_limit times without being settled: see the worker's logs for this message_id".into(),
+            Some("rejected") => "rejected by a worker".into(),
+            Some("expired") => "its TTL ran out in the queue".into(),
+            Some("maxlen") => "the queue was full".into(),
+            Some(other) => other.to_owned(),
+            None => "no x-death header".into(),
+        }
+    }
+}
+
+fn header_str(v: Option<&AMQPValue>) -> Option<String> {
+    match v? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn header_int(v: Option<&AMQPValue>) -> Option<i64> {
+    match v? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Reads the x-death header and the body of a dead-lettered message.
+pub fn describe(properties: &BasicProperties, body: &[u8]) -> DeadLetter {
+    let first_death = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-death"))
+        .and_then(|v| match v {
+            AMQPValue::FieldArray(a) => a.as_slice().first().cloned(),
+            _ => None,
+        });
+    let table: Option<FieldTable> = match first_death {
+        Some(AMQPValue::FieldTable(t)) => Some(t),
+        _ => None,
+    };
+    let get = |k: &str| table.as_ref().and_then(|t| t.inner().get(k).cloned());
+    let routing_key = match get("routing-keys") {
+        Some(AMQPValue::FieldArray(a)) => header_str(a.as_slice().first()),
+        _ => None,
+    };
+    let (unreadable, pay_trace_no) = match intent::read(body) {
+        Err(why) => (Some(why.to_string()), None),
+        Ok(obj) => (
+            None,
+            obj.get("pay_trace_no")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+    };
+    DeadLetter {
+        message_id: properties.message_id().as_ref().map(|s| s.to_string()),
+        reason: header_str(get("reason").as_ref()),
+        queue: header_str(get("queue").as_ref()),
+        count: header_int(get("count").as_ref()),
+        routing_key,
+        unreadable,
+        pay_trace_no,
+        bytes: body.len(),
+    }
+}
+
+async fn fetch(
+    ch: &Channel,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<BasicGetMessage>, lapin::Error> {
+    let mut got = Vec::new();
+    while got.len() < limit {
+        match ch
+            .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: false })
+            .await?
+        {
+            Some(m) => got.push(m),
+            None => break,
+        }
+    }
+    Ok(got)
+}
+
+async fn give_back(messages: &[BasicGetMessage]) {
+    for m in messages {
+        let _ = m
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await;
+    }
+}
+
+/// Lists up to `limit` messages; `json`: one JSON object per line.
+pub async fn list(
+    a: &AmqpSettings,
+    limit: usize,
+    as_json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, DlqError> {
+    let conn = amqp::connect(&a.url, &amqp::connection_name("dlq"))
+        .await
+        .map_err(|source| DlqError::Connect {
+            url: a.url.redacted(),
+            source,
+        })?;
+    let ch = conn.create_channel().await?;
+    let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
+    let mut written = Ok(());
+    if !as_json {
+        written = writeln!(
+            out,
+            "{} message(s) shown from {}",
+            messages.len(),
+            a.dead_letter_queue
+        );
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if written.is_err() {
+            break;
+        }
+        let d = describe(&m.delivery.properties, &m.delivery.data);
+        written = if as_json {
+            writeln!(out, "{}", d.to_json())
+        } else {
+            writeln!(
+                out,
+                "#{i} message_id={} pay_trace_no={} reason={} count={} bytes={}\n    {}",
+                d.message_id.as_deref().unwrap_or("-"),
+                d.pay_trace_no.as_deref().unwrap_or("-"),
+                d.reason.as_deref().unwrap_or("-"),
+                d.count.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                d.bytes,
+                d.explanation()
+            )
+        };
+    }
+    give_back(&messages).await;
+    let _ = conn.close(200, "dlq list done".into()).await;
+    written?;
+    Ok(messages.len())
+}
+
+/// Moves up to `limit` readable messages back to the intent exchange.
+/// Unreadable bodies stay in the DLQ (they would only come back).
+pub async fn replay(
+    a: &AmqpSettings,
+    limit: usize,
+    dry_run: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, DlqError> {
+    let conn = amqp::connect(&a.url, &amqp::connection_name("dlq"))
+        .await
+        .map_err(|source| DlqError::Connect {
+            url: a.url.redacted(),
+            source,
+        })?;
+    amqp::declare(&conn, a).await?;
+    let ch = conn.create_channel().await?;
+    let publish_ch = intent_channel(&conn).await?;
+    let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
+    let mut replayed = 0usize;
+    let mut kept = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        let d = describe(&m.delivery.properties, &m.delivery.data);
+        if d.unreadable.is_some() || dry_run {
+            writeln!(
+                out,
+                "#{i} {} message_id={} pay_trace_no={}: {}",
+                if dry_run && d.unreadable.is_none() {
+                    "would replay"
+                } else {
+                    "kept"
+                },
+                d.message_id.as_deref().unwrap_or("-"),
+                d.pay_trace_no.as_deref().unwrap_or("-"),
+                d.explanation()
+            )?;
+            if dry_run && d.unreadable.is_none() {
+                replayed += 1;
+            }
+            kept.push(m);
+            continue;
+        }
+        // The original properties (message_id, correlation_id, reply_to,
+        // timestamp) go with it; the x-death history stays in the DLQ's past.
+        let mut props = m.delivery.properties.clone();
+        if let Some(headers) = props.headers().clone() {
+            let mut h = headers.inner().clone();
+            h.remove("x-death");
+            h.remove("x-first-death-exchange");
+            h.remove("x-first-death-queue");
+            h.remove("x-first-death-reason");
+            h.remove("x-delivery-count");
+            props = props.with_headers(FieldTable::from(h));
+        }
+        let key = d
+            .routing_key
+            .clone()
+            .unwrap_or_else(|| "h5pay.intent.replay".into());
+        let confirm = publish_ch
+            .basic_publish(
+                ShortString::from(a.intent_exchange.as_str()),
+                ShortString::try_new(key).unwrap_or_else(|_| "h5pay.intent.replay".into()),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &m.delivery.data,
+                props,
+            )
+            .await?
+            .await?;
+        if !matches!(confirm, Confirmation::Ack(None)) {
+            kept.push(m);
+            give_back(&kept).await;
+            return Err(DlqError::NotConfirmed(i));
+        }
+        m.delivery.acker.ack(BasicAckOptions::default()).await?;
+        replayed += 1;
+        writeln!(
+            out,
+            "#{i} replayed message_id={} pay_trace_no={}",
+            d.message_id.as_deref().unwrap_or("-"),
+            d.pay_trace_no.as_deref().unwrap_or("-")
+        )?;
+    }
+    give_back(&kept).await;
+    writeln!(
+        out,
+        "{replayed} message(s) {} to {}",
+        if dry_run {
+            "would be replayed"
+        } else {
+            "replayed"
+        },
+        a.intent_exchange
+    )?;
+    let _ = conn.close(200, "dlq replay done".into()).await;
+    Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{FieldArray, LongString};
+
+    #[test]
+    fn x_death_and_the_body_are_described() {
+        let mut death = FieldTable::default();
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString(LongString::from("delivery_limit")),
+        );
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString(LongString::from("h5pay.intents")),
+        );
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        death.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString(
+                LongString::from("h5pay.intent.M1"),
+            )])),
+        );
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+        );
+        let props = BasicProperties::default()
+            .with_headers(headers)
+            .with_message_id("m-1".into());
+        let d = describe(&props, br#"{"pay_trace_no":"T1"}"#);
+        assert_eq!(d.reason.as_deref(), Some("delivery_limit"));
+        assert_eq!(d.queue.as_deref(), Some("h5pay.intents"));
+        assert_eq!(d.count, Some(1));
+        assert_eq!(d.routing_key.as_deref(), Some("h5pay.intent.M1"));
+        assert_eq!(d.pay_trace_no.as_deref(), Some("T1"));
+        assert_eq!(d.unreadable, None);
+        assert!(d.explanation().contains("delivery_limit"));
+
+        let junk = describe(&BasicProperties::default(), b"not json");
+        assert!(
+            junk.unreadable
+                .as_deref()
+                .is_some_and(|u| u.contains("not JSON"))
+        );
+        assert!(junk.explanation().starts_with("not an intent"));
+    }
+}

@@ -1,0 +1,601 @@
+//! Classification of one HTTP exchange with the gateway (contract §4, §5.6,
+//! §5.7): a final decision, or a transient failure that may be retried.
+//! Pure functions: no I/O, no clock.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::sign;
+use super::types::{H5PayRequest, H5PayResponse, ReceivedResponse};
+use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer, Jsapi, Payable};
+
+/// What one attempt produced on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchange<'a> {
+    /// No connection was made: the request never left this process.
+    ConnectFailed(String),
+    /// The request may have been sent (a timeout or a broken connection
+    /// after connecting), so it may have reached the gateway.
+    SendFailed { timed_out: bool, detail: String },
+    /// An HTTP answer.
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: &'a [u8],
+    },
+}
+
+/// The class of an HTTP status, before the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 2xx: read the body.
+    Success,
+    /// 408, 429, 5xx: try again. `reached` says whether the gateway may have
+    /// acted on the request (5xx: yes; 408/429: it says it did not).
+    Transient { reached: bool },
+    /// Other 4xx: the gateway refused; never retried.
+    Refused,
+    /// 1xx/3xx: not an answer of this API (redirects are not followed: a
+    /// signed POST must not wander). Treated as a bad response.
+    Unexpected,
+}
+
+/// "Is this retriable?" for an HTTP status. Kept apart from the backoff
+/// policy and from body parsing so its table can be tested on its own.
+pub fn status_class(status: u16) -> StatusClass {
+    match status {
+        200..=299 => StatusClass::Success,
+        408 | 429 => StatusClass::Transient { reached: false },
+        500..=599 => StatusClass::Transient { reached: true },
+        400..=499 => StatusClass::Refused,
+        _ => StatusClass::Unexpected,
+    }
+}
+
+/// Why a transient failure happened; decides the final kind when retries
+/// run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransientKind {
+    /// Connect errors, timeouts, 408/429/5xx: `gateway_unavailable`.
+    Unavailable,
+    /// Not the documented answer: `bad_response`.
+    BadResponse,
+}
+
+/// The verdict on one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The gateway decided. `refusal` marks a return_code FAIL or a 4xx,
+    /// which after an attempt that may have reached the gateway is no longer
+    /// a clean rejection (see [`settle_refusal`]).
+    Final {
+        decision: Decision,
+        refusal: bool,
+        answer: Option<GatewayAnswer>,
+        trade_no: Option<String>,
+    },
+    /// May be retried with the identical request.
+    Transient {
+        kind: TransientKind,
+        /// The attempt may have reached the gateway.
+        reached: bool,
+        message: String,
+        retry_after: Option<Duration>,
+        answer: Option<GatewayAnswer>,
+    },
+}
+
+fn transient(
+    kind: TransientKind,
+    reached: bool,
+    message: String,
+    retry_after: Option<Duration>,
+    answer: Option<GatewayAnswer>,
+) -> Verdict {
+    Verdict::Transient {
+        kind,
+        reached,
+        message,
+        retry_after,
+        answer,
+    }
+}
+
+fn answer_of(status: u16, r: Option<&H5PayResponse>) -> GatewayAnswer {
+    GatewayAnswer {
+        return_code: r.and_then(|r| r.return_code.clone()),
+        result_code: r.and_then(|r| r.result_code.clone()),
+        return_msg: r.and_then(|r| r.return_msg.clone()),
+        http_status: status,
+    }
+}
+
+/// Classifies one exchange. `verify_key` is the institution's key when
+/// `gateway.verify_response_sign` is on.
+pub fn classify(
+    exchange: &Exchange<'_>,
+    sent: &H5PayRequest,
+    verify_key: Option<&SecretString>,
+) -> Verdict {
+    let (status, retry_after, body) = match exchange {
+        Exchange::ConnectFailed(detail) => {
+            return transient(
+                TransientKind::Unavailable,
+                false,
+                format!("cannot connect to the gateway: {detail}"),
+                None,
+                None,
+            );
+        }
+        Exchange::SendFailed { timed_out, detail } => {
+            let what = if *timed_out {
+                "the gateway did not answer in time"
+            } else {
+                "the connection to the gateway broke"
+            };
+            return transient(
+                TransientKind::Unavailable,
+                true,
+                format!("{what}: {detail}"),
+                None,
+                None,
+            );
+        }
+        Exchange::Answered {
+            status,
+            retry_after,
+            body,
+        } => (*status, *retry_after, *body),
+    };
+
+    // Parse early so that refusals and errors carry the gateway's own message.
+    let parsed = ReceivedResponse::parse(body);
+    let fields = parsed.as_ref().ok().map(|r| &r.fields);
+    let answer = Some(answer_of(status, fields));
+    let msg_suffix = fields
+        .and_then(|f| f.return_msg.as_deref())
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+
+    match status_class(status) {
+        StatusClass::Transient { reached } => {
+            return transient(
+                TransientKind::Unavailable,
+                reached,
+                format!("gateway answered HTTP {status}{msg_suffix}"),
+                retry_after,
+                answer,
+            );
+        }
+        StatusClass::Refused => {
+            return Verdict::Final {
+                decision: Decision::Failed(Failure::new(
+                    FailureKind::GatewayRejected,
+                    format!("gateway refused the request with HTTP {status}{msg_suffix}"),
+                )),
+                refusal: true,
+                answer,
+                trade_no: None,
+            };
+        }
+        StatusClass::Unexpected => {
+            return transient(
+                TransientKind::BadResponse,
+                true,
+                format!("gateway answered HTTP {status}, which this API never does"),
+                None,
+                answer,
+            );
+        }
+        StatusClass::Success => {}
+    }
+
+    let response = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            return transient(
+                TransientKind::BadResponse,
+                true,
+                e.to_string(),
+                None,
+                answer,
+            );
+        }
+    };
+    classify_body(&response, sent, verify_key, answer)
+}
+
+fn classify_body(
+    response: &ReceivedResponse,
+    sent: &H5PayRequest,
+    verify_key: Option<&SecretString>,
+    answer: Option<GatewayAnswer>,
+) -> Verdict {
+    let f = &response.fields;
+    let bad = |message: String, answer: Option<GatewayAnswer>| {
+        transient(TransientKind::BadResponse, true, message, None, answer)
+    };
+    let bad_signature = |e: sign::VerifyError, answer: Option<GatewayAnswer>| Verdict::Final {
+        decision: Decision::Failed(Failure::new(
+            FailureKind::BadSignature,
+            format!("response signature check failed: {e}"),
+        )),
+        refusal: false,
+        answer,
+        trade_no: None,
+    };
+    let msg = f.return_msg.as_deref().unwrap_or("");
+
+    match f.return_code.as_deref() {
+        Some("FAIL") => {
+            // A FAIL without a sign is the refusal it says it is (forging one
+            // moves no money); a FAIL with a wrong sign is not trusted.
+            let has_sign = matches!(f.sign.as_deref(), Some(s) if !s.is_empty());
+            if let (Some(key), true) = (verify_key, has_sign)
+                && let Err(e) = sign::verify(&response.raw, key)
+            {
+                return bad_signature(e, answer);
+            }
+            Verdict::Final {
+                decision: Decision::Failed(Failure::new(
+                    FailureKind::GatewayRejected,
+                    format!("gateway refused the request: return_code FAIL: {msg}"),
+                )),
+                refusal: true,
+                answer,
+                trade_no: None,
+            }
+        }
+        Some("SUCCESS") => {
+            if let Some(key) = verify_key
+                && let Err(e) = sign::verify(&response.raw, key)
+            {
+                return bad_signature(e, answer);
+            }
+            if let Err(m) = check_echo(f, sent) {
+                return bad(m, answer);
+            }
+            let trade_no = f.trade_no.clone();
+            let decision = match f.result_code.as_deref() {
+                Some("PAY_SUCCESS") => match payable(f) {
+                    Ok(p) => Decision::Ready(p),
+                    Err(m) => return bad(m, answer),
+                },
+                Some("PAY_IN_PROCESS") => Decision::InProcess,
+                Some("PAY_FAIL") => Decision::Failed(Failure::new(
+                    FailureKind::PaymentFailed,
+                    format!("gateway answered PAY_FAIL: {msg}"),
+                )),
+                Some(other) => return bad(format!("unknown result_code {other:?}"), answer),
+                None => return bad("SUCCESS answer without a result_code".to_owned(), answer),
+            };
+            Verdict::Final {
+                decision,
+                refusal: false,
+                answer,
+                trade_no,
+            }
+        }
+        Some(other) => bad(format!("unknown return_code {other:?}"), answer),
+        None => bad("answer without a return_code".to_owned(), answer),
+    }
+}
+
+/// A SUCCESS answer must echo what was sent: anything else may be an answer
+/// meant for another request.
+fn check_echo(f: &H5PayResponse, sent: &H5PayRequest) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    if f.mch_no.as_deref() != Some(sent.mch_no.as_str()) {
+        wrong.push(echo_detail("mch_no", f.mch_no.as_deref(), &sent.mch_no));
+    }
+    if f.pay_trace_no.as_deref() != Some(sent.pay_trace_no.as_str()) {
+        wrong.push(echo_detail(
+            "pay_trace_no",
+            f.pay_trace_no.as_deref(),
+            &sent.pay_trace_no,
+        ));
+    }
+    let amount_ok = f
+        .total_amount
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        == Some(sent.total_amount);
+    if !amount_ok {
+        wrong.push(echo_detail(
+            "total_amount",
+            f.total_amount.as_deref(),
+            &sent.total_amount.to_string(),
+        ));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "SUCCESS answer does not echo the request: {}",
+            wrong.join("; ")
+        ))
+    }
+}
+
+fn echo_detail(field: &str, got: Option<&str>, sent: &str) -> String {
+    match got {
+        None => format!("{field} missing (sent {sent:?})"),
+        Some(g) => format!("{field} is {g:?}, sent {sent:?}"),
+    }
+}
+
+/// Extracts what the payer needs from a PAY_SUCCESS answer.
+fn payable(f: &H5PayResponse) -> Result<Payable, String> {
+    let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let jsapi_parts = [
+        ("appId", nonempty(&f.app_id)),
+        ("timeStamp", nonempty(&f.time_stamp)),
+        ("nonceStr", nonempty(&f.nonce_str)),
+        ("packages", nonempty(&f.packages)),
+        ("signType", nonempty(&f.sign_type)),
+        ("paySign", nonempty(&f.pay_sign)),
+    ];
+    let missing: Vec<&str> = jsapi_parts
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    let jsapi = match jsapi_parts {
+        [
+            (_, Some(app_id)),
+            (_, Some(ts)),
+            (_, Some(nonce)),
+            (_, Some(package)),
+            (_, Some(st)),
+            (_, Some(ps)),
+        ] => Some(Jsapi {
+            app_id,
+            time_stamp: seconds_timestamp(ts),
+            nonce_str: nonce,
+            package,
+            sign_type: st,
+            pay_sign: ps,
+        }),
+        _ => None,
+    };
+    let p = Payable {
+        code_url: nonempty(&f.code_url),
+        jsapi,
+        ali_trade_no: nonempty(&f.ali_trade_no),
+    };
+    if p.code_url.is_none() && p.jsapi.is_none() && p.ali_trade_no.is_none() {
+        return Err(if missing.len() < 6 {
+            format!(
+                "PAY_SUCCESS with incomplete JSAPI parameters (missing {})",
+                missing.join(", ")
+            )
+        } else {
+            "PAY_SUCCESS without code_url, JSAPI parameters or ali_trade_no".to_owned()
+        });
+    }
+    Ok(p)
+}
+
+/// WeChat's JSAPI wants seconds; some gateways send milliseconds (13 digits).
+pub fn seconds_timestamp(ts: String) -> String {
+    if ts.len() == 13 && ts.bytes().all(|b| b.is_ascii_digit()) {
+        ts[..10].to_owned()
+    } else {
+        ts
+    }
+}
+
+/// After an attempt that may have reached the gateway, a later refusal (the
+/// gateway's duplicate-pay_trace_no check looks like any other) means the
+/// order may exist without us knowing its code_url: `outcome_unknown`.
+pub fn settle_refusal(decision: Decision, refusal: bool, reached_before: Option<&str>) -> Decision {
+    match (decision, refusal, reached_before) {
+        (Decision::Failed(f), true, Some(earlier)) => Decision::Failed(Failure::new(
+            FailureKind::OutcomeUnknown,
+            format!(
+                "an earlier attempt may have reached the gateway ({earlier}), then the gateway refused \
+                 ({}): the order may exist without its payment link",
+                f.message
+            ),
+        )),
+        (d, _, _) => d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::types::PayType;
+    use serde_json::{Value, json};
+
+    fn key() -> SecretString {
+        SecretString::from("sandbox-key-5f2b9c0e7d1a4b3c")
+    }
+
+    fn request() -> H5PayRequest {
+        H5PayRequest {
+            inst_no: "60000001".into(),
+            mch_no: "M1".into(),
+            pay_type: PayType::Wechat,
+            pay_trace_no: "T1".into(),
+            pay_time: "20261126101500".into(),
+            total_amount: 100,
+            open_id: None,
+            notify_url: None,
+        }
+    }
+
+    fn success(extra: Value) -> Value {
+        let mut v = json!({
+            "return_code": "SUCCESS", "result_code": "PAY_SUCCESS", "return_msg": "ok",
+            "mch_no": "M1", "pay_trace_no": "T1", "total_amount": "100", "trade_no": "TN1",
+            "code_url": "https://pay.example/x", "appId": null, "shop_name": ""
+        });
+        if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+            m.extend(e);
+        }
+        v
+    }
+
+    fn signed(v: Value) -> Vec<u8> {
+        let mut m = match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        m.remove("sign");
+        let s = sign::sign(&m, &key());
+        m.insert("sign".into(), Value::String(s));
+        serde_json::to_vec(&m).unwrap_or_default()
+    }
+
+    fn classify_body_bytes(status: u16, body: &[u8]) -> Verdict {
+        classify(
+            &Exchange::Answered {
+                status,
+                retry_after: None,
+                body,
+            },
+            &request(),
+            Some(&key()),
+        )
+    }
+
+    fn kind_of(v: &Verdict) -> String {
+        match v {
+            Verdict::Final {
+                decision: Decision::Failed(f),
+                refusal,
+                ..
+            } => format!(
+                "final:{}{}",
+                f.kind.as_str(),
+                if *refusal { ":refusal" } else { "" }
+            ),
+            Verdict::Final { decision, .. } => format!("final:{}", decision.status().as_str()),
+            Verdict::Transient { kind, reached, .. } => {
+                format!("transient:{kind:?}:reached={reached}")
+            }
+        }
+    }
+
+    #[test]
+    fn http_status_table() {
+        let table = [
+            (200, StatusClass::Success),
+            (204, StatusClass::Success),
+            (301, StatusClass::Unexpected),
+            (400, StatusClass::Refused),
+            (401, StatusClass::Refused),
+            (404, StatusClass::Refused),
+            (408, StatusClass::Transient { reached: false }),
+            (409, StatusClass::Refused),
+            (422, StatusClass::Refused),
+            (429, StatusClass::Transient { reached: false }),
+            (500, StatusClass::Transient { reached: true }),
+            (501, StatusClass::Transient { reached: true }),
+            (502, StatusClass::Transient { reached: true }),
+            (503, StatusClass::Transient { reached: true }),
+            (504, StatusClass::Transient { reached: true }),
+            (100, StatusClass::Unexpected),
+        ];
+        for (status, want) in table {
+            assert_eq!(status_class(status), want, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases: Vec<(&str, Verdict, &str)> = vec![
+            ("connect error", classify(&Exchange::ConnectFailed("refused".into()), &request(), None), "transient:Unavailable:reached=false"),
+            ("timeout", classify(&Exchange::SendFailed { timed_out: true, detail: "t".into() }, &request(), None), "transient:Unavailable:reached=true"),
+            ("ready", classify_body_bytes(200, &signed(success(json!({})))), "final:ready"),
+            ("in process", classify_body_bytes(200, &signed(success(json!({"result_code": "PAY_IN_PROCESS", "code_url": null})))), "final:in_process"),
+            ("pay fail", classify_body_bytes(200, &signed(success(json!({"result_code": "PAY_FAIL"})))), "final:payment_failed"),
+            ("FAIL signed", classify_body_bytes(200, &signed(json!({"return_code": "FAIL", "return_msg": "参数不合法"}))), "final:gateway_rejected:refusal"),
+            ("FAIL unsigned", classify_body_bytes(200, br#"{"return_code":"FAIL","return_msg":"x"}"#), "final:gateway_rejected:refusal"),
+            ("FAIL wrong sign", classify_body_bytes(200, br#"{"return_code":"FAIL","return_msg":"x","sign":"00000000000000000000000000000000"}"#), "final:bad_signature"),
+            ("SUCCESS unsigned", classify_body_bytes(200, &serde_json::to_vec(&success(json!({}))).unwrap_or_default()), "final:bad_signature"),
+            ("SUCCESS wrong sign", classify_body_bytes(200, &serde_json::to_vec(&success(json!({"sign": "0".repeat(32)}))).unwrap_or_default()), "final:bad_signature"),
+            ("echo mch_no", classify_body_bytes(200, &signed(success(json!({"mch_no": "M2"})))), "transient:BadResponse:reached=true"),
+            ("echo amount missing", classify_body_bytes(200, &signed(success(json!({"total_amount": null})))), "transient:BadResponse:reached=true"),
+            ("echo amount as number", classify_body_bytes(200, &signed(success(json!({"total_amount": 100})))), "final:ready"),
+            ("ready without link", classify_body_bytes(200, &signed(success(json!({"code_url": null})))), "transient:BadResponse:reached=true"),
+            ("unknown result", classify_body_bytes(200, &signed(success(json!({"result_code": "MAYBE"})))), "transient:BadResponse:reached=true"),
+            ("not json", classify_body_bytes(200, b"<html>busy</html>"), "transient:BadResponse:reached=true"),
+            ("503", classify_body_bytes(503, b""), "transient:Unavailable:reached=true"),
+            ("429", classify_body_bytes(429, b""), "transient:Unavailable:reached=false"),
+            ("408", classify_body_bytes(408, b""), "transient:Unavailable:reached=false"),
+            ("404", classify_body_bytes(404, b"not found"), "final:gateway_rejected:refusal"),
+            ("302", classify_body_bytes(302, b""), "transient:BadResponse:reached=true"),
+        ];
+        for (name, verdict, want) in cases {
+            assert_eq!(kind_of(&verdict), want, "{name}: {verdict:?}");
+        }
+    }
+
+    #[test]
+    fn unverified_mode_accepts_an_unsigned_success() {
+        let body = serde_json::to_vec(&success(json!({}))).unwrap_or_default();
+        let v = classify(
+            &Exchange::Answered {
+                status: 200,
+                retry_after: None,
+                body: &body,
+            },
+            &request(),
+            None,
+        );
+        assert_eq!(kind_of(&v), "final:ready");
+    }
+
+    #[test]
+    fn jsapi_parameters_become_strings_and_seconds() {
+        let body = signed(success(json!({
+            "code_url": null, "appId": "wx1", "timeStamp": 1414561699123u64, "nonceStr": "n",
+            "packages": "prepay_id=1", "signType": "MD5", "paySign": "ps"
+        })));
+        match classify_body_bytes(200, &body) {
+            Verdict::Final {
+                decision: Decision::Ready(p),
+                trade_no,
+                ..
+            } => {
+                assert_eq!(trade_no.as_deref(), Some("TN1"));
+                assert_eq!(p.code_url, None);
+                let j = p.jsapi.unwrap_or_else(|| panic!("no jsapi"));
+                assert_eq!(j.time_stamp, "1414561699");
+                assert_eq!(j.package, "prepay_id=1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(seconds_timestamp("1414561699".into()), "1414561699");
+    }
+
+    #[test]
+    fn incomplete_jsapi_alone_is_a_bad_response_naming_what_is_missing() {
+        let body = signed(success(
+            json!({"code_url": null, "appId": "wx1", "packages": "p"}),
+        ));
+        match classify_body_bytes(200, &body) {
+            Verdict::Transient { message, .. } => assert!(message.contains("paySign"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_after_a_reaching_attempt_is_outcome_unknown() {
+        let rejected = Decision::Failed(Failure::new(FailureKind::GatewayRejected, "FAIL"));
+        let settled = settle_refusal(rejected.clone(), true, Some("HTTP 503"));
+        assert!(
+            matches!(settled, Decision::Failed(ref f) if f.kind == FailureKind::OutcomeUnknown)
+        );
+        assert_eq!(settle_refusal(rejected.clone(), true, None), rejected);
+        let pay_fail = Decision::Failed(Failure::new(FailureKind::PaymentFailed, "PAY_FAIL"));
+        assert_eq!(
+            settle_refusal(pay_fail.clone(), false, Some("HTTP 503")),
+            pay_fail
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! One intent, from delivery to disposition: read → validate → claim →
+//! gateway → store → publish → mark confirmed. The caller acts on the
+//! returned [`Disposition`]; nothing here acknowledges a message.
+//!
+//! Order matters and is the point of this module (contract §5):
+//! claim before call, store before publish, publish (confirmed) before ack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{FixedOffset, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::amqp::Publisher;
+use crate::claim::{self, ClaimError, ClaimStore, Step};
+use crate::config::{Config, DuplicatePolicy, Institutions};
+use crate::gateway::GatewayClient;
+use crate::intent::{self, Intent, Rules};
+use crate::outcome::{Failure, FailureKind};
+use crate::result_event::{self, ResultEvent};
+
+/// What to do with the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The result event is confirmed (or deliberately not published): ack.
+    Ack,
+    /// Cannot be an intent at all: reject without requeue (dead-letter).
+    DeadLetter,
+    /// Not started, or its result could not be published: requeue.
+    HandBack,
+    /// The channel or connection failed: the delivery comes back by itself
+    /// after the reconnect; the connection must be rebuilt.
+    ConnectionLost,
+}
+
+/// The parts of a delivery the pipeline reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub body: &'a [u8],
+    pub message_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+    /// AMQP `timestamp`, seconds since the epoch.
+    pub timestamp: Option<u64>,
+    pub redelivered: bool,
+}
+
+/// Settings the pipeline decides with.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub default_mch_no: Option<String>,
+    pub max_amount: u64,
+    pub offset: FixedOffset,
+    pub duplicates: DuplicatePolicy,
+    pub max_intent_age_secs: u64,
+}
+
+impl PipelineSettings {
+    pub fn from_config(c: &Config) -> Self {
+        let s = &c.settings;
+        PipelineSettings {
+            default_mch_no: Some(s.worker.default_mch_no.clone()).filter(|m| !m.is_empty()),
+            max_amount: s.gateway.max_amount,
+            offset: s.worker.offset(),
+            duplicates: s.worker.duplicates,
+            max_intent_age_secs: s.worker.max_intent_age_secs,
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub claims: ClaimStore,
+    pub gateway: Arc<GatewayClient>,
+    pub institutions: Institutions,
+    pub settings: PipelineSettings,
+    /// Cancelled when the worker stops taking intents: work not yet at the
+    /// gateway is handed back.
+    pub stop: CancellationToken,
+}
+
+/// Backoff between Redis retries while it is unreachable.
+const REDIS_RETRY_MIN: Duration = Duration::from_millis(50);
+const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Aborts a spawned task when dropped (the lease renewer dies with its call).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Pipeline {
+    /// Processes one delivery to a disposition.
+    pub async fn process(&self, msg: Incoming<'_>, publisher: &Publisher) -> Disposition {
+        let span = info_span!(
+            "intent",
+            inst_no = tracing::field::Empty,
+            mch_no = tracing::field::Empty,
+            pay_trace_no = tracing::field::Empty,
+            message_id = msg.message_id.unwrap_or(""),
+            redelivered = msg.redelivered,
+        );
+        self.process_inner(msg, publisher).instrument(span).await
+    }
+
+    async fn process_inner(&self, msg: Incoming<'_>, publisher: &Publisher) -> Disposition {
+        let obj = match intent::read(msg.body) {
+            Ok(o) => o,
+            Err(why) => {
+                warn!(reason = why.reason(), error = %why, bytes = msg.body.len(), "not an intent: dead-lettering it");
+                metrics::counter!("h5pay_dead_lettered_total", "reason" => why.reason())
+                    .increment(1);
+                metrics::counter!("h5pay_intents_total", "outcome" => "unreadable").increment(1);
+                return Disposition::DeadLetter;
+            }
+        };
+        let rules = Rules {
+            institutions: &self.institutions,
+            default_mch_no: self.settings.default_mch_no.as_deref(),
+            max_amount: self.settings.max_amount,
+        };
+        let intent = match intent::validate(&obj, rules) {
+            Ok(i) => i,
+            Err(invalid) => {
+                let span = tracing::Span::current();
+                span.record("mch_no", invalid.mch_no.as_deref().unwrap_or("_"));
+                span.record(
+                    "pay_trace_no",
+                    invalid.pay_trace_no.as_deref().unwrap_or(""),
+                );
+                let event = ResultEvent::invalid(&invalid, msg.body, Utc::now());
+                info!(error = %invalid.message(), "invalid intent");
+                let correlation = correlation_id(&msg, invalid.pay_trace_no.as_deref());
+                return self
+                    .publish_and_ack(&event, &msg, &correlation, publisher, None)
+                    .await;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("inst_no", intent.identity.inst_no.as_str());
+        span.record("mch_no", intent.identity.mch_no.as_str());
+        span.record("pay_trace_no", intent.identity.pay_trace_no.as_str());
+        let correlation = correlation_id(&msg, Some(&intent.identity.pay_trace_no));
+        self.decide(&intent, &msg, &correlation, publisher).await
+    }
+
+    /// The claim loop: claim, then call, store, publish; or replay, wait,
+    /// refuse.
+    async fn decide(
+        &self,
+        intent: &Intent,
+        msg: &Incoming<'_>,
+        correlation: &str,
+        publisher: &Publisher,
+    ) -> Disposition {
+        let now = Utc::now();
+        let made = intent::intent_time(
+            msg.timestamp,
+            intent.pay_time.as_deref(),
+            self.settings.offset,
+        );
+        let expired = intent::is_expired(made, now, self.settings.max_intent_age_secs);
+        let candidate_pay_time = intent
+            .pay_time
+            .clone()
+            .unwrap_or_else(|| intent::format_pay_time(now, self.settings.offset));
+        let fingerprint = intent.fingerprint();
+        let token = claim::new_token();
+        let id = &intent.identity;
+        let mut waited = 0u32;
+        let wait_started = tokio::time::Instant::now();
+
+        loop {
+            let reply = self
+                .redis("claim", true, || {
+                    self.claims.claim(
+                        id,
+                        &token,
+                        &fingerprint,
+                        &candidate_pay_time,
+                        intent.pay_time.is_some(),
+                        expired,
+                    )
+                })
+                .await;
+            let Some(reply) = reply else {
+                info!("stopping: handing the intent back before its claim");
+                return Disposition::HandBack;
+            };
+            match claim::next_step(reply, self.settings.duplicates, waited) {
+                Step::Wait(pause) => {
+                    if waited == 0 {
+                        metrics::counter!("h5pay_dedup_total", "kind" => "wait").increment(1);
+                        debug!("another worker holds this identity: waiting for its outcome");
+                    }
+                    waited = waited.saturating_add(1);
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Disposition::HandBack,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                Step::Replay { event, duplicate } => {
+                    record_wait(waited, wait_started);
+                    metrics::counter!("h5pay_dedup_total", "kind" => "replay").increment(1);
+                    let event = match result_event::replay(&event, duplicate) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            error!(error = %e, "stored outcome is unreadable; leaving the intent for redelivery");
+                            return Disposition::HandBack;
+                        }
+                    };
+                    info!(
+                        duplicate,
+                        status = event.status.as_str(),
+                        "replaying the stored outcome"
+                    );
+                    let mark = (!duplicate).then_some(id);
+                    return self
+                        .publish_and_ack(&event, msg, correlation, publisher, mark)
+                        .await;
+                }
+                Step::AckWithoutPublishing => {
+                    record_wait(waited, wait_started);
+                    metrics::counter!("h5pay_dedup_total", "kind" => "replay").increment(1);
+                    metrics::counter!("h5pay_intents_total", "outcome" => "duplicate_dropped")
+                        .increment(1);
+                    info!(
+                        "duplicate of a confirmed outcome: acknowledged without publishing (duplicates = drop)"
+                    );
+                    return Disposition::Ack;
+                }
+                Step::Conflict { stored_pay_time } => {
+                    metrics::counter!("h5pay_dedup_total", "kind" => "conflict").increment(1);
+                    let message = conflict_message(intent, &stored_pay_time);
+                    info!(%message, "conflicting intent");
+                    let event = ResultEvent::refused(
+                        intent,
+                        Failure::new(FailureKind::Conflict, message),
+                        msg.body,
+                        Utc::now(),
+                    );
+                    return self
+                        .publish_and_ack(&event, msg, correlation, publisher, None)
+                        .await;
+                }
+                Step::Expired => {
+                    let message = format!(
+                        "older than worker.max_intent_age_secs ({}s); the gateway was not called",
+                        self.settings.max_intent_age_secs
+                    );
+                    info!("expired intent");
+                    let event = ResultEvent::refused(
+                        intent,
+                        Failure::new(FailureKind::Expired, message),
+                        msg.body,
+                        Utc::now(),
+                    );
+                    return self
+                        .publish_and_ack(&event, msg, correlation, publisher, None)
+                        .await;
+                }
+                Step::Call { pay_time, takeover } => {
+                    record_wait(waited, wait_started);
+                    if takeover {
+                        metrics::counter!("h5pay_claim_takeovers_total").increment(1);
+                        info!("took over an expired claim; sending the identical request");
+                    }
+                    match self
+                        .call_and_store(intent, &token, &pay_time, takeover)
+                        .await
+                    {
+                        CallEnd::Stored(event) => {
+                            return self
+                                .publish_and_ack(&event, msg, correlation, publisher, Some(id))
+                                .await;
+                        }
+                        CallEnd::HandedBack => return Disposition::HandBack,
+                        // Another worker owns the identity now: its outcome wins.
+                        CallEnd::ClaimLost => {
+                            metrics::counter!("h5pay_claim_lost_total").increment(1);
+                            warn!("lost the claim to another worker; waiting for its outcome");
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls the gateway under the claim (renewing the lease meanwhile) and
+    /// stores the outcome.
+    async fn call_and_store(
+        &self,
+        intent: &Intent,
+        token: &str,
+        pay_time: &str,
+        takeover: bool,
+    ) -> CallEnd {
+        let id = &intent.identity;
+        let Some(key) = self.institutions.key(&id.inst_no) else {
+            // Validation admits configured institutions only.
+            error!("no key for a validated institution");
+            return CallEnd::HandedBack;
+        };
+        let lost = CancellationToken::new();
+        let _renewer = AbortOnDrop(tokio::spawn(renew_lease(
+            self.claims.clone(),
+            id.clone(),
+            token.to_owned(),
+            lost.clone(),
+        )));
+        let request = intent.request(pay_time);
+        let call = match self.gateway.call(&request, key, &lost, &self.stop).await {
+            Ok(c) => c,
+            Err(abandoned) if lost.is_cancelled() => {
+                debug!(attempts = abandoned.attempts, "claim lost during the call");
+                return CallEnd::ClaimLost;
+            }
+            Err(_) => {
+                // Stopping before the first attempt: give the claim back so
+                // the redelivery need not wait for the lease.
+                let released = self.claims.release(id, token, !takeover).await;
+                if let Err(e) = released {
+                    debug!(error = %e, "could not release the claim; it lapses with its lease");
+                }
+                info!("stopping: handing the intent back before the gateway call");
+                return CallEnd::HandedBack;
+            }
+        };
+        drop(_renewer);
+        let event = ResultEvent::decided(intent, pay_time, &call, Utc::now());
+        let json = String::from_utf8(event.to_json()).unwrap_or_default();
+        // Store before publish: never give up on a decided outcome while the
+        // process lives; a crash here replays through the gateway's own
+        // idempotency with the identical request.
+        match self
+            .redis("store", false, || self.claims.store(id, token, &json))
+            .await
+        {
+            Some(true) => {
+                info!(
+                    status = event.status.as_str(),
+                    error_kind = event.error_kind().unwrap_or(""),
+                    attempts = call.attempts,
+                    code_url_host = event.code_url.as_deref().and_then(url_host).unwrap_or(""),
+                    "outcome decided and stored"
+                );
+                CallEnd::Stored(Box::new(event))
+            }
+            Some(false) => CallEnd::ClaimLost,
+            None => CallEnd::HandedBack,
+        }
+    }
+
+    /// Publishes (confirmed), marks the stored outcome confirmed when
+    /// `mark` names the identity, and says ack.
+    async fn publish_and_ack(
+        &self,
+        event: &ResultEvent,
+        msg: &Incoming<'_>,
+        correlation: &str,
+        publisher: &Publisher,
+        mark: Option<&intent::Identity>,
+    ) -> Disposition {
+        if let Err(e) = publisher
+            .publish_result(event, correlation, msg.reply_to)
+            .await
+        {
+            warn!(error = %e, "result event not confirmed; the intent will come again");
+            metrics::counter!("h5pay_publish_failures_total").increment(1);
+            return if e.channel_lost() {
+                Disposition::ConnectionLost
+            } else {
+                Disposition::HandBack
+            };
+        }
+        metrics::counter!("h5pay_results_published_total", "status" => event.status.as_str())
+            .increment(1);
+        let outcome = event.error_kind().unwrap_or(event.status.as_str());
+        metrics::counter!("h5pay_intents_total", "outcome" => outcome).increment(1);
+        if let Some(id) = mark
+            && self
+                .redis("mark_confirmed", false, || self.claims.mark_confirmed(id))
+                .await
+                .is_none()
+        {
+            // Unreachable only when retries were cut short; the redelivery
+            // replays with duplicate: false, which is still true.
+            return Disposition::HandBack;
+        }
+        Disposition::Ack
+    }
+
+    /// Runs a Redis operation until it succeeds. `interruptible`: give up
+    /// (None) when the worker stops; otherwise keep trying while the process
+    /// lives, because the step after it must not be skipped.
+    async fn redis<T, F, Fut>(&self, op: &'static str, interruptible: bool, f: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClaimError>>,
+    {
+        let mut delay = REDIS_RETRY_MIN;
+        let mut failures = 0u32;
+        loop {
+            if interruptible && self.stop.is_cancelled() {
+                return None;
+            }
+            match f().await {
+                Ok(v) => {
+                    if failures > 0 {
+                        info!(op, failures, "redis answers again");
+                    }
+                    return Some(v);
+                }
+                Err(e) => {
+                    metrics::counter!("h5pay_redis_errors_total", "op" => op, "error" => e.label())
+                        .increment(1);
+                    if failures == 0 {
+                        warn!(op, error = %e, "redis unavailable: the intent waits (no gateway call, no ack)");
+                    }
+                    failures += 1;
+                    let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    if interruptible {
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return None,
+                            _ = tokio::time::sleep(jittered) => {}
+                        }
+                    } else {
+                        tokio::time::sleep(jittered).await;
+                    }
+                    delay = (delay * 2).min(REDIS_RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+enum CallEnd {
+    Stored(Box<ResultEvent>),
+    HandedBack,
+    ClaimLost,
+}
+
+/// Renews the lease every third of it; cancels `lost` when the claim is
+/// no longer ours. Redis errors are tolerated: the call goes on, and if the
+/// lease lapses meanwhile the compare-and-set on store decides.
+async fn renew_lease(
+    claims: ClaimStore,
+    id: intent::Identity,
+    token: String,
+    lost: CancellationToken,
+) {
+    let period = claims.lease() / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        match claims.renew(&id, &token).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => warn!(error = %e, "could not renew the claim's lease"),
+        }
+    }
+}
+
+fn record_wait(waited: u32, since: tokio::time::Instant) {
+    if waited > 0 {
+        metrics::histogram!("h5pay_claim_wait_seconds").record(since.elapsed().as_secs_f64());
+    }
+}
+
+/// The result's correlation_id: the intent's, else its message_id, else
+/// its pay_trace_no.
+pub fn correlation_id(msg: &Incoming<'_>, pay_trace_no: Option<&str>) -> String {
+    msg.correlation_id
+        .filter(|c| !c.is_empty())
+        .or(msg.message_id.filter(|m| !m.is_empty()))
+        .or(pay_trace_no)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn conflict_message(intent: &Intent, stored_pay_time: &str) -> String {
+    match &intent.pay_time {
+        Some(pt) if pt != stored_pay_time => format!(
+            "this identity was sent with pay_time {stored_pay_time}; this intent says {pt}"
+        ),
+        _ => "this identity was seen before with different parameters (pay_type, total_amount, open_id or notify_url)"
+            .to_owned(),
+    }
+}
+
+/// Only the host of a code_url is logged: the link itself lets anyone pay.
+pub fn url_host(u: &str) -> Option<&str> {
+    let rest = u.split_once("://")?.1;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    Some(host.rsplit_once('@').map_or(host, |(_, h)| h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<'a>(correlation: Option<&'a str>, message_id: Option<&'a str>) -> Incoming<'a> {
+        Incoming {
+            body: b"{}",
+            message_id,
+            correlation_id: correlation,
+            reply_to: None,
+            timestamp: None,
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn correlation_prefers_correlation_then_message_id_then_trace() {
+        assert_eq!(correlation_id(&msg(Some("c"), Some("m")), Some("t")), "c");
+        assert_eq!(correlation_id(&msg(None, Some("m")), Some("t")), "m");
+        assert_eq!(correlation_id(&msg(Some(""), None), Some("t")), "t");
+        assert_eq!(correlation_id(&msg(None, None), None), "");
+    }
+
+    #[test]
+    fn only_the_host_of_a_code_url_is_shown() {
+        assert_eq!(
+            url_host("https://pay.example.com/pay?order=1&sign=x"),
+            Some("pay.example.com")
+        );
+        assert_eq!(url_host("http://u:p@h:8090/x"), Some("h:8090"));
+        assert_eq!(url_host("nonsense"), None);
+    }
+}

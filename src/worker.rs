@@ -1,0 +1,344 @@
+//! `h5pay-worker run`: the supervisor that keeps a connection, its topology,
+//! a confirm-mode publisher and a consumer alive, and runs every delivery
+//! through the [`Pipeline`] concurrently (up to `amqp.prefetch` at once).
+//!
+//! Connection loss, a broker restart or a channel error rebuild everything
+//! from scratch with backoff; deliveries in progress at that moment finish
+//! their gateway call and store their outcome, and their redelivery replays
+//! it. A stop (`shutdown` resolving) follows contract §5.8.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::admin::Health;
+use crate::amqp::{self, Publisher, TopologyError};
+use crate::breaker::Breaker;
+use crate::claim::{self, ClaimStore};
+use crate::config::Config;
+use crate::gateway::GatewayClient;
+use crate::pipeline::{Disposition, Incoming, Pipeline, PipelineSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("redis.url: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::client::ClientError),
+    #[error("admin.listen: {0}")]
+    Admin(std::io::Error),
+}
+
+/// Everything a running worker shares.
+pub struct Worker {
+    config: Arc<Config>,
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
+    /// Deliveries being processed.
+    tasks: TaskTracker,
+}
+
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// Builds the worker's parts without touching the network.
+    pub fn new(config: Config) -> Result<Worker, WorkerError> {
+        let config = Arc::new(config);
+        let s = &config.settings;
+        let breaker = Arc::new(Breaker::new(&s.breaker));
+        let gateway = Arc::new(GatewayClient::new(&s.gateway, &s.retry, breaker.clone())?);
+        let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
+        let health = Arc::new(Health::new(breaker));
+        let pipeline = Arc::new(Pipeline {
+            claims,
+            gateway,
+            institutions: config.institutions.clone(),
+            settings: PipelineSettings::from_config(&config),
+            stop: CancellationToken::new(),
+        });
+        Ok(Worker {
+            config,
+            pipeline,
+            health,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then stops gracefully. Returns an
+    /// error only for what retrying cannot fix (a topology mismatch).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        let stop = self.pipeline.stop.clone();
+        let pinger = tokio::spawn(crate::admin::ping_redis(
+            self.pipeline.claims.clone(),
+            self.health.clone(),
+        ));
+        let supervise = self.supervise();
+        tokio::pin!(supervise);
+        let outcome = tokio::select! {
+            r = &mut supervise => r,
+            _ = shutdown => {
+                info!("stop requested: not taking new intents");
+                self.health.set_stopping();
+                stop.cancel();
+                // The supervisor cancels the consumer and hands back what
+                // was received but not started.
+                supervise.await
+            }
+        };
+        pinger.abort();
+        outcome
+    }
+
+    async fn supervise(&self) -> Result<(), WorkerError> {
+        let a = &self.config.settings.amqp;
+        let stop = self.pipeline.stop.clone();
+        let mut delay = RECONNECT_MIN;
+        // Kept open through the drain: in-progress deliveries ack on it.
+        let mut kept: Option<(Connection, Channel)> = None;
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let session = tokio::select! {
+                s = self.open_session() => s,
+                _ = stop.cancelled() => break,
+            };
+            let Session {
+                conn,
+                publisher,
+                channel,
+                consumer,
+            } = match session {
+                Ok(s) => s,
+                Err(SessionError::Topology(e)) if e.is_mismatch() => {
+                    self.health.set_stopping();
+                    return Err(WorkerError::Topology(e));
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            delay = RECONNECT_MIN;
+            info!(queue = %a.intent_queue, prefetch = a.prefetch, "consuming intents");
+            self.health.set_consuming(true);
+            let broken = CancellationToken::new();
+            let ended = self.consume(&channel, consumer, &publisher, &broken).await;
+            self.health.set_consuming(false);
+            match ended {
+                ConsumeEnd::Stopped => {
+                    kept = Some((conn, channel));
+                    break;
+                }
+                ConsumeEnd::Lost(why) => {
+                    metrics::counter!("h5pay_amqp_reconnects_total").increment(1);
+                    warn!(reason = %why, "lost the RabbitMQ session; reconnecting");
+                    // Unacked deliveries of this connection go back to the
+                    // queue when it closes.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        conn.close(320, "reconnecting".into()),
+                    )
+                    .await;
+                }
+            }
+        }
+        self.drain().await;
+        if let Some((conn, _channel)) = kept {
+            // Whatever is still unacknowledged returns to the queue.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                conn.close(200, "worker stopped".into()),
+            )
+            .await;
+        }
+        info!("worker stopped");
+        Ok(())
+    }
+
+    async fn open_session(&self) -> Result<Session, SessionError> {
+        let a = &self.config.settings.amqp;
+        let conn = amqp::connect(&a.url, &amqp::connection_name("run")).await?;
+        amqp::declare(&conn, a).await?;
+        let publisher = Publisher::open(&conn, &a.result_exchange).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .basic_qos(a.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                a.intent_queue.as_str().into(),
+                format!("h5pay-worker-{}", claim::new_token()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Session {
+            conn,
+            publisher,
+            channel,
+            consumer,
+        })
+    }
+
+    /// Feeds deliveries to tasks until the stop, or until the session breaks.
+    async fn consume(
+        &self,
+        channel: &Channel,
+        mut consumer: Consumer,
+        publisher: &Publisher,
+        broken: &CancellationToken,
+    ) -> ConsumeEnd {
+        let stop = self.pipeline.stop.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    self.hand_back_buffered(channel, consumer).await;
+                    return ConsumeEnd::Stopped;
+                }
+                _ = broken.cancelled() => return ConsumeEnd::Lost("a channel failed".into()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => self.spawn(delivery, publisher.clone(), broken.clone()),
+                    Some(Err(e)) => return ConsumeEnd::Lost(e.to_string()),
+                    None => return ConsumeEnd::Lost("the broker cancelled the consumer".into()),
+                },
+            }
+        }
+    }
+
+    /// Cancels the consumer and requeues what arrived but was not started.
+    async fn hand_back_buffered(&self, channel: &Channel, mut consumer: Consumer) {
+        if let Err(e) = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+        {
+            warn!(error = %e, "could not cancel the consumer");
+        }
+        let mut handed_back = 0u32;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, consumer.next()).await
+        {
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await;
+            handed_back += 1;
+        }
+        if handed_back > 0 {
+            info!(handed_back, "handed back deliveries that had not started");
+        }
+    }
+
+    fn spawn(&self, delivery: Delivery, publisher: Publisher, broken: CancellationToken) {
+        let pipeline = self.pipeline.clone();
+        self.tasks.spawn(async move {
+            metrics::gauge!("h5pay_inflight_intents").increment(1.0);
+            let started = tokio::time::Instant::now();
+            let p = &delivery.properties;
+            let incoming = Incoming {
+                body: &delivery.data,
+                message_id: p.message_id().as_ref().map(|s| s.as_str()),
+                correlation_id: p.correlation_id().as_ref().map(|s| s.as_str()),
+                reply_to: p.reply_to().as_ref().map(|s| s.as_str()),
+                timestamp: *p.timestamp(),
+                redelivered: delivery.redelivered,
+            };
+            let disposition = pipeline.process(incoming, &publisher).await;
+            let acked = match disposition {
+                Disposition::Ack => delivery.acker.ack(Default::default()).await.map(|_| ()),
+                Disposition::DeadLetter => delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .map(|_| ()),
+                Disposition::HandBack => delivery
+                    .acker
+                    .nack(BasicNackOptions { multiple: false, requeue: true })
+                    .await
+                    .map(|_| ()),
+                Disposition::ConnectionLost => {
+                    broken.cancel();
+                    Ok(())
+                }
+            };
+            if let Err(e) = acked {
+                // The delivery comes again after the reconnect.
+                warn!(error = %e, ?disposition, "could not settle a delivery; rebuilding the session");
+                broken.cancel();
+            }
+            metrics::histogram!("h5pay_intent_duration_seconds").record(started.elapsed().as_secs_f64());
+            metrics::gauge!("h5pay_inflight_intents").decrement(1.0);
+        });
+    }
+
+    /// Waits for deliveries in progress, up to the grace period.
+    async fn drain(&self) {
+        self.tasks.close();
+        let grace = Duration::from_secs(self.config.settings.worker.shutdown_grace_secs);
+        if self.tasks.is_empty() {
+            return;
+        }
+        info!(
+            in_progress = self.tasks.len(),
+            grace_secs = grace.as_secs(),
+            "finishing intents in progress"
+        );
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            error!(
+                left = self.tasks.len(),
+                "grace period over: leaving the rest unacknowledged for redelivery"
+            );
+        }
+    }
+}
+
+struct Session {
+    conn: Connection,
+    publisher: Publisher,
+    /// The consumer's channel: acks go here, and the cancel at a stop.
+    channel: Channel,
+    consumer: Consumer,
+}
+
+enum ConsumeEnd {
+    Stopped,
+    Lost(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}

@@ -1,0 +1,218 @@
+//! The binary itself: `sign`, config errors, `run` on a bad topology,
+//! `publish --wait`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{SANDBOX_KEY, TestEnv, base_toml};
+
+const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
+
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut s) = child.stdin.take() {
+        let _ = s.write_all(stdin);
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sign_prints_the_vector_signs_and_verify_checks_them() {
+    let doc: Value =
+        serde_json::from_str(include_str!("../data/sign-vectors.json")).unwrap_or_default();
+    for case in doc["cases"].as_array().cloned().unwrap_or_default() {
+        let params = serde_json::to_vec(&case["params"]).unwrap_or_default();
+        let key = case["key"].as_str().unwrap_or_default();
+        let (code, out, err) = run_with_stdin(&["sign", "--key", key], &params);
+        assert_eq!(
+            (code, out.trim()),
+            (0, case["sign"].as_str().unwrap_or_default()),
+            "{}: {err}",
+            case["name"]
+        );
+
+        let mut with_sign = case["params"].clone();
+        with_sign["sign"] = case["sign_skip_empty"].clone();
+        let body = serde_json::to_vec(&with_sign).unwrap_or_default();
+        let (code, out, _) = run_with_stdin(&["sign", "--key", key, "--verify"], &body);
+        assert_eq!((code, out.trim()), (0, "valid"), "{}", case["name"]);
+        let (code, _, _) = run_with_stdin(&["sign", "--key", "other-key", "--verify"], &body);
+        assert_eq!(code, 1, "{}: a wrong key must not verify", case["name"]);
+    }
+}
+
+#[test]
+fn sign_rejects_what_is_not_a_json_object_clearly() {
+    for (input, needle) in [
+        (&b"{not json"[..], "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b"", "not JSON"),
+    ] {
+        let (code, out, err) = run_with_stdin(&["sign", "--key", SANDBOX_KEY], input);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let (code, _, err) = run_with_stdin(&["sign"], b"{}");
+    assert_eq!(code, 2);
+    assert!(err.contains("--key"), "{err}");
+    let (code, _, _) = run_with_stdin(
+        &["sign", "--key", SANDBOX_KEY, "--verify"],
+        b"{\"a\":\"1\"}",
+    );
+    assert_eq!(code, 1, "no sign field is invalid");
+}
+
+#[test]
+fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cases = [
+        (
+            "[amqp]\nurl = \"http://nope\"\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "amqp.url",
+        ),
+        ("[[institutions]]\ninst_no = \"1\"\n", "institutions[0].key"),
+        (
+            "[amqp]\nprefetch = -1\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "amqp.prefetch",
+        ),
+        (
+            "[wat]\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "wat",
+        ),
+        (
+            "[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1",
+            "config",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let p = path.display().to_string();
+        let (code, out, err) = run_with_stdin(&["run", "--config", &p], b"");
+        assert_ne!(code, 0, "{text}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}{out}");
+        assert!(err.contains(key), "{key} not named: {err}");
+        assert!(
+            !err.contains("TOPSECRET1") && !out.contains("TOPSECRET1"),
+            "secret leaked: {err}"
+        );
+    }
+    // Environment overrides are checked the same way.
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, "[[institutions]]\ninst_no = \"1\"\nkey = \"k\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(BIN)
+        .args(["run", "--config", &path.display().to_string()])
+        .env("H5PAY__AMQP__PREFETCH", "lots")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("amqp.prefetch") && err.contains("H5PAY__AMQP__PREFETCH"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
+    let env = TestEnv::new().await;
+    let queue = format!("h5pay-test-{}.classic", env.id);
+    let ch = env
+        .conn
+        .create_channel()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ch.queue_declare(
+        queue.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    let out = tokio::process::Command::new(BIN)
+        .args(["run", "--config", &path.display().to_string()])
+        .env("H5PAY__AMQP__INTENT_QUEUE", &queue)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), out)
+        .await
+        .unwrap_or_else(|_| panic!("run did not exit"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("queue '{queue}'")), "{err}");
+    let _ = ch
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_wait_prints_the_result_events() {
+    let env = TestEnv::new().await;
+    let _worker = env.worker();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            &path.display().to_string(),
+            "--mch-no",
+            "CLI1",
+            "--pay-type",
+            "alipay",
+            "--amount",
+            "4002",
+            "--count",
+            "3",
+            "--pay-trace-no",
+            "CLI-W",
+            "--wait",
+            "--timeout-secs",
+            "20",
+        ])
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
+        .await
+        .unwrap_or_else(|_| panic!("publish did not exit"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events.len(), 3, "{stdout}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["status"] == "in_process" && e["mch_no"] == "CLI1")
+    );
+    assert!(
+        stderr.contains("published 3/3"),
+        "progress for --count > 1: {stderr}"
+    );
+}

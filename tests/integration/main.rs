@@ -1,0 +1,13 @@
+//! One integration-test binary (one link step) over the real local
+//! RabbitMQ and Redis and the sandbox over HTTP. Every test isolates itself
+//! with its own names and Redis prefix (see `support`), so they run in
+//! parallel. `make services` starts RabbitMQ and Redis when they are down.
+
+mod cli;
+mod gateway_client;
+mod sandbox_api;
+mod sign_vectors;
+mod support;
+mod worker_dedup;
+mod worker_flow;
+mod worker_ops;

@@ -1,0 +1,310 @@
+//! The sandbox gateway over real HTTP: validation, sign checks, signed
+//! answers, idempotency per identity, scenarios, stats.
+
+use h5pay_worker::gateway::sign;
+use h5pay_worker::sandbox::{PAY_PATH, Sandbox, SandboxOptions};
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+use crate::support::{SANDBOX_KEY, SECOND_KEY};
+
+async fn start(options: SandboxOptions) -> (String, std::sync::Arc<Sandbox>) {
+    let institutions = h5pay_worker::config::Institutions::from_pairs([
+        ("60000001".to_owned(), SecretString::from(SANDBOX_KEY)),
+        ("60000002".to_owned(), SecretString::from(SECOND_KEY)),
+    ])
+    .unwrap_or_else(|| unreachable!());
+    let sandbox = Sandbox::new(institutions, options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let app = h5pay_worker::sandbox::app(sandbox.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), sandbox)
+}
+
+fn request(trace: &str, amount: &str) -> Map<String, Value> {
+    let v = json!({"inst_no": "60000001", "mch_no": "M1", "pay_type": "400", "pay_trace_no": trace,
+                   "pay_time": "20261126101500", "total_amount": amount});
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn signed(mut m: Map<String, Value>, key: &str) -> Value {
+    m.remove("sign");
+    let s = sign::sign(&m, &SecretString::from(key.to_owned()));
+    m.insert("sign".into(), Value::String(s));
+    Value::Object(m)
+}
+
+async fn post(base: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{PAY_PATH}"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap_or_default())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn verifies(answer: &Value, key: &str) -> bool {
+    answer
+        .as_object()
+        .is_some_and(|m| sign::verify(m, &SecretString::from(key.to_owned())).is_ok())
+}
+
+#[tokio::test]
+async fn a_signed_request_gets_a_signed_code_url_and_the_same_answer_again() {
+    let (base, sandbox) = start(SandboxOptions::default()).await;
+    let body = signed(request("S-1", "100"), SANDBOX_KEY);
+    let (status, first) = post(&base, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["return_code"], "SUCCESS");
+    assert_eq!(first["result_code"], "PAY_SUCCESS");
+    assert!(
+        verifies(&first, SANDBOX_KEY),
+        "answer must be signed: {first}"
+    );
+    for echoed in [
+        "mch_no",
+        "pay_trace_no",
+        "total_amount",
+        "pay_time",
+        "pay_type",
+    ] {
+        assert_eq!(first[echoed], body[echoed], "{echoed} must be echoed");
+    }
+    let code_url = first["code_url"].as_str().unwrap_or_default().to_owned();
+    assert!(code_url.starts_with("http://"), "{first}");
+    let (_, second) = post(&base, &body).await;
+    assert_eq!(second["trade_no"], first["trade_no"]);
+    assert_eq!(second["code_url"], first["code_url"]);
+    assert_eq!(sandbox.calls("60000001", "M1", "S-1"), 2);
+    // The code_url leads to a page of the sandbox.
+    let page = reqwest::get(&code_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn different_parameters_for_a_known_identity_are_refused_as_a_duplicate() {
+    let (base, sandbox) = start(SandboxOptions::default()).await;
+    let (_, first) = post(&base, &signed(request("S-2", "100"), SANDBOX_KEY)).await;
+    assert_eq!(first["return_code"], "SUCCESS");
+    let (_, other) = post(&base, &signed(request("S-2", "101"), SANDBOX_KEY)).await;
+    assert_eq!(other["return_code"], "FAIL");
+    assert!(
+        other["return_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("duplicate pay_trace_no"),
+        "{other}"
+    );
+    let stats = sandbox.stats(&Default::default());
+    let id = stats
+        .identities
+        .iter()
+        .find(|i| i.pay_trace_no == "S-2")
+        .map(|i| (i.calls, i.distinct_requests));
+    assert_eq!(id, Some((2, 2)));
+    // Another merchant may use the same pay_trace_no.
+    let mut m = request("S-2", "101");
+    m.insert("mch_no".into(), json!("M2"));
+    let (_, elsewhere) = post(&base, &signed(m, SANDBOX_KEY)).await;
+    assert_eq!(elsewhere["return_code"], "SUCCESS");
+}
+
+#[tokio::test]
+async fn bad_signs_fields_and_content_types_are_refused_with_a_reason() {
+    let (base, _) = start(SandboxOptions::default()).await;
+    let client = reqwest::Client::new();
+    let cases: Vec<(Value, &str)> = vec![
+        (signed(request("S-3", "100"), "wrong-key"), "sign"),
+        (json!({"inst_no": "60000001"}), "required"),
+        (signed(request("S-3", "1.00"), SANDBOX_KEY), "total_amount"),
+        (signed(request("S 3", "100"), SANDBOX_KEY), "pay_trace_no"),
+        (
+            signed(
+                {
+                    let mut m = request("S-3", "100");
+                    m.insert("pay_time".into(), json!("20260230000000"));
+                    m
+                },
+                SANDBOX_KEY,
+            ),
+            "pay_time",
+        ),
+        (
+            signed(
+                {
+                    let mut m = request("S-3", "100");
+                    m.insert("inst_no".into(), json!("99"));
+                    m
+                },
+                SANDBOX_KEY,
+            ),
+            "inst_no",
+        ),
+        (
+            signed(
+                {
+                    let mut m = request("S-3", "100");
+                    m.insert("total_amount".into(), json!(100));
+                    m
+                },
+                SANDBOX_KEY,
+            ),
+            "must be a string",
+        ),
+    ];
+    for (body, needle) in cases {
+        let (status, answer) = post(&base, &body).await;
+        assert_eq!(
+            (status, answer["return_code"].as_str()),
+            (200, Some("FAIL")),
+            "{body}"
+        );
+        assert!(
+            answer["return_msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{needle}: {answer}"
+        );
+    }
+    let r = client
+        .post(format!("{base}{PAY_PATH}"))
+        .header("content-type", "text/plain")
+        .body(serde_json::to_vec(&signed(request("S-3", "100"), SANDBOX_KEY)).unwrap_or_default())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answer: Value =
+        serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+    assert!(
+        answer["return_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Content-Type"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn scenario_amounts_answer_as_documented() {
+    let (base, _) = start(SandboxOptions::default()).await;
+    let (_, a) = post(&base, &signed(request("S-4001", "4001"), SANDBOX_KEY)).await;
+    assert_eq!(
+        (a["return_code"].as_str(), a["result_code"].as_str()),
+        (Some("SUCCESS"), Some("PAY_FAIL"))
+    );
+    let (_, a) = post(&base, &signed(request("S-4002", "4002"), SANDBOX_KEY)).await;
+    assert_eq!(a["result_code"], "PAY_IN_PROCESS");
+    let (_, a) = post(&base, &signed(request("S-4003", "4003"), SANDBOX_KEY)).await;
+    assert_eq!(a["return_code"], "FAIL");
+    let (_, a) = post(&base, &signed(request("S-4010", "4010"), SANDBOX_KEY)).await;
+    assert_eq!(a["return_code"], "SUCCESS");
+    assert!(!verifies(&a, SANDBOX_KEY), "4010 must carry a wrong sign");
+    let body = signed(request("S-5001", "5001"), SANDBOX_KEY);
+    let statuses = [
+        post(&base, &body).await.0,
+        post(&base, &body).await.0,
+        post(&base, &body).await.0,
+    ];
+    assert_eq!(statuses, [503, 503, 200]);
+    let body = signed(request("S-5002", "5002"), SANDBOX_KEY);
+    assert_eq!(
+        [post(&base, &body).await.0, post(&base, &body).await.0],
+        [500, 500]
+    );
+}
+
+#[tokio::test]
+async fn scenario_5003_hangs_the_first_call_only() {
+    let (base, _) = start(SandboxOptions {
+        hang: std::time::Duration::from_secs(30),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let body = signed(request("S-5003", "5003"), SANDBOX_KEY);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = client
+        .post(format!("{base}{PAY_PATH}"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+        .send()
+        .await;
+    assert!(
+        first.is_err_and(|e| e.is_timeout()),
+        "the first call must hang"
+    );
+    let (status, second) = post(&base, &body).await;
+    assert_eq!(
+        (status, second["result_code"].as_str()),
+        (200, Some("PAY_SUCCESS"))
+    );
+}
+
+#[tokio::test]
+async fn wechat_with_open_id_gets_jsapi_parameters_and_stats_count_calls() {
+    let (base, _) = start(SandboxOptions::default()).await;
+    let mut m = request("S-JS", "100");
+    m.insert("open_id".into(), json!("o-user"));
+    let (_, a) = post(&base, &signed(m, SANDBOX_KEY)).await;
+    assert!(a["code_url"].is_null(), "{a}");
+    for k in [
+        "appId",
+        "timeStamp",
+        "nonceStr",
+        "packages",
+        "signType",
+        "paySign",
+    ] {
+        assert!(a[k].is_string(), "{k} missing: {a}");
+    }
+    assert!(verifies(&a, SANDBOX_KEY));
+    let stats: Value = reqwest::get(format!("{base}/sandbox/stats?pay_trace_no=S-JS"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json_value()
+        .await;
+    assert_eq!(stats["calls"]["60000001/M1/S-JS"], 1, "{stats}");
+    assert_eq!(stats["identity_count"], 1);
+}
+
+#[tokio::test]
+async fn error_rate_one_answers_503_to_everything() {
+    let (base, _) = start(SandboxOptions {
+        error_rate: 1.0,
+        ..SandboxOptions::default()
+    })
+    .await;
+    assert_eq!(
+        post(&base, &signed(request("S-E", "100"), SANDBOX_KEY))
+            .await
+            .0,
+        503
+    );
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        serde_json::from_slice(&self.bytes().await.unwrap_or_default()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,529 @@
+//! Test harness: every test gets its own broker names, Redis key prefix and
+//! sandbox gateway, so tests run in parallel and leave nothing behind.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
+use serde_json::Value;
+
+use h5pay_worker::config::{Config, Source};
+use h5pay_worker::sandbox::{Sandbox, SandboxOptions};
+use h5pay_worker::worker::Worker;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+pub const SANDBOX_KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
+pub const SECOND_KEY: &str = "second-institution-key-0001";
+
+/// Settings every test starts from: fast retries, short timeouts.
+pub fn base_toml(id: &str, gateway_url: &str) -> String {
+    format!(
+        r#"
+[amqp]
+url = "{AMQP_URL}"
+intent_exchange = "h5pay-test-{id}.intents"
+intent_queue = "h5pay-test-{id}.intents"
+dead_letter_exchange = "h5pay-test-{id}.dlx"
+dead_letter_queue = "h5pay-test-{id}.intents.dlq"
+result_exchange = "h5pay-test-{id}.results"
+prefetch = 64
+
+[redis]
+url = "{REDIS_URL}"
+key_prefix = "h5pay-test:{id}"
+lease_ms = 3000
+retention_secs = 3600
+
+[gateway]
+url = "{gateway_url}"
+connect_timeout_ms = 500
+request_timeout_ms = 1500
+
+[retry]
+initial_ms = 10
+multiplier = 2.0
+max_interval_ms = 50
+max_attempts = 4
+max_elapsed_ms = 8000
+
+[breaker]
+enabled = false
+
+[[institutions]]
+inst_no = "60000001"
+key = "{SANDBOX_KEY}"
+
+[[institutions]]
+inst_no = "60000002"
+key = "{SECOND_KEY}"
+
+[worker]
+shutdown_grace_secs = 5
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+level = "warn"
+"#
+    )
+}
+
+pub fn unique_id() -> String {
+    h5pay_worker::claim::new_token()[..12].to_owned()
+}
+
+pub struct TestEnv {
+    pub id: String,
+    pub config: Config,
+    pub sandbox: Arc<Sandbox>,
+    pub sandbox_addr: SocketAddr,
+    pub conn: Connection,
+    sandbox_task: tokio::task::JoinHandle<()>,
+}
+
+/// Options for [`TestEnv::start`].
+#[derive(Default)]
+pub struct EnvOptions {
+    /// `H5PAY__SECTION__KEY`-style overrides.
+    pub overrides: Vec<(&'static str, String)>,
+    pub sandbox: SandboxOptions,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        Self::start(EnvOptions::default()).await
+    }
+
+    pub async fn with(overrides: &[(&'static str, &str)]) -> TestEnv {
+        Self::start(EnvOptions {
+            overrides: overrides.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            ..EnvOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start(options: EnvOptions) -> TestEnv {
+        let id = unique_id();
+        let toml = base_toml(&id, "http://placeholder.invalid/");
+        let institutions = Config::from_parts(&toml, Vec::new(), Source::BuiltIn)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .institutions;
+        let sandbox = Sandbox::new(institutions, options.sandbox);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sandbox_addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let app = h5pay_worker::sandbox::app(sandbox.clone());
+        let sandbox_task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let gateway = format!("http://{sandbox_addr}{}", h5pay_worker::sandbox::PAY_PATH);
+        // Overrides apply in order (a stable sort by name): the test's own
+        // come after the harness's and win.
+        let mut env = vec![("H5PAY__GATEWAY__URL".to_owned(), gateway)];
+        env.extend(
+            options
+                .overrides
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
+        let config = Config::from_parts(
+            &base_toml(&id, "http://placeholder.invalid/"),
+            env,
+            Source::BuiltIn,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ at {AMQP_URL}: {e} (run `make services`)"));
+        h5pay_worker::amqp::declare(&conn, &config.settings.amqp)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestEnv {
+            id,
+            config,
+            sandbox,
+            sandbox_addr,
+            conn,
+            sandbox_task,
+        }
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!(
+            "http://{}{}",
+            self.sandbox_addr,
+            h5pay_worker::sandbox::PAY_PATH
+        )
+    }
+
+    /// Starts a worker on this environment's settings.
+    pub fn worker(&self) -> RunningWorker {
+        self.worker_with(self.config.clone())
+    }
+
+    pub fn worker_with(&self, config: Config) -> RunningWorker {
+        let worker = Worker::new(config).unwrap_or_else(|e| panic!("{e}"));
+        let health = worker.health();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = rx.await;
+        }));
+        RunningWorker {
+            stop: Some(tx),
+            task,
+            health,
+        }
+    }
+
+    /// A consumer of every result event, bound before anything is published.
+    pub async fn results(&self) -> Results {
+        Results::bind(
+            &self.conn,
+            &self.config.settings.amqp.result_exchange,
+            "h5pay.result.#",
+        )
+        .await
+    }
+
+    pub async fn publisher(&self) -> Channel {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        ch
+    }
+
+    /// Publishes a body to the intent exchange, confirmed.
+    pub async fn publish(&self, body: &[u8]) {
+        self.publish_with(body, BasicProperties::default()).await;
+    }
+
+    pub async fn publish_with(&self, body: &[u8], props: BasicProperties) {
+        let ch = self.publisher().await;
+        publish_on(&ch, &self.config.settings.amqp.intent_exchange, body, props).await;
+    }
+
+    pub async fn publish_json(&self, v: &Value) {
+        self.publish(&serde_json::to_vec(v).unwrap_or_default())
+            .await;
+    }
+
+    /// Calls the sandbox recorded for (60000001, mch_no, pay_trace_no).
+    pub fn calls(&self, mch_no: &str, pay_trace_no: &str) -> u64 {
+        self.sandbox.calls("60000001", mch_no, pay_trace_no)
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.sandbox.stats(&Default::default()).total_calls
+    }
+
+    /// Messages waiting in a queue.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or_else(|e| panic!("{queue}: {e}"))
+    }
+
+    /// Takes one message from a queue (acknowledged).
+    pub async fn get(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(REDIS_URL)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {REDIS_URL}: {e} (run `make services`)"))
+    }
+
+    pub fn claim_store(&self) -> h5pay_worker::claim::ClaimStore {
+        let conn = h5pay_worker::claim::connect(&self.config.settings.redis)
+            .unwrap_or_else(|e| panic!("{e}"));
+        h5pay_worker::claim::ClaimStore::new(conn, &self.config.settings.redis)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.sandbox_task.abort();
+        let a = self.config.settings.amqp.clone();
+        let prefix = self.config.settings.redis.key_prefix.clone();
+        // Clean up on a thread of its own: Drop cannot await, and this runs
+        // on a failing test too.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(cleanup(a, prefix));
+        })
+        .join();
+    }
+}
+
+pub async fn cleanup(a: h5pay_worker::config::AmqpSettings, prefix: String) {
+    if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        if let Ok(ch) = conn.create_channel().await {
+            for q in [
+                &a.intent_queue,
+                &a.dead_letter_queue,
+                &a.unrouted_exchange(),
+            ] {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in [
+                &a.intent_exchange,
+                &a.dead_letter_exchange,
+                &a.result_exchange,
+                &a.unrouted_exchange(),
+            ] {
+                let _ = ch
+                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "test cleanup".into()).await;
+    }
+    if let Ok(client) = redis::Client::open(REDIS_URL)
+        && let Ok(mut c) = client.get_multiplexed_async_connection().await
+    {
+        let mut cursor: u64 = 0;
+        loop {
+            let reply: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await;
+            let Ok((next, keys)) = reply else { break };
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> =
+                    redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
+
+pub async fn publish_on(ch: &Channel, exchange: &str, body: &[u8], props: BasicProperties) {
+    let confirm = ch
+        .basic_publish(
+            ShortString::from(exchange),
+            "h5pay.intent.test".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            props.with_delivery_mode(2),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(confirm, Confirmation::Ack(None), "intent not confirmed");
+}
+
+pub struct RunningWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), h5pay_worker::worker::WorkerError>>,
+    pub health: Arc<h5pay_worker::admin::Health>,
+}
+
+impl RunningWorker {
+    /// Stops gracefully and returns the worker's result.
+    pub async fn stop(mut self) -> Result<(), h5pay_worker::worker::WorkerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(30), &mut self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => panic!("worker task failed: {e}"),
+            Err(_) => panic!("worker did not stop within 30 s"),
+        }
+    }
+
+    /// Waits until the worker says it is ready.
+    pub async fn ready(&self) {
+        for _ in 0..200 {
+            if self.health.readiness().0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("worker not ready after 5 s: {}", self.health.readiness().1);
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A consumer of result events.
+pub struct Results {
+    consumer: Consumer,
+}
+
+/// A received result event with the properties that came with it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub event: Value,
+    pub props: BasicProperties,
+    pub routing_key: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.props
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name).cloned())
+            .and_then(|v| match v {
+                lapin::types::AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                _ => None,
+            })
+    }
+
+    pub fn kind(&self) -> Option<&str> {
+        self.event["error"]["kind"].as_str()
+    }
+}
+
+impl Results {
+    pub async fn bind(conn: &Connection, exchange: &str, key: &str) -> Results {
+        let ch = conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        ch.queue_bind(
+            q.name().clone(),
+            ShortString::from(exchange),
+            ShortString::from(key),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Results { consumer }
+    }
+
+    pub async fn next(&mut self, within: Duration) -> Option<Received> {
+        match tokio::time::timeout(within, self.consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+                let event = serde_json::from_slice(&d.data)
+                    .unwrap_or_else(|e| panic!("result is not JSON: {e}"));
+                Some(Received {
+                    event,
+                    props: d.properties.clone(),
+                    routing_key: d.routing_key.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Exactly `n` events within `within`, or a panic saying how many came.
+    pub async fn take(&mut self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(r) => got.push(r),
+                None => panic!(
+                    "only {} of {n} result events arrived within {within:?}: {:?}",
+                    got.len(),
+                    got.iter().map(|r| &r.event).collect::<Vec<_>>()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Asserts that nothing arrives for `quiet`.
+    pub async fn none_for(&mut self, quiet: Duration) {
+        if let Some(r) = self.next(quiet).await {
+            panic!("unexpected result event: {}", r.event);
+        }
+    }
+}
+
+/// An intent body for the default institution.
+pub fn intent(trace: &str, mch: &str, amount: u64) -> Value {
+    serde_json::json!({"pay_trace_no": trace, "mch_no": mch, "pay_type": "wechat", "total_amount": amount})
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);

@@ -1,0 +1,242 @@
+//! Operating the worker: graceful stop, readiness, metrics, the DLQ tool.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use serde_json::Value;
+
+use crate::support::{EnvOptions, TestEnv, WAIT, intent};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
+    let env = TestEnv::start(EnvOptions {
+        overrides: vec![("H5PAY__AMQP__PREFETCH", "5".into())],
+        sandbox: h5pay_worker::sandbox::SandboxOptions {
+            latency: Duration::from_millis(700),
+            ..Default::default()
+        },
+    })
+    .await;
+    let mut results = env.results().await;
+    let worker = env.worker();
+    worker.ready().await;
+    for i in 0..20 {
+        env.publish_json(&intent(&format!("STOP-{i}"), "M1", 100))
+            .await;
+    }
+    // Wait until the first five are at the gateway.
+    for _ in 0..200 {
+        if env.total_calls() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        env.total_calls(),
+        5,
+        "prefetch bounds the intents in progress"
+    );
+    let health = worker.health.clone();
+    let stopping = tokio::spawn(worker.stop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!health.readiness().0, "/readyz turns 503 at once");
+    assert!(
+        stopping.await.unwrap_or_else(|e| panic!("{e}")).is_ok(),
+        "a graceful stop exits cleanly"
+    );
+    let finished = results.take(5, WAIT).await;
+    assert!(finished.iter().all(|r| r.event["status"] == "ready"));
+    assert_eq!(env.total_calls(), 5, "nothing new started after the stop");
+    assert_eq!(
+        env.queue_depth(&env.config.settings.amqp.intent_queue)
+            .await,
+        15,
+        "the rest is back in the queue"
+    );
+
+    // A new worker takes the rest; nothing is called twice.
+    let _again = env.worker();
+    let rest = results.take(15, Duration::from_secs(30)).await;
+    assert!(rest.iter().all(|r| r.event["duplicate"] == false));
+    for i in 0..20 {
+        assert_eq!(env.calls("M1", &format!("STOP-{i}")), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_no_gateway_call_is_made_and_the_intent_waits() {
+    // A port where nothing listens stands for an unreachable Redis.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = dead.local_addr().map(|a| a.port()).unwrap_or_default();
+    drop(dead);
+    let env = TestEnv::new().await;
+    let mut broken = env.config.clone();
+    broken.settings.redis.url =
+        h5pay_worker::config::SecretUrl::new(format!("redis://127.0.0.1:{port}/0"));
+    let mut results = env.results().await;
+    let worker = env.worker_with(broken);
+    env.publish_json(&intent("NOREDIS-1", "M1", 100)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ready, detail) = worker.health.readiness();
+    assert!(!ready, "{detail}");
+    assert_eq!(detail["redis"]["reachable"], false);
+    assert_eq!(detail["amqp"]["consuming"], true);
+    assert_eq!(env.total_calls(), 0, "no claim, no call");
+    results.none_for(Duration::from_millis(200)).await;
+    assert!(worker.stop().await.is_ok());
+    assert_eq!(
+        env.queue_depth(&env.config.settings.amqp.intent_queue)
+            .await,
+        1,
+        "not acked, not failed"
+    );
+    // With Redis back the intent is processed.
+    let _w = env.worker();
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_answer_over_http_and_metrics_have_the_contract_names() {
+    let _ = h5pay_worker::telemetry::metrics();
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let worker = env.worker();
+    let (addr, serve) = h5pay_worker::admin::bind("127.0.0.1:0", worker.health.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let server = tokio::spawn(serve);
+    worker.ready().await;
+    env.publish_json(&intent("MET-1", "M1", 100)).await;
+    env.publish(b"junk").await;
+    results.take(1, WAIT).await;
+    let get = |path: &'static str| async move {
+        let r = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let detail: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(detail["breaker"], "closed");
+    // Give the dead-lettering a moment to be counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "h5pay_intents_total{outcome=\"ready\"}",
+        "h5pay_results_published_total{status=\"ready\"}",
+        "h5pay_gateway_requests_total{outcome=\"ready\"}",
+        "h5pay_gateway_request_duration_seconds_bucket",
+        "h5pay_inflight_intents",
+        "h5pay_dead_lettered_total",
+        "h5pay_publish_confirm_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(worker.stop().await.is_ok());
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
+    let env = TestEnv::new().await;
+    let a = env.config.settings.amqp.clone();
+    // A readable intent that exceeded its delivery limit, as RabbitMQ would
+    // dead-letter it, and an unreadable body.
+    let ch = env.publisher().await;
+    let mut death = lapin::types::FieldTable::default();
+    death.insert(
+        "reason".into(),
+        lapin::types::AMQPValue::LongString("delivery_limit".into()),
+    );
+    death.insert(
+        "queue".into(),
+        lapin::types::AMQPValue::LongString(a.intent_queue.as_str().into()),
+    );
+    death.insert("count".into(), lapin::types::AMQPValue::LongLongInt(1));
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        lapin::types::AMQPValue::FieldArray(
+            vec![lapin::types::AMQPValue::FieldTable(death)].into(),
+        ),
+    );
+    let body = serde_json::to_vec(&intent("DLQ-1", "M1", 100)).unwrap_or_default();
+    for (b, props) in [
+        (
+            body.clone(),
+            BasicProperties::default()
+                .with_headers(headers)
+                .with_message_id("dlq-msg-1".into()),
+        ),
+        (b"garbage".to_vec(), BasicProperties::default()),
+    ] {
+        let c = ch
+            .basic_publish(
+                a.dead_letter_exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &b,
+                props,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.is_ack());
+    }
+    let mut out = Vec::new();
+    let n = h5pay_worker::cli::dlq::list(&a, 10, false, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert_eq!(n, 2, "{text}");
+    assert!(
+        text.contains("reason=delivery_limit") && text.contains("DLQ-1"),
+        "{text}"
+    );
+    assert!(text.contains("not an intent"), "{text}");
+    assert_eq!(
+        env.queue_depth(&a.dead_letter_queue).await,
+        2,
+        "listing leaves the DLQ as it was"
+    );
+
+    let mut out = Vec::new();
+    let would = h5pay_worker::cli::dlq::replay(&a, 10, true, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(would, 1);
+    assert_eq!(
+        env.queue_depth(&a.dead_letter_queue).await,
+        2,
+        "a dry run moves nothing"
+    );
+
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    let mut out = Vec::new();
+    let moved = h5pay_worker::cli::dlq::replay(&a, 10, false, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(moved, 1, "{}", String::from_utf8_lossy(&out));
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["pay_trace_no"], "DLQ-1");
+    assert_eq!(
+        r.props.correlation_id().as_ref().map(|c| c.as_str()),
+        Some("dlq-msg-1"),
+        "the original message_id travels along"
+    );
+    assert_eq!(
+        env.queue_depth(&a.dead_letter_queue).await,
+        1,
+        "the unreadable one stays"
+    );
+}
