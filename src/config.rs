@@ -666,6 +666,13 @@ impl Settings {
     ) -> Result<Institutions, ConfigError> {
         let a = &self.amqp;
         check_url(&a.url.0, "amqp.url", &["amqp", "amqps"])?;
+        if a.url.0.parse::<lapin::uri::AMQPUri>().is_err() {
+            // The parser's message may quote the URL, password included.
+            return Err(err(
+                "amqp.url",
+                "not a valid AMQP URI (amqp://user:pass@host:port/vhost)",
+            ));
+        }
         for (key, name) in [
             ("amqp.intent_exchange", &a.intent_exchange),
             ("amqp.intent_queue", &a.intent_queue),

@@ -83,34 +83,21 @@ pub struct Pipeline {
 const REDIS_RETRY_MIN: Duration = Duration::from_millis(50);
 const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Aborts a spawned task when dropped (the lease renewer dies with its call).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Pipeline {
-    /// Processes one delivery to a disposition.
+    /// Processes one delivery to a disposition. Reading and validating run
+    /// before the intent's span exists, so the span is created once with
+    /// its identity (recording fields later re-formats them, per field).
     pub async fn process(&self, msg: Incoming<'_>, publisher: &Publisher) -> Disposition {
-        let span = info_span!(
-            "intent",
-            inst_no = tracing::field::Empty,
-            mch_no = tracing::field::Empty,
-            pay_trace_no = tracing::field::Empty,
-            message_id = msg.message_id.unwrap_or(""),
-            redelivered = msg.redelivered,
-        );
-        self.process_inner(msg, publisher).instrument(span).await
-    }
-
-    async fn process_inner(&self, msg: Incoming<'_>, publisher: &Publisher) -> Disposition {
         let obj = match intent::read(msg.body) {
             Ok(o) => o,
             Err(why) => {
-                warn!(reason = why.reason(), error = %why, bytes = msg.body.len(), "not an intent: dead-lettering it");
+                warn!(
+                    reason = why.reason(),
+                    error = %why,
+                    bytes = msg.body.len(),
+                    message_id = msg.message_id.unwrap_or(""),
+                    "not an intent: dead-lettering it"
+                );
                 metrics::counter!("h5pay_dead_lettered_total", "reason" => why.reason())
                     .increment(1);
                 metrics::counter!("h5pay_intents_total", "outcome" => "unreadable").increment(1);
@@ -122,29 +109,36 @@ impl Pipeline {
             default_mch_no: self.settings.default_mch_no.as_deref(),
             max_amount: self.settings.max_amount,
         };
-        let intent = match intent::validate(&obj, rules) {
-            Ok(i) => i,
-            Err(invalid) => {
-                let span = tracing::Span::current();
-                span.record("mch_no", invalid.mch_no.as_deref().unwrap_or("_"));
-                span.record(
-                    "pay_trace_no",
-                    invalid.pay_trace_no.as_deref().unwrap_or(""),
+        match intent::validate(&obj, rules) {
+            Ok(intent) => {
+                let id = &intent.identity;
+                let span = info_span!(
+                    "intent",
+                    inst_no = id.inst_no.as_str(),
+                    mch_no = id.mch_no.as_str(),
+                    pay_trace_no = id.pay_trace_no.as_str(),
+                    message_id = msg.message_id.unwrap_or(""),
+                    redelivered = msg.redelivered,
                 );
-                let event = ResultEvent::invalid(&invalid, msg.body, Utc::now());
-                info!(error = %invalid.message(), "invalid intent");
-                let correlation = correlation_id(&msg, invalid.pay_trace_no.as_deref());
-                return self
-                    .publish_and_ack(&event, &msg, &correlation, publisher, None)
-                    .await;
+                let correlation = correlation_id(&msg, Some(&id.pay_trace_no));
+                self.decide(&intent, &msg, &correlation, publisher)
+                    .instrument(span)
+                    .await
             }
-        };
-        let span = tracing::Span::current();
-        span.record("inst_no", intent.identity.inst_no.as_str());
-        span.record("mch_no", intent.identity.mch_no.as_str());
-        span.record("pay_trace_no", intent.identity.pay_trace_no.as_str());
-        let correlation = correlation_id(&msg, Some(&intent.identity.pay_trace_no));
-        self.decide(&intent, &msg, &correlation, publisher).await
+            Err(invalid) => {
+                let event = ResultEvent::invalid(&invalid, msg.body, Utc::now());
+                info!(
+                    mch_no = invalid.mch_no.as_deref().unwrap_or("_"),
+                    pay_trace_no = invalid.pay_trace_no.as_deref().unwrap_or(""),
+                    message_id = msg.message_id.unwrap_or(""),
+                    error = %invalid.message(),
+                    "invalid intent"
+                );
+                let correlation = correlation_id(&msg, invalid.pay_trace_no.as_deref());
+                self.publish_and_ack(&Outgoing::new(event), &msg, &correlation, publisher, None)
+                    .await
+            }
+        }
     }
 
     /// The claim loop: claim, then call, store, publish; or replay, wait,
@@ -219,7 +213,7 @@ impl Pipeline {
                     );
                     let mark = (!duplicate).then_some(id);
                     return self
-                        .publish_and_ack(&event, msg, correlation, publisher, mark)
+                        .publish_and_ack(&Outgoing::new(event), msg, correlation, publisher, mark)
                         .await;
                 }
                 Step::AckWithoutPublishing => {
@@ -243,7 +237,7 @@ impl Pipeline {
                         Utc::now(),
                     );
                     return self
-                        .publish_and_ack(&event, msg, correlation, publisher, None)
+                        .publish_and_ack(&Outgoing::new(event), msg, correlation, publisher, None)
                         .await;
                 }
                 Step::Expired => {
@@ -259,7 +253,7 @@ impl Pipeline {
                         Utc::now(),
                     );
                     return self
-                        .publish_and_ack(&event, msg, correlation, publisher, None)
+                        .publish_and_ack(&Outgoing::new(event), msg, correlation, publisher, None)
                         .await;
                 }
                 Step::Call { pay_time, takeover } => {
@@ -306,14 +300,15 @@ impl Pipeline {
             return CallEnd::HandedBack;
         };
         let lost = CancellationToken::new();
-        let _renewer = AbortOnDrop(tokio::spawn(renew_lease(
-            self.claims.clone(),
-            id.clone(),
-            token.to_owned(),
-            lost.clone(),
-        )));
         let request = intent.request(pay_time);
-        let call = match self.gateway.call(&request, key, &lost, &self.stop).await {
+        // The lease is renewed alongside the call, in the same task: it
+        // stops when the call ends.
+        let call = tokio::select! {
+            biased;
+            r = self.gateway.call(&request, key, &lost, &self.stop) => r,
+            never = renew_lease(&self.claims, id, token, &lost) => match never {},
+        };
+        let call = match call {
             Ok(c) => c,
             Err(abandoned) if lost.is_cancelled() => {
                 debug!(attempts = abandoned.attempts, "claim lost during the call");
@@ -330,14 +325,13 @@ impl Pipeline {
                 return CallEnd::HandedBack;
             }
         };
-        drop(_renewer);
-        let event = ResultEvent::decided(intent, pay_time, &call, Utc::now());
-        let json = String::from_utf8(event.to_json()).unwrap_or_default();
+        let out = Outgoing::new(ResultEvent::decided(intent, pay_time, &call, Utc::now()));
+        let event = &out.event;
         // Store before publish: never give up on a decided outcome while the
         // process lives; a crash here replays through the gateway's own
         // idempotency with the identical request.
         match self
-            .redis("store", false, || self.claims.store(id, token, &json))
+            .redis("store", false, || self.claims.store(id, token, &out.body))
             .await
         {
             Some(true) => {
@@ -348,7 +342,7 @@ impl Pipeline {
                     code_url_host = event.code_url.as_deref().and_then(url_host).unwrap_or(""),
                     "outcome decided and stored"
                 );
-                CallEnd::Stored(Box::new(event))
+                CallEnd::Stored(Box::new(out))
             }
             Some(false) => CallEnd::ClaimLost,
             None => CallEnd::HandedBack,
@@ -359,14 +353,15 @@ impl Pipeline {
     /// `mark` names the identity, and says ack.
     async fn publish_and_ack(
         &self,
-        event: &ResultEvent,
+        out: &Outgoing,
         msg: &Incoming<'_>,
         correlation: &str,
         publisher: &Publisher,
         mark: Option<&intent::Identity>,
     ) -> Disposition {
+        let event = &out.event;
         if let Err(e) = publisher
-            .publish_result(event, correlation, msg.reply_to)
+            .publish_result(event, &out.body, correlation, msg.reply_to)
             .await
         {
             warn!(error = %e, "result event not confirmed; the intent will come again");
@@ -439,31 +434,46 @@ impl Pipeline {
 }
 
 enum CallEnd {
-    Stored(Box<ResultEvent>),
+    Stored(Box<Outgoing>),
     HandedBack,
     ClaimLost,
 }
 
 /// Renews the lease every third of it; cancels `lost` when the claim is
-/// no longer ours. Redis errors are tolerated: the call goes on, and if the
-/// lease lapses meanwhile the compare-and-set on store decides.
+/// no longer ours, then waits forever (the call notices and ends). Redis
+/// errors are tolerated: the call goes on, and if the lease lapses
+/// meanwhile the compare-and-set on store decides.
 async fn renew_lease(
-    claims: ClaimStore,
-    id: intent::Identity,
-    token: String,
-    lost: CancellationToken,
-) {
+    claims: &ClaimStore,
+    id: &intent::Identity,
+    token: &str,
+    lost: &CancellationToken,
+) -> std::convert::Infallible {
     let period = claims.lease() / 3;
     loop {
         tokio::time::sleep(period).await;
-        match claims.renew(&id, &token).await {
+        match claims.renew(id, token).await {
             Ok(true) => {}
             Ok(false) => {
                 lost.cancel();
-                return;
+                return std::future::pending().await;
             }
             Err(e) => warn!(error = %e, "could not renew the claim's lease"),
         }
+    }
+}
+
+/// A result event and its serialised body: serialised once, stored and
+/// published as the same bytes.
+struct Outgoing {
+    event: ResultEvent,
+    body: Vec<u8>,
+}
+
+impl Outgoing {
+    fn new(event: ResultEvent) -> Self {
+        let body = event.to_json();
+        Outgoing { event, body }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod publisher;
 pub mod topology;
 
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
 use crate::config::SecretUrl;
@@ -17,9 +18,21 @@ pub use topology::{TopologyError, declare};
 /// consumer from scratch, which is simpler to reason about for
 /// at-least-once delivery (deliveries of a lost connection come back
 /// anyway, and their acks can only fail).
+///
+/// Unless the URL says otherwise, heartbeats are every 10 s (a silently
+/// dead peer is noticed in about 20 s, not the broker default's 2 minutes)
+/// and connecting gives up after 5 s.
 pub async fn connect(url: &SecretUrl, name: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url.expose(), props).await
+    match url.expose().parse::<AMQPUri>() {
+        Ok(mut uri) => {
+            uri.query.heartbeat.get_or_insert(10);
+            uri.query.connection_timeout.get_or_insert(5000);
+            Connection::connect_uri(uri, props).await
+        }
+        // Let lapin report what is wrong with it.
+        Err(_) => Connection::connect(url.expose(), props).await,
+    }
 }
 
 /// A connection name like `h5pay-worker run@host#pid`.

@@ -55,15 +55,16 @@ impl Publisher {
         self.channel.status().connected()
     }
 
-    /// Publishes `event` and waits for the broker's confirm. `reply_to`, if
-    /// any, also gets the event, best effort: not mandatory, not awaited.
+    /// Publishes `event` (serialised as `body`) and waits for the broker's
+    /// confirm. `reply_to`, if any, also gets the event, best effort: not
+    /// mandatory, not awaited.
     pub async fn publish_result(
         &self,
         event: &ResultEvent,
+        body: &[u8],
         correlation_id: &str,
         reply_to: Option<&str>,
     ) -> Result<(), PublishError> {
-        let body = event.to_json();
         let props = properties(event, correlation_id);
         let started = Instant::now();
         let confirm = self
@@ -75,7 +76,7 @@ impl Publisher {
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
-                &body,
+                body,
                 props.clone(),
             )
             .await?;
@@ -88,7 +89,7 @@ impl Publisher {
                     "".into(),
                     queue,
                     BasicPublishOptions::default(),
-                    &body,
+                    body,
                     props,
                 )
                 .await

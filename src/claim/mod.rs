@@ -239,7 +239,12 @@ impl ClaimStore {
     }
 
     /// Stores the outcome's event; `false` when the claim was lost.
-    pub async fn store(&self, id: &Identity, token: &str, event: &str) -> Result<bool, ClaimError> {
+    pub async fn store(
+        &self,
+        id: &Identity,
+        token: &str,
+        event: &[u8],
+    ) -> Result<bool, ClaimError> {
         let mut conn = self.conn.clone();
         let n: i64 = self
             .scripts

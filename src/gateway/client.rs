@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::classify::{Exchange, TransientKind, Verdict, classify, settle_refusal};
 use super::retry::{Backoff, RetryPolicy};
@@ -126,7 +127,12 @@ impl GatewayClient {
             };
             attempts += 1;
             let started = Instant::now();
-            let sent = self.send(body.clone()).await;
+            // A debug-level span: free at info level, the attempt number on
+            // every line when debugging.
+            let sent = self
+                .send(body.clone())
+                .instrument(tracing::debug_span!("attempt", n = attempts))
+                .await;
             let took = started.elapsed();
             spent += took;
             let verdict = classify(&sent.as_exchange(), req, verify_key);

@@ -191,23 +191,28 @@ impl ReceivedResponse {
     pub fn parse(body: &[u8]) -> Result<Self, ResponseParseError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| ResponseParseError::NotJson(e.to_string()))?;
-        let raw = match value {
-            Value::Object(m) => m,
-            other => return Err(ResponseParseError::NotObject(json_kind(&other))),
-        };
-        let fields = H5PayResponse::deserialize(Value::Object(raw.clone())).map_err(|e| {
+        if !value.is_object() {
+            return Err(ResponseParseError::NotObject(json_kind(&value)));
+        }
+        // Deserialising from a reference: the map is kept, not copied.
+        let fields = H5PayResponse::deserialize(&value).map_err(|e| {
             // serde names the field in its message only for some errors; find it ourselves.
-            let name = raw
-                .iter()
-                .find(|(k, v)| {
-                    matches!(v, Value::Bool(_) | Value::Array(_) | Value::Object(_))
-                        && KNOWN_FIELDS.contains(&k.as_str())
+            let name = value
+                .as_object()
+                .and_then(|m| {
+                    m.iter().find(|(k, v)| {
+                        matches!(v, Value::Bool(_) | Value::Array(_) | Value::Object(_))
+                            && KNOWN_FIELDS.contains(&k.as_str())
+                    })
                 })
                 .map(|(k, _)| k.clone())
                 .unwrap_or_default();
             ResponseParseError::Field(format!("{name}: {e}"))
         })?;
-        Ok(ReceivedResponse { fields, raw })
+        match value {
+            Value::Object(raw) => Ok(ReceivedResponse { fields, raw }),
+            other => Err(ResponseParseError::NotObject(json_kind(&other))),
+        }
     }
 }
 

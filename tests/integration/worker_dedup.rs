@@ -216,7 +216,7 @@ async fn an_outcome_stored_before_a_crash_is_replayed_unconfirmed_then_as_duplic
         "error": null, "attempts": 1, "duplicate": false, "metadata": null, "occurred_at": "2026-11-26T01:02:03.004Z"});
     assert!(matches!(
         claims
-            .store(&identity, "dead-worker", &stored.to_string())
+            .store(&identity, "dead-worker", stored.to_string().as_bytes())
             .await,
         Ok(true)
     ));
@@ -331,7 +331,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
     ));
     assert!(
         matches!(
-            claims.store(&identity, "owner-a", "{\"stale\":true}").await,
+            claims.store(&identity, "owner-a", b"{\"stale\":true}").await,
             Ok(false)
         ),
         "the stalled owner must lose"
@@ -341,7 +341,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
         Ok(false)
     ));
     assert!(matches!(
-        claims.store(&identity, "owner-b", "{\"fresh\":true}").await,
+        claims.store(&identity, "owner-b", b"{\"fresh\":true}").await,
         Ok(true)
     ));
     match claims
