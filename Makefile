@@ -1,7 +1,7 @@
 # h5pay-worker: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build demo test services lint fmt bench sandbox run clean
+.PHONY: all build demo test services lint fmt bench chaos sandbox run clean
 
 all: build
 
@@ -29,9 +29,17 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## bench: placeholder until the benchmark lands
-bench:
-	@echo "make bench: the end-to-end benchmark is not written yet" >&2; exit 1
+## bench: end-to-end throughput and latency against an I/O-only skeleton (see BENCHMARKS.md)
+##        e.g. make bench BENCH_ARGS="--latency-ms 50 --runs 3"
+bench: services
+	$(CARGO) build --locked --release --bins
+	$(CARGO) run --locked --release --quiet --bin h5pay-bench -- $(BENCH_ARGS)
+
+## chaos: the full fault suite (CI runs a short version within `make test`); see RELIABILITY.md
+chaos: services
+	rm -f target/chaos-report.jsonl
+	H5PAY_CHAOS_FULL=1 $(CARGO) test --locked --release --test chaos -- --nocapture
+	@echo "figures: target/chaos-report.jsonl"
 
 ## sandbox / run: the two processes, by hand, on config/default.toml
 sandbox:

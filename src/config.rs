@@ -388,6 +388,13 @@ impl Institutions {
         &self.default
     }
 
+    /// The configured inst_nos, sorted (for logs: never the keys).
+    pub fn inst_nos(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Builds a set directly (tests, tools).
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, SecretString)>) -> Option<Self> {
         let mut default = None;
@@ -397,6 +404,26 @@ impl Institutions {
             keys.insert(inst, key);
         }
         default.map(|default| Institutions { keys, default })
+    }
+}
+
+/// The institution keys in use, replaceable while running: SIGHUP reloads
+/// them (key rotation) without a restart. Readers take a snapshot per
+/// intent, so an intent signs and verifies with one key throughout.
+#[derive(Debug)]
+pub struct KeyRing(std::sync::RwLock<std::sync::Arc<Institutions>>);
+
+impl KeyRing {
+    pub fn new(institutions: Institutions) -> Self {
+        KeyRing(std::sync::RwLock::new(std::sync::Arc::new(institutions)))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Institutions> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, institutions: Institutions) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(institutions);
     }
 }
 
@@ -618,6 +645,30 @@ fn apply_env(table: &mut toml::Table, name: &str, value: String) -> Result<(), C
             name,
             "not a setting: use H5PAY__SECTION__KEY or H5PAY__INSTITUTIONS__<i>__KEY",
         )),
+    }
+}
+
+/// Whether `H5PAY__...` names a real setting (deployment files are checked
+/// with this).
+pub fn env_key_exists(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return false;
+    };
+    let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    match parts.as_slice() {
+        [section, index, key] if section == "institutions" => {
+            index.parse::<usize>().is_ok()
+                && ["inst_no", "key", "key_env", "key_file"].contains(&key.as_str())
+        }
+        [section, key] => toml::Value::try_from(Settings::default())
+            .ok()
+            .and_then(|d| {
+                d.get(section.as_str())
+                    .and_then(|s| s.get(key.as_str()))
+                    .cloned()
+            })
+            .is_some(),
+        _ => false,
     }
 }
 

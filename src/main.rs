@@ -177,7 +177,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            run(config).await
+            run(config, c).await
         }
         Command::Sandbox {
             listen,
@@ -312,7 +312,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<ExitCode> {
+async fn run(config: Config, source: ConfigArg) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(&config.settings.log);
     let _ = telemetry::metrics();
     let listen = config.settings.admin.listen.clone();
@@ -331,9 +331,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
     let admin_task = tokio::spawn(admin_server);
     let upkeep = tokio::spawn(admin::metrics_upkeep());
+    let reloader = tokio::spawn(reload_keys_on_sighup(source, worker.keys()));
     let result = worker.run(cli::stop_signal()).await;
     admin_task.abort();
     upkeep.abort();
+    reloader.abort();
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -341,6 +343,47 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("h5pay-worker: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Key rotation without a restart: on SIGHUP the settings are read again
+/// (file and environment) and, if valid, the institution keys are replaced.
+/// Other settings take effect only at the next start.
+async fn reload_keys_on_sighup(
+    source: ConfigArg,
+    keys: std::sync::Arc<h5pay_worker::config::KeyRing>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(source.config.as_deref()) {
+                Ok(c) => {
+                    let inst_nos: Vec<String> = c
+                        .institutions
+                        .inst_nos()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
+                    keys.replace(c.institutions);
+                    tracing::info!(
+                        ?inst_nos,
+                        "SIGHUP: institution keys reloaded (other settings need a restart)"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: settings not reloaded; the current keys stay"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (source, keys);
     }
 }
 

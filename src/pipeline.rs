@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::amqp::Publisher;
 use crate::claim::{self, ClaimError, ClaimStore, Step};
-use crate::config::{Config, DuplicatePolicy, Institutions};
+use crate::config::{Config, DuplicatePolicy, KeyRing};
 use crate::gateway::GatewayClient;
 use crate::intent::{self, Intent, Rules};
 use crate::outcome::{Failure, FailureKind};
@@ -72,7 +72,8 @@ impl PipelineSettings {
 pub struct Pipeline {
     pub claims: ClaimStore,
     pub gateway: Arc<GatewayClient>,
-    pub institutions: Institutions,
+    /// Institution keys; replaced on SIGHUP.
+    pub keys: Arc<KeyRing>,
     pub settings: PipelineSettings,
     /// Cancelled when the worker stops taking intents: work not yet at the
     /// gateway is handed back.
@@ -104,8 +105,9 @@ impl Pipeline {
                 return Disposition::DeadLetter;
             }
         };
+        let institutions = self.keys.current();
         let rules = Rules {
-            institutions: &self.institutions,
+            institutions: &institutions,
             default_mch_no: self.settings.default_mch_no.as_deref(),
             max_amount: self.settings.max_amount,
         };
@@ -294,7 +296,8 @@ impl Pipeline {
         takeover: bool,
     ) -> CallEnd {
         let id = &intent.identity;
-        let Some(key) = self.institutions.key(&id.inst_no) else {
+        let institutions = self.keys.current();
+        let Some(key) = institutions.key(&id.inst_no) else {
             // Validation admits configured institutions only.
             error!("no key for a validated institution");
             return CallEnd::HandedBack;
@@ -303,9 +306,12 @@ impl Pipeline {
         let request = intent.request(pay_time);
         // The lease is renewed alongside the call, in the same task: it
         // stops when the call ends.
+        // After a takeover the earlier owner may have sent this very request.
+        let earlier =
+            takeover.then_some("an earlier worker's claim on this identity lapsed mid-call");
         let call = tokio::select! {
             biased;
-            r = self.gateway.call(&request, key, &lost, &self.stop) => r,
+            r = self.gateway.call(&request, key, &lost, &self.stop, earlier) => r,
             never = renew_lease(&self.claims, id, token, &lost) => match never {},
         };
         let call = match call {

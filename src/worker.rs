@@ -26,7 +26,7 @@ use crate::admin::Health;
 use crate::amqp::{self, Publisher, TopologyError};
 use crate::breaker::Breaker;
 use crate::claim::{self, ClaimStore};
-use crate::config::Config;
+use crate::config::{Config, KeyRing};
 use crate::gateway::GatewayClient;
 use crate::pipeline::{Disposition, Incoming, Pipeline, PipelineSettings};
 
@@ -66,7 +66,7 @@ impl Worker {
         let pipeline = Arc::new(Pipeline {
             claims,
             gateway,
-            institutions: config.institutions.clone(),
+            keys: Arc::new(KeyRing::new(config.institutions.clone())),
             settings: PipelineSettings::from_config(&config),
             stop: CancellationToken::new(),
         });
@@ -80,6 +80,11 @@ impl Worker {
 
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
+    }
+
+    /// The institution keys in use: `replace` them to rotate keys.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.pipeline.keys.clone()
     }
 
     /// Runs until `shutdown` resolves, then stops gracefully. Returns an
@@ -112,7 +117,7 @@ impl Worker {
         let stop = self.pipeline.stop.clone();
         let mut delay = RECONNECT_MIN;
         // Kept open through the drain: in-progress deliveries ack on it.
-        let mut kept: Option<(Connection, Channel)> = None;
+        let mut kept: Option<(Connection, Channel, Publisher)> = None;
         loop {
             if stop.is_cancelled() {
                 break;
@@ -150,7 +155,7 @@ impl Worker {
             self.health.set_consuming(false);
             match ended {
                 ConsumeEnd::Stopped => {
-                    kept = Some((conn, channel));
+                    kept = Some((conn, channel, publisher));
                     break;
                 }
                 ConsumeEnd::Lost(why) => {
@@ -167,13 +172,9 @@ impl Worker {
             }
         }
         self.drain().await;
-        if let Some((conn, _channel)) = kept {
+        if let Some((conn, channel, publisher)) = kept {
             // Whatever is still unacknowledged returns to the queue.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                conn.close(200, "worker stopped".into()),
-            )
-            .await;
+            amqp::close(&conn, &[&channel, publisher.channel()], "worker stopped").await;
         }
         info!("worker stopped");
         Ok(())

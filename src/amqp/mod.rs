@@ -40,3 +40,19 @@ pub fn connection_name(role: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
     format!("h5pay-worker {role}@{host}#{}", std::process::id())
 }
+
+/// Closes the given channels, then the connection. Closing channels first
+/// keeps lapin from closing a dropped channel while the connection is
+/// already closing (which it reports as a connection error).
+pub async fn close(conn: &Connection, channels: &[&lapin::Channel], reason: &str) {
+    for ch in channels {
+        if ch.status().connected() {
+            let _ = ch.close(200, "closing".into()).await;
+        }
+    }
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.close(200, reason.into()),
+    )
+    .await;
+}

@@ -55,6 +55,10 @@ impl Publisher {
         self.channel.status().connected()
     }
 
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Publishes `event` (serialised as `body`) and waits for the broker's
     /// confirm. `reply_to`, if any, also gets the event, best effort: not
     /// mandatory, not awaited.

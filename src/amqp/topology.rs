@@ -1,5 +1,7 @@
-//! The topology of contract §2, declared idempotently at start-up and after
-//! every reconnect.
+//! The topology of contract §2, as data ([`plan`]) and as the act of
+//! declaring it ([`declare`]), idempotently at start-up and after every
+//! reconnect. `deploy/rabbitmq/definitions.json` is checked against the
+//! same plan by a test.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -30,6 +32,138 @@ impl TopologyError {
     }
 }
 
+/// An argument value: the topology uses strings and integers only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Str(String),
+    Int(i64),
+}
+
+/// One exchange to declare (always durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeDecl {
+    pub name: String,
+    /// `topic` or `fanout`.
+    pub kind: &'static str,
+    pub arguments: Vec<(&'static str, Arg)>,
+}
+
+/// One queue to declare (always durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDecl {
+    pub name: String,
+    pub arguments: Vec<(&'static str, Arg)>,
+}
+
+/// One binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingDecl {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: &'static str,
+}
+
+/// Everything the worker declares, in declaration order (what an
+/// alternate exchange or a dead-letter exchange names exists first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub exchanges: Vec<ExchangeDecl>,
+    pub queues: Vec<QueueDecl>,
+    pub bindings: Vec<BindingDecl>,
+}
+
+/// The topology for these settings. Queue arguments are exactly what the
+/// contract names, so a queue declared by operators from the same contract
+/// is equivalent; policies (e.g. at-least-once dead-lettering) go on top.
+pub fn plan(a: &AmqpSettings) -> Plan {
+    let quorum = a.queue_type == QueueType::Quorum;
+    let typed = || {
+        if quorum {
+            vec![("x-queue-type", Arg::Str("quorum".into()))]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut intent_args = typed();
+    if quorum {
+        // RabbitMQ counts deliveries on quorum queues only.
+        intent_args.push(("x-delivery-limit", Arg::Int(i64::from(a.delivery_limit))));
+    }
+    intent_args.push((
+        "x-dead-letter-exchange",
+        Arg::Str(a.dead_letter_exchange.clone()),
+    ));
+    let unrouted = a.unrouted_exchange();
+    Plan {
+        exchanges: vec![
+            ExchangeDecl {
+                name: a.dead_letter_exchange.clone(),
+                kind: "fanout",
+                arguments: vec![],
+            },
+            ExchangeDecl {
+                name: a.intent_exchange.clone(),
+                kind: "topic",
+                arguments: vec![],
+            },
+            ExchangeDecl {
+                name: unrouted.clone(),
+                kind: "fanout",
+                arguments: vec![],
+            },
+            ExchangeDecl {
+                name: a.result_exchange.clone(),
+                kind: "topic",
+                arguments: vec![("alternate-exchange", Arg::Str(unrouted.clone()))],
+            },
+        ],
+        queues: vec![
+            QueueDecl {
+                name: a.dead_letter_queue.clone(),
+                arguments: typed(),
+            },
+            QueueDecl {
+                name: a.intent_queue.clone(),
+                arguments: intent_args,
+            },
+            QueueDecl {
+                name: unrouted.clone(),
+                arguments: typed(),
+            },
+        ],
+        bindings: vec![
+            BindingDecl {
+                exchange: a.dead_letter_exchange.clone(),
+                queue: a.dead_letter_queue.clone(),
+                routing_key: "",
+            },
+            BindingDecl {
+                exchange: a.intent_exchange.clone(),
+                queue: a.intent_queue.clone(),
+                routing_key: "#",
+            },
+            BindingDecl {
+                exchange: unrouted.clone(),
+                queue: unrouted,
+                routing_key: "",
+            },
+        ],
+    }
+}
+
+fn field_table(args: &[(&'static str, Arg)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in args {
+        let value = match v {
+            Arg::Str(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            // Integers go out as signed 32-bit ('I'), as most clients send them.
+            Arg::Int(n) => AMQPValue::LongInt(i32::try_from(*n).unwrap_or(i32::MAX)),
+        };
+        t.insert((*k).into(), value);
+    }
+    t
+}
+
 fn classify(object: String, e: lapin::Error) -> TopologyError {
     if let ErrorKind::ProtocolError(amqp) = e.kind()
         && matches!(
@@ -45,37 +179,7 @@ fn classify(object: String, e: lapin::Error) -> TopologyError {
     TopologyError::Broker { object, source: e }
 }
 
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-/// The intent queue's arguments: exactly what the contract names, so a
-/// queue declared by operators from the same contract is equivalent.
-pub fn intent_queue_arguments(a: &AmqpSettings) -> FieldTable {
-    let mut args = FieldTable::default();
-    if a.queue_type == QueueType::Quorum {
-        args.insert("x-queue-type".into(), long("quorum"));
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(i32::try_from(a.delivery_limit).unwrap_or(i32::MAX)),
-        );
-    }
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        long(&a.dead_letter_exchange),
-    );
-    args
-}
-
-fn queue_type_arguments(a: &AmqpSettings) -> FieldTable {
-    let mut args = FieldTable::default();
-    if a.queue_type == QueueType::Quorum {
-        args.insert("x-queue-type".into(), long("quorum"));
-    }
-    args
-}
-
-/// Declares every exchange, queue and binding of the topology.
+/// Declares every exchange, queue and binding of the plan.
 pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), TopologyError> {
     // A failed declare closes its channel, so the error is final for this
     // round; the caller decides whether to retry.
@@ -86,96 +190,127 @@ pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), Topology
             object: "a channel".into(),
             source: e,
         })?;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    let unrouted = a.unrouted_exchange();
-
-    exchange(
-        &ch,
-        &a.dead_letter_exchange,
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    queue(&ch, &a.dead_letter_queue, queue_type_arguments(a)).await?;
-    bind(&ch, &a.dead_letter_queue, &a.dead_letter_exchange, "").await?;
-
-    exchange(
-        &ch,
-        &a.intent_exchange,
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    queue(&ch, &a.intent_queue, intent_queue_arguments(a)).await?;
-    bind(&ch, &a.intent_queue, &a.intent_exchange, "#").await?;
-
-    exchange(
-        &ch,
-        &unrouted,
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    queue(&ch, &unrouted, queue_type_arguments(a)).await?;
-    bind(&ch, &unrouted, &unrouted, "").await?;
-    let mut result_args = FieldTable::default();
-    result_args.insert("alternate-exchange".into(), long(&unrouted));
-    exchange(
-        &ch,
-        &a.result_exchange,
-        ExchangeKind::Topic,
-        durable,
-        result_args,
-    )
-    .await?;
-
+    let p = plan(a);
+    for x in &p.exchanges {
+        declare_exchange(&ch, x).await?;
+    }
+    for q in &p.queues {
+        declare_queue(&ch, q).await?;
+    }
+    for b in &p.bindings {
+        bind(&ch, b).await?;
+    }
     // Dropping the last handle closes the channel.
     drop(ch);
     Ok(())
 }
 
-async fn exchange(
-    ch: &Channel,
-    name: &str,
-    kind: ExchangeKind,
-    options: ExchangeDeclareOptions,
-    args: FieldTable,
-) -> Result<(), TopologyError> {
-    ch.exchange_declare(ShortString::from(name), kind, options, args)
-        .await
-        .map_err(|e| classify(format!("exchange '{name}'"), e))
+async fn declare_exchange(ch: &Channel, x: &ExchangeDecl) -> Result<(), TopologyError> {
+    let kind = if x.kind == "fanout" {
+        ExchangeKind::Fanout
+    } else {
+        ExchangeKind::Topic
+    };
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        ShortString::from(x.name.as_str()),
+        kind,
+        options,
+        field_table(&x.arguments),
+    )
+    .await
+    .map_err(|e| classify(format!("exchange '{}'", x.name), e))
 }
 
-async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), TopologyError> {
+async fn declare_queue(ch: &Channel, q: &QueueDecl) -> Result<(), TopologyError> {
     let options = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    ch.queue_declare(ShortString::from(name), options, args)
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(format!("queue '{name}'"), e))
+    ch.queue_declare(
+        ShortString::from(q.name.as_str()),
+        options,
+        field_table(&q.arguments),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| classify(format!("queue '{}'", q.name), e))
 }
 
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), TopologyError> {
+async fn bind(ch: &Channel, b: &BindingDecl) -> Result<(), TopologyError> {
     ch.queue_bind(
-        ShortString::from(queue),
-        ShortString::from(exchange),
-        ShortString::from(key),
+        ShortString::from(b.queue.as_str()),
+        ShortString::from(b.exchange.as_str()),
+        ShortString::from(b.routing_key),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await
     .map_err(|e| {
         classify(
-            format!("binding of queue '{queue}' to exchange '{exchange}'"),
+            format!(
+                "binding of queue '{}' to exchange '{}'",
+                b.queue, b.exchange
+            ),
             e,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_plan_is_the_contract_topology() {
+        let p = plan(&AmqpSettings::default());
+        let names: Vec<(&str, &str)> = p
+            .exchanges
+            .iter()
+            .map(|x| (x.name.as_str(), x.kind))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("h5pay.dlx", "fanout"),
+                ("h5pay.intents", "topic"),
+                ("h5pay.results.unrouted", "fanout"),
+                ("h5pay.results", "topic")
+            ]
+        );
+        let intents = p.queues.iter().find(|q| q.name == "h5pay.intents");
+        assert_eq!(
+            intents.map(|q| q.arguments.clone()),
+            Some(vec![
+                ("x-queue-type", Arg::Str("quorum".into())),
+                ("x-delivery-limit", Arg::Int(5)),
+                ("x-dead-letter-exchange", Arg::Str("h5pay.dlx".into())),
+            ])
+        );
+        assert!(
+            p.bindings
+                .iter()
+                .any(|b| b.exchange == "h5pay.intents" && b.routing_key == "#")
+        );
+    }
+
+    #[test]
+    fn classic_queues_carry_no_type_and_no_delivery_limit() {
+        let a = AmqpSettings {
+            queue_type: QueueType::Classic,
+            ..AmqpSettings::default()
+        };
+        let p = plan(&a);
+        for q in &p.queues {
+            assert!(
+                q.arguments
+                    .iter()
+                    .all(|(k, _)| *k != "x-queue-type" && *k != "x-delivery-limit"),
+                "{q:?}"
+            );
+        }
+    }
 }

@@ -60,6 +60,9 @@ struct Opts {
     /// Skip the skeleton run.
     #[arg(long)]
     no_skeleton: bool,
+    /// Repeat worker and skeleton runs (alternating) and report medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Skip the worker run.
     #[arg(long)]
     no_worker: bool,
@@ -564,96 +567,17 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         h5pay_worker::sandbox::PAY_PATH
     );
     let mut reports = Vec::new();
-
-    if !opts.no_worker {
-        let n = Names::new("w");
-        declare(&conn, &n).await?;
-        let admin_port = free_port()?;
-        let cfg = dir.path().join("worker.toml");
-        std::fs::write(&cfg, config_toml(&opts, &n, &gateway, admin_port))?;
-        let child = Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the worker")?;
-        let pid = child.id();
-        let worker = ChildGuard(child);
-        wait_ready(admin_port).await?;
-        let (cpu_before_kib, cpu_before) = proc_stats(pid);
-        let _ = cpu_before_kib;
-        eprintln!(
-            "worker: {} intents, gateway latency {} ms, prefetch {}{}",
-            opts.intents,
-            opts.latency_ms,
-            opts.prefetch,
-            if opts.rate > 0 {
-                format!(", paced at {}/s", opts.rate)
-            } else {
-                String::new()
-            }
-        );
-        let (secs, lat) = drive(&conn, &n, opts.intents, opts.rate, &n.id).await?;
-        let (hwm, cpu_after) = proc_stats(pid);
-        reports.push(report(
-            "worker",
-            &opts,
-            opts.intents,
-            secs,
-            &lat,
-            Some((hwm, cpu_after - cpu_before)),
-        ));
-        drop(worker);
-        cleanup(&conn, &n, &opts.redis_url).await;
-    }
-
-    if !opts.no_skeleton {
-        let n = Names::new("s");
-        declare(&conn, &n).await?;
-        let me = std::env::current_exe()?;
-        let child = Command::new(me)
-            .args([
-                "--prefetch",
-                &opts.prefetch.to_string(),
-                "--amqp-url",
-                &opts.amqp_url,
-                "--redis-url",
-                &opts.redis_url,
-            ])
-            .args([
-                "skeleton",
-                "--queue",
-                &n.queue,
-                "--result-exchange",
-                &n.results,
-                "--gateway",
-                &gateway,
-                "--key-prefix",
-                &n.key_prefix,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the skeleton")?;
-        let pid = child.id();
-        let skel = ChildGuard(child);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (_, cpu_before) = proc_stats(pid);
-        eprintln!("skeleton: {} intents", opts.intents);
-        let (secs, lat) = drive(&conn, &n, opts.intents, opts.rate, &n.id).await?;
-        let (hwm, cpu_after) = proc_stats(pid);
-        reports.push(report(
-            "skeleton",
-            &opts,
-            opts.intents,
-            secs,
-            &lat,
-            Some((hwm, cpu_after - cpu_before)),
-        ));
-        drop(skel);
-        cleanup(&conn, &n, &opts.redis_url).await;
+    // Worker and skeleton runs alternate, so that the machine's noise hits both.
+    for run in 1..=opts.runs {
+        if opts.runs > 1 {
+            eprintln!("run {run} of {}", opts.runs);
+        }
+        if !opts.no_worker {
+            reports.push(run_worker(&opts, &conn, &bin, &dir, &gateway).await?);
+        }
+        if !opts.no_skeleton {
+            reports.push(run_skeleton(&opts, &conn, &gateway).await?);
+        }
     }
 
     let mut out = std::io::stdout();
@@ -689,11 +613,31 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             r.cpu_us_per_intent.unwrap_or(0.0)
         )?;
     }
-    if let [w, s] = reports.as_slice() {
+    let median = |what: &str| -> Option<(f64, f64, f64)> {
+        let mut v: Vec<f64> = reports
+            .iter()
+            .filter(|r| r.what == what)
+            .map(|r| r.intents_per_sec)
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some((*v.get(v.len() / 2)?, *v.first()?, *v.last()?))
+    };
+    if opts.runs > 1 {
+        for what in ["worker", "skeleton"] {
+            if let Some((m, lo, hi)) = median(what) {
+                writeln!(
+                    out,
+                    "{what}: median {m:.0} intents/s (min {lo:.0}, max {hi:.0}) over {} runs",
+                    opts.runs
+                )?;
+            }
+        }
+    }
+    if let (Some((w, ..)), Some((s, ..))) = (median("worker"), median("skeleton")) {
         writeln!(
             out,
-            "worker / skeleton throughput: {:.2}",
-            w.intents_per_sec / s.intents_per_sec.max(1e-9)
+            "worker / skeleton throughput (medians): {:.2}",
+            w / s.max(1e-9)
         )?;
     }
     if let Some(path) = &opts.json {
@@ -707,6 +651,105 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     }
     let _ = conn.close(200, "bench done".into()).await;
     Ok(())
+}
+
+async fn run_worker(
+    opts: &Opts,
+    conn: &Connection,
+    bin: &std::path::Path,
+    dir: &TempDir,
+    gateway: &str,
+) -> anyhow::Result<RunReport> {
+    let n = Names::new("w");
+    declare(conn, &n).await?;
+    let admin_port = free_port()?;
+    let cfg = dir.path().join("worker.toml");
+    std::fs::write(&cfg, config_toml(opts, &n, gateway, admin_port))?;
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the worker")?;
+    let pid = child.id();
+    let worker = ChildGuard(child);
+    wait_ready(admin_port).await?;
+    let (cpu_before_kib, cpu_before) = proc_stats(pid);
+    let _ = cpu_before_kib;
+    eprintln!(
+        "worker: {} intents, gateway latency {} ms, prefetch {}{}",
+        opts.intents,
+        opts.latency_ms,
+        opts.prefetch,
+        if opts.rate > 0 {
+            format!(", paced at {}/s", opts.rate)
+        } else {
+            String::new()
+        }
+    );
+    let (secs, lat) = drive(conn, &n, opts.intents, opts.rate, &n.id).await?;
+    let (hwm, cpu_after) = proc_stats(pid);
+    let r = report(
+        "worker",
+        opts,
+        opts.intents,
+        secs,
+        &lat,
+        Some((hwm, cpu_after - cpu_before)),
+    );
+    drop(worker);
+    cleanup(conn, &n, &opts.redis_url).await;
+    Ok(r)
+}
+
+async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::Result<RunReport> {
+    let n = Names::new("s");
+    declare(conn, &n).await?;
+    let me = std::env::current_exe()?;
+    let child = Command::new(me)
+        .args([
+            "--prefetch",
+            &opts.prefetch.to_string(),
+            "--amqp-url",
+            &opts.amqp_url,
+            "--redis-url",
+            &opts.redis_url,
+        ])
+        .args([
+            "skeleton",
+            "--queue",
+            &n.queue,
+            "--result-exchange",
+            &n.results,
+            "--gateway",
+            gateway,
+            "--key-prefix",
+            &n.key_prefix,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the skeleton")?;
+    let pid = child.id();
+    let skel = ChildGuard(child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, cpu_before) = proc_stats(pid);
+    eprintln!("skeleton: {} intents", opts.intents);
+    let (secs, lat) = drive(conn, &n, opts.intents, opts.rate, &n.id).await?;
+    let (hwm, cpu_after) = proc_stats(pid);
+    let r = report(
+        "skeleton",
+        opts,
+        opts.intents,
+        secs,
+        &lat,
+        Some((hwm, cpu_after - cpu_before)),
+    );
+    drop(skel);
+    cleanup(conn, &n, &opts.redis_url).await;
+    Ok(r)
 }
 
 /// The I/O of the worker's pipeline and nothing else: consume, claim

@@ -387,7 +387,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     let _ = worker_task.await;
     let keys = rows_keys(&redis_settings.key_prefix, &institution, &traces);
     cleanup(&conn, &amqp_settings, &redis_settings, keys).await;
-    let _ = conn.close(200, "demo done".into()).await;
+    drop(results);
+    amqp::close(&conn, &[&ch], "demo done").await;
     sandbox_task.abort();
     Ok(ok)
 }

@@ -209,7 +209,7 @@ pub async fn list(
         };
     }
     give_back(&messages).await;
-    let _ = conn.close(200, "dlq list done".into()).await;
+    amqp::close(&conn, &[&ch], "dlq list done").await;
     written?;
     Ok(messages.len())
 }
@@ -309,7 +309,7 @@ pub async fn replay(
         },
         a.intent_exchange
     )?;
-    let _ = conn.close(200, "dlq replay done".into()).await;
+    amqp::close(&conn, &[&ch, &publish_ch], "dlq replay done").await;
     Ok(replayed)
 }
 

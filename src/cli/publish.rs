@@ -243,7 +243,8 @@ pub async fn run(
             });
         }
     }
-    let _ = conn.close(200, "done".into()).await;
+    drop(listener);
+    amqp::close(&conn, &[&ch], "done").await;
     Ok(())
 }
 

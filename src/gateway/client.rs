@@ -103,19 +103,23 @@ impl GatewayClient {
     /// transient failures with the identical body. `cancel` abandons the
     /// call between attempts (a lost claim); `before_first` abandons it only
     /// while no attempt has been made (a stop hands such intents back).
+    /// `earlier` says an attempt before this call (another worker's, whose
+    /// claim was taken over) may have reached the gateway: a refusal is
+    /// then `outcome_unknown`, not a clean rejection.
     pub async fn call(
         &self,
         req: &H5PayRequest,
         key: &SecretString,
         cancel: &CancellationToken,
         before_first: &CancellationToken,
+        earlier: Option<&str>,
     ) -> Result<CallResult, Abandoned> {
         let body = bytes::Bytes::from(req.signed_body(key));
         let verify_key = self.verify_response_sign.then_some(key);
         let mut attempts = 0u32;
         // Time charged to this intent: attempts and backoff, not breaker waits.
         let mut spent = Duration::ZERO;
-        let mut reached: Option<String> = None;
+        let mut reached: Option<String> = earlier.map(str::to_owned);
         let mut last_answer: Option<GatewayAnswer> = None;
 
         loop {

@@ -216,3 +216,82 @@ async fn publish_wait_prints_the_result_events() {
         "progress for --count > 1: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_institution_keys_without_a_restart() {
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key_file = dir.path().join("60000001.key");
+    std::fs::write(&key_file, "an-old-revoked-key\n").unwrap_or_else(|e| panic!("{e}"));
+    let toml = base_toml(&env.id, &env.gateway_url()).replacen(
+        &format!("key = \"{SANDBOX_KEY}\""),
+        &format!("key_file = {:?}", key_file.display().to_string()),
+        1,
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", &path.display().to_string()])
+        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("H5PAY__LOG__LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "worker not ready");
+    env.publish_json(&crate::support::intent("ROT-1", "M1", 100))
+        .await;
+    let old = results.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(
+        old.kind(),
+        Some("gateway_rejected"),
+        "the gateway refuses the old key: {}",
+        old.event
+    );
+
+    std::fs::write(&key_file, format!("{SANDBOX_KEY}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    env.publish_json(&crate::support::intent("ROT-2", "M1", 100))
+        .await;
+    let new = results.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(
+        new.event["status"], "ready",
+        "the rotated key is used: {}",
+        new.event
+    );
+
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.code(), Some(0));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(stderr.contains("institution keys reloaded"), "{stderr}");
+    assert!(
+        !stderr.contains(SANDBOX_KEY) && !stderr.contains("an-old-revoked-key"),
+        "a key reached the log"
+    );
+}

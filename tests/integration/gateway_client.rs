@@ -88,6 +88,7 @@ async fn call(c: &GatewayClient, r: &H5PayRequest) -> h5pay_worker::outcome::Cal
         &key(),
         &CancellationToken::new(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"))
@@ -398,8 +399,36 @@ async fn a_cancelled_call_is_abandoned_between_attempts() {
             &key(),
             &cancel,
             &CancellationToken::new(),
+            None,
         )
         .await;
     assert_eq!(r.err().map(|a| a.attempts), Some(1));
     assert_eq!(seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 1);
+}
+
+#[tokio::test]
+async fn after_a_takeover_a_first_refusal_is_outcome_unknown() {
+    let (url, _) = scripted(vec![Box::new(|_| {
+        (
+            200,
+            vec![],
+            json!({"return_code": "FAIL", "return_msg": "duplicate pay_trace_no"}),
+        )
+    })])
+    .await;
+    let c = client(&url, fast_retry(4), 1000);
+    let r = c
+        .call(
+            &req("C-take", 100),
+            &key(),
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+            Some("an earlier worker's claim lapsed"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (kind(&r.decision), r.attempts),
+        ("outcome_unknown".to_owned(), 1)
+    );
 }

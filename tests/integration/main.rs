@@ -4,6 +4,7 @@
 //! parallel. `make services` starts RabbitMQ and Redis when they are down.
 
 mod cli;
+mod deploy_files;
 mod gateway_client;
 mod sandbox_api;
 mod sign_vectors;

@@ -331,7 +331,9 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
     ));
     assert!(
         matches!(
-            claims.store(&identity, "owner-a", b"{\"stale\":true}").await,
+            claims
+                .store(&identity, "owner-a", b"{\"stale\":true}")
+                .await,
             Ok(false)
         ),
         "the stalled owner must lose"
@@ -341,7 +343,9 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
         Ok(false)
     ));
     assert!(matches!(
-        claims.store(&identity, "owner-b", b"{\"fresh\":true}").await,
+        claims
+            .store(&identity, "owner-b", b"{\"fresh\":true}")
+            .await,
         Ok(true)
     ));
     match claims
@@ -382,6 +386,24 @@ async fn a_worker_waits_for_a_dead_owners_lease_then_takes_over_with_the_same_pa
         "the takeover sends the identity's first pay_time"
     );
     assert_eq!(env.calls("M1", "TAKE-1"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_a_takeover_is_outcome_unknown_not_a_clean_rejection() {
+    let env = TestEnv::with(&[("H5PAY__REDIS__LEASE_MS", "500")]).await;
+    let claims = env.claim_store();
+    let identity = id("M1", "TAKE-4003");
+    let fp = fingerprint_of(&intent("TAKE-4003", "M1", 4003));
+    // The earlier owner may have sent the request before it died.
+    let reply = claims
+        .claim(&identity, "dead-owner", &fp, "20261126080000", false, false)
+        .await;
+    assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })));
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    env.publish_json(&intent("TAKE-4003", "M1", 4003)).await;
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.kind(), Some("outcome_unknown"), "{}", r.event);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

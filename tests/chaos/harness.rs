@@ -1,0 +1,764 @@
+//! The fault-injection harness: the real binary as separate processes (a
+//! sandbox and one or more workers), TCP proxies of our own between the
+//! workers and RabbitMQ, Redis and the gateway, a vhost of the test's own
+//! (so `rabbitmqctl close_all_connections -p` touches nobody else), and a
+//! collector that records every result event.
+//!
+//! Nothing here stops or flushes the machine's RabbitMQ or Redis.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
+pub const SANDBOX_KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
+
+/// Scenario sizes: short in CI, full with H5PAY_CHAOS_FULL=1 (`make chaos`).
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    pub intents: usize,
+    pub outage: Duration,
+    pub gateway_outage: Duration,
+}
+
+pub fn scale() -> Scale {
+    if std::env::var_os("H5PAY_CHAOS_FULL").is_some() {
+        Scale {
+            intents: 2000,
+            outage: Duration::from_secs(10),
+            gateway_outage: Duration::from_secs(30),
+        }
+    } else {
+        Scale {
+            intents: 400,
+            outage: Duration::from_secs(4),
+            gateway_outage: Duration::from_secs(6),
+        }
+    }
+}
+
+/// Runs scenarios one at a time: they share the machine's two cores.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A TCP proxy that can be cut (listener closed, live connections dropped:
+/// peers see refused connections) and restored on the same port.
+pub struct Proxy {
+    pub port: u16,
+    target: SocketAddr,
+    inner: Arc<Mutex<ProxyInner>>,
+}
+
+struct ProxyInner {
+    acceptor: Option<JoinHandle<()>>,
+    links: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let p = Proxy {
+            port: free_port(),
+            target,
+            inner: Arc::new(Mutex::new(ProxyInner {
+                acceptor: None,
+                links: Vec::new(),
+            })),
+        };
+        p.restore().await;
+        p
+    }
+
+    /// Listens again (on the same port) and forwards.
+    pub async fn restore(&self) {
+        let mut listener = None;
+        for _ in 0..100 {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.unwrap_or_else(|| panic!("cannot rebind proxy port {}", self.port));
+        let target = self.target;
+        let inner = self.inner.clone();
+        let acceptor = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    if let Ok(mut upstream) = TcpStream::connect(target).await {
+                        let _ = client.set_nodelay(true);
+                        let _ = upstream.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                if let Ok(mut g) = inner.lock() {
+                    g.links.retain(|l| !l.is_finished());
+                    g.links.push(link);
+                }
+            }
+        });
+        if let Ok(mut g) = self.inner.lock() {
+            g.acceptor = Some(acceptor);
+        }
+    }
+
+    /// Closes the listener and every live connection.
+    pub fn cut(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            if let Some(a) = g.acceptor.take() {
+                a.abort();
+            }
+            for l in g.links.drain(..) {
+                l.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) -> bool {
+    Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A vhost of the scenario's own, deleted on drop.
+pub struct Vhost(pub String);
+
+impl Vhost {
+    pub fn create(name: &str) -> Vhost {
+        assert!(
+            rabbitmqctl(&["add_vhost", name]),
+            "rabbitmqctl add_vhost {name} failed (run as root)"
+        );
+        assert!(rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            name,
+            "guest",
+            ".*",
+            ".*",
+            ".*"
+        ]));
+        Vhost(name.to_owned())
+    }
+
+    /// The broker closes every connection of this vhost (and only this one).
+    pub fn close_all_connections(&self) {
+        assert!(rabbitmqctl(&[
+            "close_all_connections",
+            "-p",
+            &self.0,
+            "chaos: closed by the broker"
+        ]));
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.0]);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One scenario's world.
+pub struct Cluster {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub vhost: Vhost,
+    pub amqp: Proxy,
+    pub redis: Proxy,
+    pub gateway: Proxy,
+    pub sandbox: Proc,
+    pub sandbox_port: u16,
+    pub config: PathBuf,
+    pub results: Arc<Mutex<Collected>>,
+    collector: JoinHandle<()>,
+    pub published: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Collected {
+    /// pay_trace_no → every event received for it.
+    pub events: HashMap<String, Vec<Value>>,
+    pub last_at: Option<Instant>,
+}
+
+/// What a scenario is judged on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub published: usize,
+    pub identities: usize,
+    pub result_events: usize,
+    pub lost: usize,
+    pub two_requests: usize,
+    pub extra_calls: u64,
+    pub not_ready: usize,
+    pub recover_secs: f64,
+}
+
+impl Cluster {
+    pub async fn start(tag: &str, sandbox_latency_ms: u64) -> Cluster {
+        let id = format!("{tag}-{}", &h5pay_worker::claim::new_token()[..8]);
+        let vhost = Vhost::create(&format!("h5pay-chaos-{id}"));
+        let amqp = Proxy::start("127.0.0.1:5672".parse().unwrap_or_else(|e| panic!("{e}"))).await;
+        let redis = Proxy::start("127.0.0.1:6379".parse().unwrap_or_else(|e| panic!("{e}"))).await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sandbox_port = free_port();
+        let sandbox_cfg = dir.path().join("sandbox.toml");
+        std::fs::write(&sandbox_cfg, format!("[[institutions]]\ninst_no = \"60000001\"\nkey = \"{SANDBOX_KEY}\"\n[log]\nlevel = \"warn\"\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("sandbox.log");
+        let child = Command::new(BIN)
+            .args([
+                "sandbox",
+                "--listen",
+                &format!("127.0.0.1:{sandbox_port}"),
+                "--latency-ms",
+                &sandbox_latency_ms.to_string(),
+                "--config",
+            ])
+            .arg(&sandbox_cfg)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sandbox = Proc { child, log };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", sandbox_port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let gateway = Proxy::start(
+            format!("127.0.0.1:{sandbox_port}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        let config = dir.path().join("worker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[amqp]
+url = "amqp://guest:guest@127.0.0.1:{amqp}/{vhost}?heartbeat=5"
+prefetch = 64
+
+[redis]
+url = "redis://127.0.0.1:{redis}/0"
+key_prefix = "h5pay-chaos:{id}"
+lease_ms = 3000
+retention_secs = 3600
+
+[gateway]
+url = "http://127.0.0.1:{gw}/api/openpay/v3/h5pay"
+connect_timeout_ms = 500
+request_timeout_ms = 3000
+
+[retry]
+initial_ms = 100
+max_interval_ms = 1000
+max_attempts = 6
+max_elapsed_ms = 60000
+
+[breaker]
+enabled = true
+failure_threshold = 10
+open_ms = 500
+max_open_ms = 2000
+
+[[institutions]]
+inst_no = "60000001"
+key = "{SANDBOX_KEY}"
+
+[worker]
+shutdown_grace_secs = 15
+
+[log]
+format = "json"
+level = "info"
+"#,
+                amqp = amqp.port,
+                vhost = vhost.0,
+                redis = redis.port,
+                gw = gateway.port,
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let results = Arc::new(Mutex::new(Collected::default()));
+        let collector = tokio::spawn(collect(vhost.0.clone(), results.clone()));
+        // The collector declared the topology and bound its queue.
+        for _ in 0..100 {
+            if results.lock().map(|_| ()).is_ok() && collector_ready(&vhost.0).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Cluster {
+            id,
+            dir,
+            vhost,
+            amqp,
+            redis,
+            gateway,
+            sandbox,
+            sandbox_port,
+            config,
+            results,
+            collector,
+            published: Vec::new(),
+        }
+    }
+
+    /// Starts a worker process; its admin port is its own.
+    pub fn worker(&self, n: usize) -> (Proc, u16) {
+        let admin = free_port();
+        let log = self.dir.path().join(format!(
+            "worker-{n}-{}.log",
+            h5pay_worker::claim::new_token()[..4].to_owned()
+        ));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (Proc { child, log }, admin)
+    }
+
+    /// Publishes intents straight to the broker (not through the proxy);
+    /// every `dup_every`-th intent twice (0: none).
+    pub async fn publish(&mut self, from: usize, count: usize, dup_every: usize) {
+        let traces = publish_intents(&self.vhost.0, from, count, dup_every).await;
+        self.published.extend(traces);
+    }
+
+    pub fn received(&self) -> usize {
+        self.results.lock().map(|r| r.events.len()).unwrap_or(0)
+    }
+
+    /// Waits until every published identity has a result (or `within` passes).
+    pub async fn wait_all(&self, within: Duration) -> bool {
+        let want: std::collections::HashSet<&String> = self.published.iter().collect();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let done = self
+                .results
+                .lock()
+                .map(|r| want.iter().all(|t| r.events.contains_key(*t)))
+                .unwrap_or(false);
+            if done {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    pub async fn wait_received(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.received() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn ready(&self, admin: u16, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
+                && r.status().is_success()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    pub async fn readyz(&self, admin: u16) -> Option<Value> {
+        let r = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .ok()?;
+        serde_json::from_slice(&r.bytes().await.ok()?).ok()
+    }
+
+    pub async fn sandbox_stats(&self) -> h5pay_worker::sandbox::Stats {
+        let r = reqwest::get(format!(
+            "http://127.0.0.1:{}/sandbox/stats",
+            self.sandbox_port
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_slice(&r.bytes().await.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn dlq_depth(&self) -> u32 {
+        let conn = connect(&self.vhost.0).await;
+        let ch = conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let q = ch
+            .queue_declare(
+                "h5pay.intents.dlq".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        let _ = conn.close(200, "".into()).await;
+        q
+    }
+
+    /// Judges the run: nothing lost, one request per identity, one outcome.
+    pub async fn report(&self, scenario: &str, recover_secs: f64) -> Report {
+        let stats = self.sandbox_stats().await;
+        let identities: std::collections::HashSet<&String> = self.published.iter().collect();
+        let (lost, events, not_ready, split_outcomes) = {
+            let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
+            let lost = identities
+                .iter()
+                .filter(|t| !r.events.contains_key(**t))
+                .count();
+            let events: usize = r.events.values().map(Vec::len).sum();
+            let not_ready = r
+                .events
+                .values()
+                .filter(|evs| evs.iter().any(|e| e["status"] != "ready"))
+                .count();
+            let split = r
+                .events
+                .values()
+                .filter(|evs| {
+                    let ids: std::collections::HashSet<&str> =
+                        evs.iter().filter_map(|e| e["event_id"].as_str()).collect();
+                    ids.len() > 1
+                })
+                .count();
+            (lost, events, not_ready, split)
+        };
+        assert_eq!(
+            split_outcomes, 0,
+            "{scenario}: an identity got two different outcomes"
+        );
+        let two_requests = stats
+            .identities
+            .iter()
+            .filter(|i| i.distinct_requests > 1)
+            .count();
+        let extra_calls: u64 = stats
+            .identities
+            .iter()
+            .map(|i| i.calls.saturating_sub(1))
+            .sum();
+        let report = Report {
+            scenario: scenario.to_owned(),
+            published: self.published.len(),
+            identities: identities.len(),
+            result_events: events,
+            lost,
+            two_requests,
+            extra_calls,
+            not_ready,
+            recover_secs,
+        };
+        append_report(&report);
+        eprintln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        report
+    }
+
+    /// The tail of every log of this cluster, for a failing assertion.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    out.push_str(&format!("--- {}\n", e.path().display()));
+                    for l in tail.into_iter().rev() {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.collector.abort();
+        // Redis keys of this scenario only.
+        let prefix = format!("h5pay-chaos:{}", self.id);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/0") else {
+                return;
+            };
+            let Ok(mut c) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut c)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut c);
+            }
+        })
+        .join();
+    }
+}
+
+fn append_report(r: &Report) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("chaos-report.jsonl");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
+    }
+}
+
+/// Publishes `CH-<from..from+count>` to the vhost's intent exchange,
+/// confirmed; returns their pay_trace_nos.
+pub async fn publish_intents(
+    vhost: &str,
+    from: usize,
+    count: usize,
+    dup_every: usize,
+) -> Vec<String> {
+    let conn = connect(vhost).await;
+    let ch = conn
+        .create_channel()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut pending = Vec::new();
+    let mut traces = Vec::with_capacity(count);
+    for i in from..from + count {
+        let trace = format!("CH-{i}");
+        let body = serde_json::to_vec(&json!({"pay_trace_no": trace, "mch_no": "CHAOS1", "pay_type": "wechat", "total_amount": 100 + i % 900}))
+            .unwrap_or_default();
+        let times = if dup_every > 0 && i % dup_every == 0 {
+            2
+        } else {
+            1
+        };
+        for _ in 0..times {
+            let c = ch
+                .basic_publish(
+                    "h5pay.intents".into(),
+                    "h5pay.intent.chaos".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(trace.as_str().into()),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            pending.push(c);
+        }
+        traces.push(trace);
+    }
+    for c in pending {
+        let confirm = c.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(confirm.is_ack(), "intent not confirmed by the broker");
+    }
+    let _ = conn.close(200, "published".into()).await;
+    traces
+}
+
+pub async fn connect(vhost: &str) -> Connection {
+    let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+    let mut last = None;
+    for _ in 0..50 {
+        match Connection::connect(&url, ConnectionProperties::default()).await {
+            Ok(c) => return c,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to {url}: {last:?}")
+}
+
+async fn collector_ready(vhost: &str) -> bool {
+    let conn = connect(vhost).await;
+    let Ok(ch) = conn.create_channel().await else {
+        return false;
+    };
+    let ok = ch
+        .queue_declare(
+            "chaos.results".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .is_ok();
+    let _ = conn.close(200, "".into()).await;
+    ok
+}
+
+/// Records every result event; reconnects when the broker closes it, from
+/// a durable queue, so nothing is missed meanwhile.
+async fn collect(vhost: String, into: Arc<Mutex<Collected>>) {
+    loop {
+        let conn = connect(&vhost).await;
+        let settings = h5pay_worker::config::AmqpSettings::default();
+        if h5pay_worker::amqp::declare(&conn, &settings).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        let _ = ch.basic_qos(500, BasicQosOptions::default()).await;
+        if ch
+            .queue_declare(
+                "chaos.results".into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let _ = ch
+            .queue_bind(
+                "chaos.results".into(),
+                "h5pay.results".into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await;
+        let Ok(mut consumer) = ch
+            .basic_consume(
+                "chaos.results".into(),
+                "collector".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        else {
+            continue;
+        };
+        while let Some(Ok(d)) = consumer.next().await {
+            if let Ok(ev) = serde_json::from_slice::<Value>(&d.data) {
+                let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
+                if let Ok(mut r) = into.lock() {
+                    r.events.entry(trace).or_default().push(ev);
+                    r.last_at = Some(Instant::now());
+                }
+            }
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
