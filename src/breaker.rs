@@ -144,6 +144,11 @@ impl Breaker {
         loop {
             let wake_at = {
                 let mut inner = self.lock();
+                // Mark what is seen while holding the lock: every change is
+                // published under it, so none can slip in between this look
+                // and the wait below (a lost wakeup would park this attempt
+                // until the breaker next opens).
+                rx.borrow_and_update();
                 match inner.state {
                     State::Closed => {
                         return Permit {
@@ -173,7 +178,6 @@ impl Breaker {
                     State::HalfOpen { probing: true } => None,
                 }
             };
-            rx.borrow_and_update();
             match wake_at {
                 Some(until) => {
                     tokio::select! {
@@ -230,6 +234,11 @@ impl Breaker {
 }
 
 impl Permit<'_> {
+    /// Whether this attempt is the half-open breaker's probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// Reports the attempt: `transient_failure` for connect errors,
     /// timeouts, 408/429/5xx and bad responses; anything the gateway decided
     /// (even a refusal) proves it answers.
@@ -245,7 +254,7 @@ impl Drop for Permit<'_> {
             let mut inner = self.breaker.lock();
             if matches!(inner.state, State::HalfOpen { probing: true }) {
                 inner.state = State::HalfOpen { probing: false };
-                drop(inner);
+                // Published under the lock, like every change.
                 self.breaker.changed.send_modify(|_| {});
             }
         }

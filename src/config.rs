@@ -584,6 +584,13 @@ fn apply_env(table: &mut toml::Table, name: &str, value: String) -> Result<(), C
             }
             match &mut list[i] {
                 toml::Value::Table(t) => {
+                    // A key source from the environment replaces the file's
+                    // (an institution has exactly one).
+                    if ["key", "key_env", "key_file"].contains(&key.as_str()) {
+                        for other in ["key", "key_env", "key_file"] {
+                            t.remove(other);
+                        }
+                    }
                     t.insert(key.clone(), toml::Value::String(value));
                     Ok(())
                 }
@@ -753,8 +760,9 @@ impl Settings {
         if r.lease_ms < 100 {
             return Err(err("redis.lease_ms", "must be at least 100"));
         }
-        if r.retention_secs == 0 {
-            return Err(err("redis.retention_secs", "must be at least 1"));
+        if r.retention_secs < 60 {
+            // Replays of a decided outcome must outlive any redelivery.
+            return Err(err("redis.retention_secs", "must be at least 60"));
         }
         let g = &self.gateway;
         check_url(&g.url, "gateway.url", &["http", "https"])?;
@@ -1146,6 +1154,26 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains(secret), "{debug}");
         assert!(!debug.contains("guest:guest"), "password in {debug}");
+    }
+
+    #[test]
+    fn an_environment_key_source_replaces_the_files() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("k");
+        std::fs::write(&path, "from-file\n").unwrap_or_else(|e| panic!("{e}"));
+        let c = load(
+            DEFAULT_TOML,
+            &[(
+                "H5PAY__INSTITUTIONS__0__KEY_FILE",
+                &path.display().to_string(),
+            )],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let key = c
+            .institutions
+            .key("60000001")
+            .map(|k| k.expose_secret().to_owned());
+        assert_eq!(key.as_deref(), Some("from-file"));
     }
 
     #[test]

@@ -313,6 +313,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(config: Config, source: ConfigArg) -> anyhow::Result<ExitCode> {
+    // Before anything else: a signal during start-up is handled, not fatal.
+    let stop = cli::StopSignals::install();
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hangup: Option<()> = None;
     telemetry::init_logging(&config.settings.log);
     let _ = telemetry::metrics();
     let listen = config.settings.admin.listen.clone();
@@ -320,7 +326,7 @@ async fn run(config: Config, source: ConfigArg) -> anyhow::Result<ExitCode> {
         source = ?config.source,
         amqp = %config.settings.amqp.url,
         redis = %config.settings.redis.url,
-        gateway = %config.settings.gateway.url,
+        gateway = %h5pay_worker::config::SecretUrl::new(config.settings.gateway.url.clone()),
         institutions = ?config.institutions,
         "h5pay-worker starting"
     );
@@ -331,8 +337,8 @@ async fn run(config: Config, source: ConfigArg) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
     let admin_task = tokio::spawn(admin_server);
     let upkeep = tokio::spawn(admin::metrics_upkeep());
-    let reloader = tokio::spawn(reload_keys_on_sighup(source, worker.keys()));
-    let result = worker.run(cli::stop_signal()).await;
+    let reloader = tokio::spawn(reload_keys_on_sighup(hangup, source, worker.keys()));
+    let result = worker.run(stop.recv()).await;
     admin_task.abort();
     upkeep.abort();
     reloader.abort();
@@ -349,14 +355,14 @@ async fn run(config: Config, source: ConfigArg) -> anyhow::Result<ExitCode> {
 /// Key rotation without a restart: on SIGHUP the settings are read again
 /// (file and environment) and, if valid, the institution keys are replaced.
 /// Other settings take effect only at the next start.
+#[cfg(unix)]
 async fn reload_keys_on_sighup(
+    hangup: Option<tokio::signal::unix::Signal>,
     source: ConfigArg,
     keys: std::sync::Arc<h5pay_worker::config::KeyRing>,
 ) {
-    #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        let Some(mut hup) = hangup else {
             return;
         };
         while hup.recv().await.is_some() {
@@ -381,10 +387,14 @@ async fn reload_keys_on_sighup(
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (source, keys);
-    }
+}
+
+#[cfg(not(unix))]
+async fn reload_keys_on_sighup(
+    _hangup: Option<()>,
+    _source: ConfigArg,
+    _keys: std::sync::Arc<h5pay_worker::config::KeyRing>,
+) {
 }
 
 fn sign(

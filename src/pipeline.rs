@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::amqp::Publisher;
 use crate::claim::{self, ClaimError, ClaimStore, Step};
-use crate::config::{Config, DuplicatePolicy, KeyRing};
+use crate::config::{Config, DuplicatePolicy, Institutions, KeyRing};
 use crate::gateway::GatewayClient;
 use crate::intent::{self, Intent, Rules};
 use crate::outcome::{Failure, FailureKind};
@@ -123,7 +123,7 @@ impl Pipeline {
                     redelivered = msg.redelivered,
                 );
                 let correlation = correlation_id(&msg, Some(&id.pay_trace_no));
-                self.decide(&intent, &msg, &correlation, publisher)
+                self.decide(&intent, &msg, &correlation, publisher, &institutions)
                     .instrument(span)
                     .await
             }
@@ -151,6 +151,7 @@ impl Pipeline {
         msg: &Incoming<'_>,
         correlation: &str,
         publisher: &Publisher,
+        institutions: &Institutions,
     ) -> Disposition {
         let now = Utc::now();
         let made = intent::intent_time(
@@ -265,7 +266,7 @@ impl Pipeline {
                         info!("took over an expired claim; sending the identical request");
                     }
                     match self
-                        .call_and_store(intent, &token, &pay_time, takeover)
+                        .call_and_store(intent, &token, &pay_time, takeover, institutions)
                         .await
                     {
                         CallEnd::Stored(event) => {
@@ -294,25 +295,30 @@ impl Pipeline {
         token: &str,
         pay_time: &str,
         takeover: bool,
+        institutions: &Institutions,
     ) -> CallEnd {
         let id = &intent.identity;
-        let institutions = self.keys.current();
         let Some(key) = institutions.key(&id.inst_no) else {
-            // Validation admits configured institutions only.
+            // Validation used the same key snapshot, so this cannot happen;
+            // if it does, nothing was sent: give the claim back.
             error!("no key for a validated institution");
+            let _ = self.claims.release(id, token, !takeover).await;
             return CallEnd::HandedBack;
         };
         let lost = CancellationToken::new();
         let request = intent.request(pay_time);
-        // The lease is renewed alongside the call, in the same task: it
-        // stops when the call ends.
         // After a takeover the earlier owner may have sent this very request.
         let earlier =
             takeover.then_some("an earlier worker's claim on this identity lapsed mid-call");
+        // The lease is renewed alongside the call and the store, in the same
+        // task: a Redis outage after the gateway answered must not let the
+        // lease lapse while the answer waits to be stored.
+        let renew = renew_lease(&self.claims, id, token, &lost);
+        tokio::pin!(renew);
         let call = tokio::select! {
             biased;
             r = self.gateway.call(&request, key, &lost, &self.stop, earlier) => r,
-            never = renew_lease(&self.claims, id, token, &lost) => match never {},
+            never = &mut renew => match never {},
         };
         let call = match call {
             Ok(c) => c,
@@ -336,10 +342,12 @@ impl Pipeline {
         // Store before publish: never give up on a decided outcome while the
         // process lives; a crash here replays through the gateway's own
         // idempotency with the identical request.
-        match self
-            .redis("store", false, || self.claims.store(id, token, &out.body))
-            .await
-        {
+        let stored = tokio::select! {
+            biased;
+            r = self.redis("store", false, || self.claims.store(id, token, &out.body)) => r,
+            never = &mut renew => match never {},
+        };
+        match stored {
             Some(true) => {
                 info!(
                     status = event.status.as_str(),

@@ -225,11 +225,23 @@ async fn pay_page(State(s): State<Arc<Sandbox>>, Path(trade_no): Path<String>) -
     .into_response()
 }
 
+/// A refusal before the institution is known: it cannot be signed.
 fn fail(msg: impl Into<String>) -> Response {
-    // Refusals of the real gateway are unsigned: it cannot know the key yet.
     let body =
         json!({"return_code": "FAIL", "return_msg": msg.into(), "result_code": null, "sign": null});
     json_response(StatusCode::OK, &body)
+}
+
+/// A refusal signed with the institution's key, like every answer once the
+/// institution is known.
+fn fail_signed(msg: impl Into<String>, key: &secrecy::SecretString) -> Response {
+    let mut m = Map::new();
+    m.insert("return_code".into(), json!("FAIL"));
+    m.insert("return_msg".into(), json!(msg.into()));
+    m.insert("result_code".into(), Value::Null);
+    let s = sign::sign(&m, key);
+    m.insert("sign".into(), Value::String(s));
+    json_response(StatusCode::OK, &Value::Object(m))
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -368,7 +380,7 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
     // Requests are signed by the primary rule only (they never carry empty values).
     let given = m.get("sign").and_then(Value::as_str).unwrap_or("");
     if !given.eq_ignore_ascii_case(&sign::sign(&m, &key)) {
-        return fail("签名错误 (sign check failed)");
+        return fail_signed("签名错误 (sign check failed)", &key);
     }
 
     // Idempotency per identity.
@@ -378,7 +390,10 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
         order.distinct.insert(params.clone());
         match &order.params {
             Some(first) if *first != params => {
-                return fail("重复的请求流水号 (duplicate pay_trace_no with different parameters)");
+                return fail_signed(
+                    "重复的请求流水号 (duplicate pay_trace_no with different parameters)",
+                    &key,
+                );
             }
             Some(_) => {}
             None => order.params = Some(params.clone()),
@@ -419,7 +434,7 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
                 .into_response();
         }
         5003 if calls == 1 => tokio::time::sleep(s.options.hang).await,
-        4003 => return fail("参数不合法 (sandbox scenario 4003: parameter error)"),
+        4003 => return fail_signed("参数不合法 (sandbox scenario 4003: parameter error)", &key),
         _ => {}
     }
 

@@ -49,9 +49,82 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
                 .install_recorder()
                 .ok()?;
             describe();
+            register();
             Some(handle)
         })
         .as_ref()
+}
+
+/// Registers every series an operator alerts on, at zero, so `/metrics`
+/// shows them from the start (the exporter renders only what was touched).
+fn register() {
+    use crate::outcome::FailureKind::*;
+    let kinds = [
+        InvalidIntent,
+        Conflict,
+        Expired,
+        GatewayRejected,
+        PaymentFailed,
+        BadSignature,
+        BadResponse,
+        GatewayUnavailable,
+        OutcomeUnknown,
+    ];
+    for outcome in ["ready", "in_process", "unreadable", "duplicate_dropped"]
+        .into_iter()
+        .chain(kinds.iter().map(|k| k.as_str()))
+    {
+        metrics::counter!("h5pay_intents_total", "outcome" => outcome).absolute(0);
+    }
+    for status in ["ready", "in_process", "failed"] {
+        metrics::counter!("h5pay_results_published_total", "status" => status).absolute(0);
+    }
+    for outcome in [
+        "ready",
+        "in_process",
+        "payment_failed",
+        "gateway_rejected",
+        "bad_signature",
+        "bad_response",
+        "http_5xx",
+        "throttled",
+        "timeout",
+        "connect_error",
+        "io_error",
+    ] {
+        metrics::counter!("h5pay_gateway_requests_total", "outcome" => outcome).absolute(0);
+    }
+    for kind in ["replay", "conflict", "wait"] {
+        metrics::counter!("h5pay_dedup_total", "kind" => kind).absolute(0);
+    }
+    for reason in ["too_large", "not_utf8", "not_json", "not_object"] {
+        metrics::counter!("h5pay_dead_lettered_total", "reason" => reason).absolute(0);
+    }
+    for name in [
+        "h5pay_breaker_opened_total",
+        "h5pay_claim_takeovers_total",
+        "h5pay_claim_lost_total",
+        "h5pay_publish_failures_total",
+        "h5pay_amqp_reconnects_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for name in [
+        "h5pay_inflight_intents",
+        "h5pay_breaker_state",
+        "h5pay_ready",
+    ] {
+        metrics::gauge!(name).set(0.0);
+    }
+    for name in [
+        "h5pay_gateway_request_duration_seconds",
+        "h5pay_publish_confirm_seconds",
+        "h5pay_claim_wait_seconds",
+        "h5pay_intent_duration_seconds",
+    ] {
+        // Registering the handle is enough for the exporter to list it.
+        let _ = metrics::histogram!(name);
+    }
 }
 
 fn describe() {

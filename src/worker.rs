@@ -233,11 +233,12 @@ impl Worker {
 
     /// Cancels the consumer and requeues what arrived but was not started.
     async fn hand_back_buffered(&self, channel: &Channel, mut consumer: Consumer) {
-        if let Err(e) = channel
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await
-        {
-            warn!(error = %e, "could not cancel the consumer");
+        // Bounded: a broker that went silent must not hold up the stop.
+        let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        match tokio::time::timeout(Duration::from_secs(2), cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not cancel the consumer"),
+            Err(_) => warn!("the broker did not confirm the consumer's cancel in 2 s"),
         }
         let mut handed_back = 0u32;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

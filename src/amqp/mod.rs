@@ -47,7 +47,8 @@ pub fn connection_name(role: &str) -> String {
 pub async fn close(conn: &Connection, channels: &[&lapin::Channel], reason: &str) {
     for ch in channels {
         if ch.status().connected() {
-            let _ = ch.close(200, "closing".into()).await;
+            let close = ch.close(200, "closing".into());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
         }
     }
     let _ = tokio::time::timeout(

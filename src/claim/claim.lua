@@ -24,7 +24,12 @@ if h[3] == 'd' then
   return {'done', h[7] or '', h[6] or '0'}
 end
 local exp = tonumber(h[5]) or 0
-if h[4] ~= ARGV[1] and exp > now then
+if h[4] == ARGV[1] then
+  -- Our own claim (a retried reply that was lost): not a takeover.
+  redis.call('HSET', k, 'exp', now + tonumber(ARGV[5]))
+  return {'claimed', h[2], '0'}
+end
+if exp > now then
   return {'wait', tostring(exp - now)}
 end
 redis.call('HSET', k, 'own', ARGV[1], 'exp', now + tonumber(ARGV[5]))

@@ -2,6 +2,7 @@
 //! body for every attempt of an identity, classification and backoff
 //! delegated to [`classify`](super::classify) and [`retry`](super::retry).
 
+use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,7 +118,11 @@ impl GatewayClient {
         let body = bytes::Bytes::from(req.signed_body(key));
         let verify_key = self.verify_response_sign.then_some(key);
         let mut attempts = 0u32;
-        // Time charged to this intent: attempts and backoff, not breaker waits.
+        // Attempts and time charged to this intent's retry budget. Breaker
+        // waits are not, and neither is a failed breaker probe: probing is
+        // done for everyone, and an intent that happens to probe a dead
+        // gateway again and again must not be the one that gives up.
+        let mut charged = 0u32;
         let mut spent = Duration::ZERO;
         let mut reached: Option<String> = earlier.map(str::to_owned);
         let mut last_answer: Option<GatewayAnswer> = None;
@@ -138,9 +143,13 @@ impl GatewayClient {
                 .instrument(tracing::debug_span!("attempt", n = attempts))
                 .await;
             let took = started.elapsed();
-            spent += took;
             let verdict = classify(&sent.as_exchange(), req, verify_key);
-            permit.record(matches!(verdict, Verdict::Transient { .. }));
+            let transient = matches!(verdict, Verdict::Transient { .. });
+            if !(transient && permit.is_probe()) {
+                charged += 1;
+                spent += took;
+            }
+            permit.record(transient);
             self.observer
                 .attempt(attempts, label(&sent, &verdict), took);
 
@@ -173,7 +182,7 @@ impl GatewayClient {
                     }
                     let delay = self
                         .policy
-                        .next(attempts, spent, retry_after, &mut rand::rng());
+                        .next(charged, spent, retry_after, &mut rand::rng());
                     match delay {
                         Backoff::Wait(d) => {
                             tracing::debug!(attempt = attempts, delay_ms = d.as_millis() as u64, %message, "gateway attempt failed; retrying");
@@ -266,7 +275,21 @@ enum Sent {
 
 impl Sent {
     fn from_error(e: &reqwest::Error) -> Sent {
-        let detail = error_chain(e);
+        // Not reqwest's own text: it quotes the URL, which may carry
+        // credentials. The causes (hyper, io) do not.
+        let what = if e.is_connect() {
+            "connect error"
+        } else if e.is_timeout() {
+            "timed out"
+        } else if e.is_body() || e.is_decode() {
+            "error reading the answer"
+        } else {
+            "request failed"
+        };
+        let detail = match e.source() {
+            Some(cause) => format!("{what}: {}", error_chain(cause)),
+            None => what.to_owned(),
+        };
         if e.is_connect() {
             Sent::ConnectFailed(detail)
         } else {

@@ -432,3 +432,35 @@ async fn after_a_takeover_a_first_refusal_is_outcome_unknown() {
         ("outcome_unknown".to_owned(), 1)
     );
 }
+
+#[tokio::test]
+async fn failed_breaker_probes_do_not_spend_the_probing_intents_retry_budget() {
+    let mut steps: Vec<Step> = (0..8).map(|_| status_only(503)).collect();
+    steps.push(Box::new(|req| {
+        (200, vec![], signed_answer(success_for(req)))
+    }));
+    let (url, seen) = scripted(steps).await;
+    let breaker = Arc::new(Breaker::new(&h5pay_worker::config::BreakerSettings {
+        enabled: true,
+        failure_threshold: 1,
+        open_ms: 5,
+        max_open_ms: 20,
+    }));
+    let gateway = GatewaySettings {
+        url,
+        connect_timeout_ms: 500,
+        request_timeout_ms: 1000,
+        ..GatewaySettings::default()
+    };
+    let c = GatewayClient::new(&gateway, &fast_retry(3), breaker).unwrap_or_else(|e| panic!("{e}"));
+    let r = call(&c, &req("C-probe", 100)).await;
+    // One charged failure opened the breaker; the seven failed probes were
+    // the breaker's, not this intent's: it is still there when the gateway
+    // comes back.
+    assert_eq!(
+        (kind(&r.decision), r.attempts),
+        ("ready".to_owned(), 9),
+        "{r:?}"
+    );
+    assert_eq!(seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 9);
+}
