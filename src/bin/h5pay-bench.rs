@@ -60,6 +60,9 @@ struct Opts {
     /// Skip the skeleton run.
     #[arg(long)]
     no_skeleton: bool,
+    /// The intent queue's type: quorum (the default, as in production) or classic.
+    #[arg(long, default_value = "quorum")]
+    queue_type: String,
     /// Repeat worker and skeleton runs (alternating) and report medians.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -205,6 +208,7 @@ dead_letter_exchange = "{dlx}"
 dead_letter_queue = "{dlq}"
 result_exchange = "{res}"
 prefetch = {prefetch}
+queue_type = "{queue_type}"
 
 [redis]
 url = "{redis}"
@@ -232,6 +236,7 @@ level = "{level}"
         dlq = n.dlq,
         res = n.results,
         prefetch = opts.prefetch,
+        queue_type = opts.queue_type,
         redis = opts.redis_url,
         prefix = n.key_prefix,
         level = opts.log_level,
@@ -313,8 +318,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn declare(conn: &Connection, n: &Names) -> anyhow::Result<()> {
+async fn declare(conn: &Connection, n: &Names, queue_type: &str) -> anyhow::Result<()> {
     let settings = h5pay_worker::config::AmqpSettings {
+        queue_type: if queue_type == "classic" {
+            h5pay_worker::config::QueueType::Classic
+        } else {
+            h5pay_worker::config::QueueType::Quorum
+        },
         intent_exchange: n.exchange.clone(),
         intent_queue: n.queue.clone(),
         dead_letter_exchange: n.dlx.clone(),
@@ -661,7 +671,7 @@ async fn run_worker(
     gateway: &str,
 ) -> anyhow::Result<RunReport> {
     let n = Names::new("w");
-    declare(conn, &n).await?;
+    declare(conn, &n, &opts.queue_type).await?;
     let admin_port = free_port()?;
     let cfg = dir.path().join("worker.toml");
     std::fs::write(&cfg, config_toml(opts, &n, gateway, admin_port))?;
@@ -706,7 +716,7 @@ async fn run_worker(
 
 async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::Result<RunReport> {
     let n = Names::new("s");
-    declare(conn, &n).await?;
+    declare(conn, &n, &opts.queue_type).await?;
     let me = std::env::current_exe()?;
     let child = Command::new(me)
         .args([
