@@ -142,6 +142,9 @@ pub struct RedisSettings {
     pub lease_ms: u64,
     /// How long a decided outcome is kept for replays.
     pub retention_secs: u64,
+    /// `url` is a seed node of a Redis Cluster (the other nodes are
+    /// discovered).
+    pub cluster: bool,
 }
 
 impl Default for RedisSettings {
@@ -151,6 +154,7 @@ impl Default for RedisSettings {
             key_prefix: "h5pay:intent".into(),
             lease_ms: 30_000,
             retention_secs: 604_800,
+            cluster: false,
         }
     }
 }

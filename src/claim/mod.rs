@@ -11,8 +11,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use crate::config::{DuplicatePolicy, RedisSettings};
 use crate::intent::Identity;
@@ -152,29 +153,76 @@ impl Scripts {
 /// multiplexed and reconnects by itself.
 #[derive(Clone)]
 pub struct ClaimStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     lease_ms: u64,
     retention_secs: u64,
     scripts: std::sync::Arc<Scripts>,
 }
 
+/// A multiplexed connection to one Redis, or to a Redis Cluster. Both
+/// reconnect by themselves; a failing call returns its error and callers
+/// retry with their own backoff.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
-pub fn connect(settings: &RedisSettings) -> Result<ConnectionManager, RedisError> {
+pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
+    // Fail fast and let callers retry with their own backoff: a request
+    // stuck on a dead connection must not hold an intent for long.
+    let timeout = Duration::from_secs(2);
+    if settings.cluster {
+        let client = redis::cluster::ClusterClient::new([settings.url.expose()])?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        return Ok(RedisConn::Cluster(
+            client.get_pending_async_connection_with_config(config),
+        ));
+    }
     let client = redis::Client::open(settings.url.expose())?;
     let config = redis::aio::ConnectionManagerConfig::new()
-        // Fail fast and let callers retry with their own backoff: a request
-        // stuck on a dead connection must not hold an intent for long.
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config)
+    ConnectionManager::new_lazy_with_config(client, config).map(RedisConn::Single)
 }
 
 impl ClaimStore {
-    pub fn new(conn: ConnectionManager, settings: &RedisSettings) -> Self {
+    pub fn new(conn: RedisConn, settings: &RedisSettings) -> Self {
         ClaimStore {
             conn,
             prefix: settings.key_prefix.clone(),

@@ -6,6 +6,7 @@
 mod cli;
 mod deploy_files;
 mod gateway_client;
+mod redis_cluster;
 mod sandbox_api;
 mod sign_vectors;
 mod support;

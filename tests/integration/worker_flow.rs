@@ -504,3 +504,33 @@ async fn an_explicit_pay_time_is_sent_and_a_default_merchant_applies() {
     assert_eq!(r.routing_key, "h5pay.result.ready.DEFAULTM");
     assert_eq!(env.sandbox.calls("60000001", "DEFAULTM", "PT-1"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_published_to_the_default_exchange_with_the_queue_name_is_processed() {
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    let ch = env.publisher().await;
+    let body = serde_json::to_vec(&intent("DEFX-1", "M1", 100)).unwrap_or_default();
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            env.config.settings.amqp.intent_queue.as_str().into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(confirm, lapin::Confirmation::Ack(None));
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(
+        (r.event["pay_trace_no"].as_str(), r.event["status"].as_str()),
+        (Some("DEFX-1"), Some("ready"))
+    );
+}
