@@ -271,7 +271,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            quiet_logs(&config);
+            // The demo dead-letters a body on purpose: only errors are news.
+            telemetry::init_logging(&LogSettings {
+                format: LogFormat::Pretty,
+                level: std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
+            });
             let ok = cli::demo::run(config, &mut std::io::stdout()).await?;
             Ok(if ok {
                 ExitCode::SUCCESS

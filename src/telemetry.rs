@@ -106,6 +106,7 @@ fn register() {
         "h5pay_claim_lost_total",
         "h5pay_publish_failures_total",
         "h5pay_amqp_reconnects_total",
+        "h5pay_panics_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -196,4 +197,8 @@ fn describe() {
         "Delivery to settlement (ack, reject, requeue)"
     );
     describe_gauge!("h5pay_ready", "1 while /readyz answers 200");
+    describe_counter!(
+        "h5pay_panics_total",
+        "Intents whose processing panicked (handed back; a bug to report)"
+    );
 }

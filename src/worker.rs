@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
@@ -272,7 +272,20 @@ impl Worker {
                 timestamp: *p.timestamp(),
                 redelivered: delivery.redelivered,
             };
-            let disposition = pipeline.process(incoming, &publisher).await;
+            // A panic must not strand the delivery unsettled (it would hold a
+            // prefetch slot until the connection closes): hand it back, so
+            // the delivery limit moves a poison message to the DLQ.
+            let disposition = match std::panic::AssertUnwindSafe(pipeline.process(incoming, &publisher))
+                .catch_unwind()
+                .await
+            {
+                Ok(d) => d,
+                Err(_) => {
+                    error!("processing an intent panicked; handing it back");
+                    metrics::counter!("h5pay_panics_total").increment(1);
+                    Disposition::HandBack
+                }
+            };
             let acked = match disposition {
                 Disposition::Ack => delivery.acker.ack(Default::default()).await.map(|_| ()),
                 Disposition::DeadLetter => delivery
