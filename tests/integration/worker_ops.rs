@@ -240,3 +240,42 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
         "the unreadable one stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_cannot_be_routed_anywhere_sends_the_intent_to_the_dlq_after_the_delivery_limit()
+ {
+    let env = TestEnv::with(&[("H5PAY__AMQP__DELIVERY_LIMIT", "2")]).await;
+    let a = env.config.settings.amqp.clone();
+    let worker = env.worker();
+    worker.ready().await;
+    // No binding on the result exchange and its alternate exchange gone:
+    // every result comes back unroutable (mandatory), so the intent is
+    // handed back each time, replaying its stored outcome.
+    let ch = env
+        .conn
+        .create_channel()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ch.exchange_delete(a.unrouted_exchange().as_str().into(), Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    env.publish_json(&intent("POISON-1", "M1", 100)).await;
+    let mut dead = None;
+    for _ in 0..100 {
+        if let Some(m) = env.get(&a.dead_letter_queue).await {
+            dead = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead = dead.unwrap_or_else(|| panic!("the intent did not reach the DLQ"));
+    let d = h5pay_worker::cli::dlq::describe(&dead.delivery.properties, &dead.delivery.data);
+    assert_eq!(d.reason.as_deref(), Some("delivery_limit"), "{d:?}");
+    assert_eq!(d.pay_trace_no.as_deref(), Some("POISON-1"));
+    assert_eq!(
+        env.calls("M1", "POISON-1"),
+        1,
+        "redeliveries replay; the gateway was called once"
+    );
+    assert!(worker.stop().await.is_ok());
+}
