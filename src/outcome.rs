@@ -38,6 +38,19 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in the contract's order.
+    pub const ALL: [FailureKind; 9] = [
+        FailureKind::InvalidIntent,
+        FailureKind::Conflict,
+        FailureKind::Expired,
+        FailureKind::GatewayRejected,
+        FailureKind::PaymentFailed,
+        FailureKind::BadSignature,
+        FailureKind::BadResponse,
+        FailureKind::GatewayUnavailable,
+        FailureKind::OutcomeUnknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::InvalidIntent => "invalid_intent",

@@ -58,21 +58,10 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
 /// Registers every series an operator alerts on, at zero, so `/metrics`
 /// shows them from the start (the exporter renders only what was touched).
 fn register() {
-    use crate::outcome::FailureKind::*;
-    let kinds = [
-        InvalidIntent,
-        Conflict,
-        Expired,
-        GatewayRejected,
-        PaymentFailed,
-        BadSignature,
-        BadResponse,
-        GatewayUnavailable,
-        OutcomeUnknown,
-    ];
+    use crate::outcome::FailureKind;
     for outcome in ["ready", "in_process", "unreadable", "duplicate_dropped"]
         .into_iter()
-        .chain(kinds.iter().map(|k| k.as_str()))
+        .chain(FailureKind::ALL.iter().map(|k| k.as_str()))
     {
         metrics::counter!("h5pay_intents_total", "outcome" => outcome).absolute(0);
     }

@@ -297,3 +297,57 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
         "a key reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", &path.display().to_string()])
+        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
+            && r.status().is_success()
+        {
+            body = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .text()
+                .await
+                .unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for name in [
+        "h5pay_intents_total{outcome=\"ready\"} 0",
+        "h5pay_intents_total{outcome=\"outcome_unknown\"} 0",
+        "h5pay_results_published_total{status=\"failed\"} 0",
+        "h5pay_gateway_requests_total{outcome=\"timeout\"} 0",
+        "h5pay_gateway_request_duration_seconds",
+        "h5pay_dedup_total{kind=\"replay\"} 0",
+        "h5pay_inflight_intents 0",
+        "h5pay_dead_lettered_total{reason=\"not_json\"} 0",
+        "h5pay_breaker_state 0",
+        "h5pay_ready",
+    ] {
+        assert!(
+            body.contains(name),
+            "{name} missing from a fresh /metrics:\n{body}"
+        );
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
