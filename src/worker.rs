@@ -165,7 +165,7 @@ impl Worker {
                     // queue when it closes.
                     let _ = tokio::time::timeout(
                         Duration::from_secs(2),
-                        conn.close(320, "reconnecting".into()),
+                        conn.close(200, "reconnecting".into()),
                     )
                     .await;
                 }
