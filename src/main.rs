@@ -335,15 +335,28 @@ async fn run(config: Config, source: ConfigArg) -> anyhow::Result<ExitCode> {
         "h5pay-worker starting"
     );
     let worker = Worker::new(config)?;
-    let (addr, admin_server) = admin::bind(&listen, worker.health())
-        .await
-        .with_context(|| format!("admin.listen {listen}"))?;
-    tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
-    let admin_task = tokio::spawn(admin_server);
+    // A second worker on one host with the default port must still work:
+    // without its endpoints (said loudly), not without its intents.
+    let admin_task = match admin::bind(&listen, worker.health()).await {
+        Ok((addr, admin_server)) => {
+            tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
+            Some(tokio::spawn(admin_server))
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                listen = %listen,
+                "admin.listen cannot be bound: /healthz, /readyz and /metrics are off for this process"
+            );
+            None
+        }
+    };
     let upkeep = tokio::spawn(admin::metrics_upkeep());
     let reloader = tokio::spawn(reload_keys_on_sighup(hangup, source, worker.keys()));
     let result = worker.run(stop.recv()).await;
-    admin_task.abort();
+    if let Some(t) = admin_task {
+        t.abort();
+    }
     upkeep.abort();
     reloader.abort();
     match result {

@@ -38,8 +38,6 @@ pub enum WorkerError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Gateway(#[from] crate::gateway::client::ClientError),
-    #[error("admin.listen: {0}")]
-    Admin(std::io::Error),
 }
 
 /// Everything a running worker shares.

@@ -351,3 +351,49 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     let _ = child.start_kill();
     let _ = child.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spawn = || {
+        tokio::process::Command::new(BIN)
+            .args(["run", "--config", &path.display().to_string()])
+            .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut first = spawn();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut second = spawn();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        second.try_wait().ok().flatten().is_none(),
+        "the second worker must keep running"
+    );
+    // Stop the first: the second alone must take the intents.
+    if let Some(pid) = first.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let _ = first.wait().await;
+    for i in 0..10 {
+        env.publish_json(&crate::support::intent(&format!("TWO-{i}"), "M1", 100))
+            .await;
+    }
+    let got = results.take(10, crate::support::WAIT).await;
+    assert!(got.iter().all(|r| r.event["status"] == "ready"));
+    let _ = second.start_kill();
+    let _ = second.wait().await;
+}
