@@ -115,11 +115,6 @@ impl Breaker {
         }
     }
 
-    /// A receiver that sees every state change.
-    pub fn subscribe(&self) -> watch::Receiver<BreakerState> {
-        self.changed.subscribe()
-    }
-
     fn set(&self, inner: &mut Inner, state: State) {
         inner.state = state;
         let public = match inner.state {

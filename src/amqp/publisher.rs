@@ -51,10 +51,6 @@ impl Publisher {
         })
     }
 
-    pub fn is_usable(&self) -> bool {
-        self.channel.status().connected()
-    }
-
     pub fn channel(&self) -> &Channel {
         &self.channel
     }

@@ -39,29 +39,12 @@ pub struct Abandoned {
     pub attempts: u32,
 }
 
-/// Per-call observations, for logs and metrics.
-pub trait CallObserver: Send + Sync {
-    /// One attempt finished; `label` is a low-cardinality outcome name.
-    fn attempt(&self, _attempt: u32, _label: &'static str, _took: Duration) {}
-}
-
-/// Counts attempts in the Prometheus metrics.
-pub struct MetricsObserver;
-
-impl CallObserver for MetricsObserver {
-    fn attempt(&self, _attempt: u32, label: &'static str, took: Duration) {
-        metrics::counter!("h5pay_gateway_requests_total", "outcome" => label).increment(1);
-        metrics::histogram!("h5pay_gateway_request_duration_seconds").record(took.as_secs_f64());
-    }
-}
-
 pub struct GatewayClient {
     http: reqwest::Client,
     url: reqwest::Url,
     policy: RetryPolicy,
     verify_response_sign: bool,
     breaker: Arc<Breaker>,
-    observer: Arc<dyn CallObserver>,
 }
 
 impl GatewayClient {
@@ -87,17 +70,7 @@ impl GatewayClient {
             policy: RetryPolicy::from(retry),
             verify_response_sign: gateway.verify_response_sign,
             breaker,
-            observer: Arc::new(MetricsObserver),
         })
-    }
-
-    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
-        self.observer = observer;
-        self
-    }
-
-    pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
     }
 
     /// Calls the gateway for one identity until a decision, retrying
@@ -150,8 +123,10 @@ impl GatewayClient {
                 spent += took;
             }
             permit.record(transient);
-            self.observer
-                .attempt(attempts, label(&sent, &verdict), took);
+            metrics::counter!("h5pay_gateway_requests_total", "outcome" => label(&sent, &verdict))
+                .increment(1);
+            metrics::histogram!("h5pay_gateway_request_duration_seconds")
+                .record(took.as_secs_f64());
 
             match verdict {
                 Verdict::Final {
