@@ -263,6 +263,8 @@ pub struct Report {
     pub two_requests: usize,
     pub extra_calls: u64,
     pub not_ready: usize,
+    /// Messages in the DLQ at the end (every intent here is readable).
+    pub dead_lettered: u32,
     pub recover_secs: f64,
 }
 
@@ -534,6 +536,7 @@ level = "info"
             .iter()
             .filter(|i| i.distinct_requests > 1)
             .count();
+        let dead_lettered = self.dlq_depth().await;
         let extra_calls: u64 = stats
             .identities
             .iter()
@@ -548,6 +551,7 @@ level = "info"
             two_requests,
             extra_calls,
             not_ready,
+            dead_lettered,
             recover_secs,
         };
         append_report(&report);

@@ -36,6 +36,11 @@ fn assert_clean(c: &Cluster, r: &harness::Report) {
         r.scenario,
         c.logs()
     );
+    assert_eq!(
+        r.dead_lettered, 0,
+        "{}: readable intents reached the DLQ",
+        r.scenario
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

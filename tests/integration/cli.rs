@@ -30,6 +30,44 @@ fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     )
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `h5pay-worker run --config <config>` with its admin endpoints on `admin`.
+fn spawn_run(
+    config: &std::path::Path,
+    admin: u16,
+    extra_env: &[(&str, &str)],
+    stderr: Stdio,
+) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["run", "--config", &config.display().to_string()])
+        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits (up to 10 s) for `/readyz` to answer 200.
+async fn wait_ready(admin: u16) -> bool {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[test]
 fn sign_prints_the_vector_signs_and_verify_checks_them() {
     let doc: Value =
@@ -231,30 +269,14 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
     );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config", &path.display().to_string()])
-        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("H5PAY__LOG__LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
-            && r.status().is_success()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "worker not ready");
+    let admin = free_port();
+    let mut child = spawn_run(
+        &path,
+        admin,
+        &[("H5PAY__LOG__LEVEL", "info")],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "worker not ready");
     env.publish_json(&crate::support::intent("ROT-1", "M1", 100))
         .await;
     let old = results.take(1, crate::support::WAIT).await.remove(0);
@@ -304,33 +326,15 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("c.toml");
     std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config", &path.display().to_string()])
-        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
-            && r.status().is_success()
-        {
-            body = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .text()
-                .await
-                .unwrap_or_default();
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let admin = free_port();
+    let mut child = spawn_run(&path, admin, &[], Stdio::null());
+    assert!(wait_ready(admin).await, "worker not ready");
+    let body = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
     for name in [
         "h5pay_intents_total{outcome=\"ready\"} 0",
         "h5pay_intents_total{outcome=\"outcome_unknown\"} 0",
@@ -359,23 +363,10 @@ async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("c.toml");
     std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let spawn = || {
-        tokio::process::Command::new(BIN)
-            .args(["run", "--config", &path.display().to_string()])
-            .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let mut first = spawn();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let mut second = spawn();
+    let admin = free_port();
+    let mut first = spawn_run(&path, admin, &[], Stdio::null());
+    assert!(wait_ready(admin).await, "first worker not ready");
+    let mut second = spawn_run(&path, admin, &[], Stdio::null());
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
         second.try_wait().ok().flatten().is_none(),
