@@ -135,16 +135,13 @@ impl Breaker {
                 recorded: false,
             };
         }
-        let mut rx = self.changed.subscribe();
+        // Subscribed only when there is something to wait for: a closed
+        // breaker costs one lock per attempt.
+        let mut rx: Option<watch::Receiver<BreakerState>> = None;
         loop {
-            let wake_at = {
+            let (wake_at, rx) = {
                 let mut inner = self.lock();
-                // Mark what is seen while holding the lock: every change is
-                // published under it, so none can slip in between this look
-                // and the wait below (a lost wakeup would park this attempt
-                // until the breaker next opens).
-                rx.borrow_and_update();
-                match inner.state {
+                let wake_at = match inner.state {
                     State::Closed => {
                         return Permit {
                             breaker: self,
@@ -171,7 +168,14 @@ impl Breaker {
                     }
                     State::Open { until } => Some(until),
                     State::HalfOpen { probing: true } => None,
-                }
+                };
+                // Subscribed (or marked seen) under the same lock as the look
+                // above: every change is published under it, so none can slip
+                // in between the look and the wait below (a lost wakeup would
+                // park this attempt until the breaker next opens).
+                let rx = rx.get_or_insert_with(|| self.changed.subscribe());
+                rx.borrow_and_update();
+                (wake_at, rx)
             };
             match wake_at {
                 Some(until) => {

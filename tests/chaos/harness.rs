@@ -479,25 +479,9 @@ level = "info"
     }
 
     pub async fn dlq_depth(&self) -> u32 {
-        let conn = connect(&self.vhost.0).await;
-        let ch = conn
-            .create_channel()
+        message_count(&self.vhost.0, "h5pay.intents.dlq")
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let q = ch
-            .queue_declare(
-                "h5pay.intents.dlq".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map(|q| q.message_count())
-            .unwrap_or(0);
-        let _ = conn.close(200, "".into()).await;
-        q
+            .unwrap_or(0)
     }
 
     /// Judges the run: nothing lost, one request per identity, one outcome.
@@ -685,14 +669,13 @@ pub async fn connect(vhost: &str) -> Connection {
     panic!("cannot connect to {url}: {last:?}")
 }
 
-async fn collector_ready(vhost: &str) -> bool {
+/// Messages ready in a queue of the vhost; None if it does not exist.
+async fn message_count(vhost: &str, queue: &str) -> Option<u32> {
     let conn = connect(vhost).await;
-    let Ok(ch) = conn.create_channel().await else {
-        return false;
-    };
-    let ok = ch
+    let ch = conn.create_channel().await.ok()?;
+    let count = ch
         .queue_declare(
-            "chaos.results".into(),
+            queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -700,9 +683,14 @@ async fn collector_ready(vhost: &str) -> bool {
             FieldTable::default(),
         )
         .await
-        .is_ok();
+        .map(|q| q.message_count())
+        .ok();
     let _ = conn.close(200, "".into()).await;
-    ok
+    count
+}
+
+async fn collector_ready(vhost: &str) -> bool {
+    message_count(vhost, "chaos.results").await.is_some()
 }
 
 /// Records every result event; reconnects when the broker closes it, from

@@ -266,6 +266,29 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Takes one message from a queue, waiting up to 10 s for it.
+    pub async fn get_within(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+        for _ in 0..100 {
+            if let Some(m) = self.get(queue).await {
+                return Some(m);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// Deletes an exchange behind the worker's back (fault injection).
+    pub async fn delete_exchange(&self, name: &str) {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        ch.exchange_delete(name.into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(REDIS_URL)
             .unwrap_or_else(|e| panic!("{e}"))

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use lapin::BasicProperties;
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use serde_json::{Value, json};
 
 use h5pay_worker::claim::ClaimReply;
@@ -245,31 +245,17 @@ async fn a_publish_that_fails_after_the_store_is_replayed_after_the_reconnect() 
     worker.ready().await;
     // Break the path between "stored" and "published": the result exchange
     // disappears, so the publish fails with a channel error.
-    let ch = env
-        .conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ch.exchange_delete(
-        a.result_exchange.as_str().into(),
-        ExchangeDeleteOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    env.delete_exchange(&a.result_exchange).await;
     env.publish_json(&intent("SBP-1", "M1", 100)).await;
     // The worker reconnects, declares the exchange again, gets the intent
     // again and replays the stored outcome. No consumer is bound to the new
     // exchange, so the event lands in the unrouted queue.
     let unrouted = a.unrouted_exchange();
-    let mut event = None;
-    for _ in 0..100 {
-        if let Some(m) = env.get(&unrouted).await {
-            event = Some(serde_json::from_slice::<Value>(&m.delivery.data).unwrap_or_default());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let event = event.unwrap_or_else(|| panic!("no result after the reconnect"));
+    let m = env
+        .get_within(&unrouted)
+        .await
+        .unwrap_or_else(|| panic!("no result after the reconnect"));
+    let event: Value = serde_json::from_slice(&m.delivery.data).unwrap_or_default();
     assert_eq!(event["pay_trace_no"], "SBP-1");
     assert_eq!(event["status"], "ready");
     assert_eq!(
@@ -368,14 +354,8 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_waits_for_a_dead_owners_lease_then_takes_over_with_the_same_pay_time() {
     let env = TestEnv::with(&[("H5PAY__REDIS__LEASE_MS", "1500")]).await;
-    let claims = env.claim_store();
-    let identity = id("M1", "TAKE-1");
-    let fp = fingerprint_of(&intent("TAKE-1", "M1", 100));
     // A worker claimed it and died before calling (or while calling).
-    let reply = claims
-        .claim(&identity, "dead-owner", &fp, "20261126080000", false, false)
-        .await;
-    assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })));
+    claimed_by_a_dead_owner(&env, "TAKE-1", 100).await;
     let mut results = env.results().await;
     let _worker = env.worker();
     env.publish_json(&intent("TAKE-1", "M1", 100)).await;
@@ -391,14 +371,8 @@ async fn a_worker_waits_for_a_dead_owners_lease_then_takes_over_with_the_same_pa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_after_a_takeover_is_outcome_unknown_not_a_clean_rejection() {
     let env = TestEnv::with(&[("H5PAY__REDIS__LEASE_MS", "500")]).await;
-    let claims = env.claim_store();
-    let identity = id("M1", "TAKE-4003");
-    let fp = fingerprint_of(&intent("TAKE-4003", "M1", 4003));
     // The earlier owner may have sent the request before it died.
-    let reply = claims
-        .claim(&identity, "dead-owner", &fp, "20261126080000", false, false)
-        .await;
-    assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })));
+    claimed_by_a_dead_owner(&env, "TAKE-4003", 4003).await;
     let mut results = env.results().await;
     let _worker = env.worker();
     env.publish_json(&intent("TAKE-4003", "M1", 4003)).await;
@@ -507,6 +481,24 @@ async fn a_queue_declared_with_other_arguments_stops_the_worker_with_a_clear_err
             Default::default(),
         )
         .await;
+}
+
+/// Leaves a claim on (60000001, M1, trace) by an owner that never comes
+/// back, with pay_time 20261126080000.
+async fn claimed_by_a_dead_owner(env: &TestEnv, trace: &str, amount: u64) {
+    let fp = fingerprint_of(&intent(trace, "M1", amount));
+    let reply = env
+        .claim_store()
+        .claim(
+            &id("M1", trace),
+            "dead-owner",
+            &fp,
+            "20261126080000",
+            false,
+            false,
+        )
+        .await;
+    assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })), "{reply:?}");
 }
 
 fn fingerprint_of(v: &Value) -> String {

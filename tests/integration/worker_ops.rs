@@ -251,24 +251,12 @@ async fn a_result_that_cannot_be_routed_anywhere_sends_the_intent_to_the_dlq_aft
     // No binding on the result exchange and its alternate exchange gone:
     // every result comes back unroutable (mandatory), so the intent is
     // handed back each time, replaying its stored outcome.
-    let ch = env
-        .conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ch.exchange_delete(a.unrouted_exchange().as_str().into(), Default::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    env.delete_exchange(&a.unrouted_exchange()).await;
     env.publish_json(&intent("POISON-1", "M1", 100)).await;
-    let mut dead = None;
-    for _ in 0..100 {
-        if let Some(m) = env.get(&a.dead_letter_queue).await {
-            dead = Some(m);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let dead = dead.unwrap_or_else(|| panic!("the intent did not reach the DLQ"));
+    let dead = env
+        .get_within(&a.dead_letter_queue)
+        .await
+        .unwrap_or_else(|| panic!("the intent did not reach the DLQ"));
     let d = h5pay_worker::cli::dlq::describe(&dead.delivery.properties, &dead.delivery.data);
     assert_eq!(d.reason.as_deref(), Some("delivery_limit"), "{d:?}");
     assert_eq!(d.pay_trace_no.as_deref(), Some("POISON-1"));
