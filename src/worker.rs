@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admin::Health;
-use crate::amqp::{self, Publisher, TopologyError};
+use crate::amqp::{self, Publisher, Settlement, Settler, TopologyError};
 use crate::breaker::Breaker;
 use crate::claim::{self, ClaimStore};
 use crate::config::{Config, KeyRing};
@@ -149,7 +147,10 @@ impl Worker {
             info!(queue = %a.intent_queue, prefetch = a.prefetch, "consuming intents");
             self.health.set_consuming(true);
             let broken = CancellationToken::new();
-            let ended = self.consume(&channel, consumer, &publisher, &broken).await;
+            let settler = Settler::start();
+            let ended = self
+                .consume(&channel, consumer, &publisher, &settler, &broken)
+                .await;
             self.health.set_consuming(false);
             match ended {
                 ConsumeEnd::Stopped => {
@@ -209,6 +210,7 @@ impl Worker {
         channel: &Channel,
         mut consumer: Consumer,
         publisher: &Publisher,
+        settler: &Settler,
         broken: &CancellationToken,
     ) -> ConsumeEnd {
         let stop = self.pipeline.stop.clone();
@@ -221,7 +223,10 @@ impl Worker {
                 }
                 _ = broken.cancelled() => return ConsumeEnd::Lost("a channel failed".into()),
                 next = consumer.next() => match next {
-                    Some(Ok(delivery)) => self.spawn(delivery, publisher.clone(), broken.clone()),
+                    Some(Ok(delivery)) => {
+                        settler.delivered(delivery.delivery_tag);
+                        self.spawn(delivery, publisher.clone(), settler.clone(), broken.clone());
+                    }
                     Some(Err(e)) => return ConsumeEnd::Lost(e.to_string()),
                     None => return ConsumeEnd::Lost("the broker cancelled the consumer".into()),
                 },
@@ -256,7 +261,13 @@ impl Worker {
         }
     }
 
-    fn spawn(&self, delivery: Delivery, publisher: Publisher, broken: CancellationToken) {
+    fn spawn(
+        &self,
+        delivery: Delivery,
+        publisher: Publisher,
+        settler: Settler,
+        broken: CancellationToken,
+    ) {
         let pipeline = self.pipeline.clone();
         self.tasks.spawn(async move {
             metrics::gauge!("h5pay_inflight_intents").increment(1.0);
@@ -284,22 +295,18 @@ impl Worker {
                     Disposition::HandBack
                 }
             };
-            let acked = match disposition {
-                Disposition::Ack => delivery.acker.ack(Default::default()).await.map(|_| ()),
-                Disposition::DeadLetter => delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
-                    .map(|_| ()),
-                Disposition::HandBack => delivery
-                    .acker
-                    .nack(BasicNackOptions { multiple: false, requeue: true })
-                    .await
-                    .map(|_| ()),
+            let how = match disposition {
+                Disposition::Ack => Some(Settlement::Ack),
+                Disposition::DeadLetter => Some(Settlement::DeadLetter),
+                Disposition::HandBack => Some(Settlement::Requeue),
                 Disposition::ConnectionLost => {
                     broken.cancel();
-                    Ok(())
+                    None
                 }
+            };
+            let acked = match how {
+                Some(how) => settler.settle(delivery.delivery_tag, delivery.acker.clone(), how).await,
+                None => Ok(()),
             };
             if let Err(e) = acked {
                 // The delivery comes again after the reconnect.

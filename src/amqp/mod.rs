@@ -1,7 +1,8 @@
-//! The AMQP edge: connecting, declaring the topology, and publishing with
-//! publisher confirms. Consuming lives in [`crate::worker`].
+//! The AMQP edge: connecting, declaring the topology, publishing with
+//! publisher confirms, and settling deliveries. Consuming lives in [`crate::worker`].
 
 pub mod publisher;
+pub mod settler;
 pub mod topology;
 
 use lapin::uri::AMQPUri;
@@ -10,7 +11,11 @@ use lapin::{Connection, ConnectionProperties};
 use crate::config::SecretUrl;
 
 pub use publisher::{PublishError, Publisher};
+pub use settler::{Settlement, Settler};
 pub use topology::{TopologyError, declare};
+
+/// The largest frame this client asks for (see [`connect`]).
+const FRAME_MAX: u32 = 32 * 1024;
 
 /// Connects with a recognisable connection name (`rabbitmqctl
 /// list_connections client_properties` shows it). No lapin auto-recovery:
@@ -20,14 +25,18 @@ pub use topology::{TopologyError, declare};
 /// anyway, and their acks can only fail).
 ///
 /// Unless the URL says otherwise, heartbeats are every 10 s (a silently
-/// dead peer is noticed in about 20 s, not the broker default's 2 minutes)
-/// and connecting gives up after 5 s.
+/// dead peer is noticed in about 20 s, not the broker default's 2 minutes),
+/// connecting gives up after 5 s, and frames are at most 32 KiB: lapin
+/// keeps two buffers of 32 frames each per connection, 8 MiB resident at
+/// the broker's default 128 KiB, 2 MiB at 32 KiB. Intents and events are a
+/// few hundred bytes; a larger body is simply split into more frames.
 pub async fn connect(url: &SecretUrl, name: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     match url.expose().parse::<AMQPUri>() {
         Ok(mut uri) => {
             uri.query.heartbeat.get_or_insert(10);
             uri.query.connection_timeout.get_or_insert(5000);
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
             Connection::connect_uri(uri, props).await
         }
         // Let lapin report what is wrong with it.

@@ -14,16 +14,18 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use h5pay_worker::amqp::{Settlement, Settler};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -75,6 +77,10 @@ struct Opts {
     /// Append one JSON line per run to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write each run's per-intent latencies ("index ms", in publish order)
+    /// to PREFIX.<run name>, to see whether a tail is spread out or a stall.
+    #[arg(long, value_name = "PREFIX")]
+    latency_trace: Option<PathBuf>,
     /// Worker log level during the run (the worker logs one line per intent at info).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -383,10 +389,10 @@ async fn cleanup(conn: &Connection, n: &Names, redis_url: &str) {
 async fn drive(
     conn: &Connection,
     n: &Names,
-    count: usize,
-    rate: u64,
+    opts: &Opts,
     run_tag: &str,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
+    let (count, rate) = (opts.intents, opts.rate);
     // Results: an exclusive queue, auto-ack, bound before publishing.
     let rch = conn.create_channel().await?;
     let q = rch
@@ -465,6 +471,7 @@ async fn drive(
     });
 
     let mut latencies = Vec::with_capacity(count);
+    let mut trace = Vec::with_capacity(count);
     let mut seen = vec![false; count];
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
@@ -499,6 +506,7 @@ async fn drive(
         if let Some(sent) = sent {
             first = Some(first.map_or(sent, |f: Instant| f.min(sent)));
             latencies.push(now.duration_since(sent).as_secs_f64() * 1000.0);
+            trace.push((i, now.duration_since(sent).as_secs_f64() * 1000.0));
         }
         last = now;
     }
@@ -510,6 +518,16 @@ async fn drive(
         .or(first)
         .unwrap_or(last);
     let seconds = last.duration_since(first_publish).as_secs_f64();
+    if let Some(prefix) = &opts.latency_trace {
+        let mut path = prefix.clone().into_os_string();
+        path.push(format!(".{run_tag}"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        trace.sort_unstable_by_key(|&(i, _)| i);
+        for (i, l) in &trace {
+            writeln!(f, "{i} {l:.2}")?;
+        }
+        eprintln!("latency trace: {}", PathBuf::from(path).display());
+    }
     latencies.sort_by(|a, b| a.total_cmp(b));
     Ok((seconds, latencies))
 }
@@ -699,7 +717,7 @@ async fn run_worker(
             String::new()
         }
     );
-    let (secs, lat) = drive(conn, &n, opts.intents, opts.rate, &n.id).await?;
+    let (secs, lat) = drive(conn, &n, opts, &n.id).await?;
     let (hwm, cpu_after) = proc_stats(pid);
     let r = report(
         "worker",
@@ -747,7 +765,7 @@ async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, cpu_before) = proc_stats(pid);
     eprintln!("skeleton: {} intents", opts.intents);
-    let (secs, lat) = drive(conn, &n, opts.intents, opts.rate, &n.id).await?;
+    let (secs, lat) = drive(conn, &n, opts, &n.id).await?;
     let (hwm, cpu_after) = proc_stats(pid);
     let r = report(
         "skeleton",
@@ -765,6 +783,11 @@ async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::
 /// The I/O of the worker's pipeline and nothing else: consume, claim
 /// (1 script), one HTTP POST, store (1 script), confirmed publish, mark
 /// (1 script), ack.
+/// Per-stage time sums of the skeleton (µs), printed as means every 5000
+/// intents: where an intent's prefetch slot goes besides the gateway.
+static STAGE_US: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static STAGE_N: AtomicU64 = AtomicU64::new(0);
+
 async fn skeleton(
     opts: Opts,
     queue: String,
@@ -801,12 +824,22 @@ async fn skeleton(
         )
         .await?;
     let shared = Arc::new((pch, http, gateway, result_exchange, key_prefix, key));
+    // Acks are settled as the worker settles them (contiguous ones coalesced).
+    let settler = Settler::start();
     while let Some(d) = consumer.next().await {
         let d = d?;
+        settler.delivered(d.delivery_tag);
+        let settler = settler.clone();
         let shared = shared.clone();
         let (claim, store, mark) = (claim.clone(), store.clone(), mark.clone());
         let mut redis = redis.clone();
         tokio::spawn(async move {
+            let mut t = Instant::now();
+            let mut lap = |i: usize| {
+                let now = Instant::now();
+                STAGE_US[i].fetch_add((now - t).as_micros() as u64, Relaxed);
+                t = now;
+            };
             let (pch, http, gateway, result_exchange, key_prefix, key) = &*shared;
             let v: Value = serde_json::from_slice(&d.data).unwrap_or_default();
             let trace = v["pay_trace_no"].as_str().unwrap_or("x").to_owned();
@@ -817,6 +850,7 @@ async fn skeleton(
                 .invoke_async(&mut redis)
                 .await
                 .unwrap_or(0);
+            lap(0);
             let mut req = serde_json::Map::new();
             for (f, val) in [
                 ("inst_no", "60000001"),
@@ -841,6 +875,7 @@ async fn skeleton(
                 Ok(r) => r.bytes().await.unwrap_or_default(),
                 Err(_) => Default::default(),
             };
+            lap(1);
             let _: i64 = store
                 .key(&k)
                 .arg("tok")
@@ -848,6 +883,7 @@ async fn skeleton(
                 .invoke_async(&mut redis)
                 .await
                 .unwrap_or(0);
+            lap(2);
             let event = serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
                 .unwrap_or_default();
             if let Ok(c) = pch
@@ -865,8 +901,24 @@ async fn skeleton(
             {
                 let _ = c.await;
             }
+            lap(3);
             let _: i64 = mark.key(&k).invoke_async(&mut redis).await.unwrap_or(0);
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
+            lap(4);
+            let _ = settler
+                .settle(d.delivery_tag, d.acker.clone(), Settlement::Ack)
+                .await;
+            lap(5);
+            let n = STAGE_N.fetch_add(1, Relaxed) + 1;
+            if n % 5000 == 0 {
+                let avg: Vec<String> = STAGE_US
+                    .iter()
+                    .map(|s| format!("{:.2}", s.load(Relaxed) as f64 / n as f64 / 1000.0))
+                    .collect();
+                eprintln!(
+                    "skeleton stage means over {n} intents, ms (claim http store publish+confirm mark ack): {}",
+                    avg.join(" ")
+                );
+            }
         });
     }
     Ok(())

@@ -342,6 +342,87 @@ async fn invalid_intents_name_every_bad_field_and_never_reach_the_gateway() {
     );
 }
 
+/// Acks are coalesced into `multiple` acks only over contiguous finished
+/// deliveries. Here some deliveries stay in progress (a first call that
+/// hangs until the request timeout) while later ones finish and rejects sit
+/// between them: the broker must still count exactly those in progress as
+/// unacknowledged (an ack covering one of them would lose it in a crash),
+/// and at the end every delivery is settled once. A classic intent queue,
+/// because `rabbitmqctl list_queues` reports no unacknowledged count for a
+/// quorum queue (the settling is the same for both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_finishing_out_of_order_are_each_settled_once() {
+    let env = TestEnv::start(crate::support::EnvOptions {
+        overrides: vec![
+            ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "4000".into()),
+            ("H5PAY__AMQP__QUEUE_TYPE", "classic".into()),
+        ],
+        sandbox: h5pay_worker::sandbox::SandboxOptions {
+            hang: Duration::from_secs(30),
+            ..Default::default()
+        },
+    })
+    .await;
+    let mut results = env.results().await;
+    let worker = env.worker();
+    worker.ready().await;
+    let (n, mut junk, mut slow) = (240u64, 0u32, 0u64);
+    for i in 0..n {
+        if i % 20 == 7 {
+            env.publish(b"not an intent").await;
+            junk += 1;
+        }
+        // 5003: the first call hangs past the 4 s timeout, the retry succeeds.
+        let amount = if i % 8 == 3 { 5003 } else { 100 + i };
+        slow += u64::from(amount == 5003);
+        env.publish_json(&intent(&format!("ORDER-{i}"), "M1", amount))
+            .await;
+    }
+    let mut got = results
+        .take((n - slow) as usize, Duration::from_secs(30))
+        .await;
+    // The fast ones' acks follow their events closely.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let a = &env.config.settings.amqp;
+    assert_eq!(
+        unacknowledged(&a.intent_queue),
+        Some(slow),
+        "only the deliveries in progress are unacknowledged"
+    );
+    got.extend(results.take(slow as usize, Duration::from_secs(30)).await);
+    let traces: HashSet<String> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.event["status"], "ready", "{}", r.event);
+            assert_eq!(r.event["duplicate"], false, "{}", r.event);
+            r.event["pay_trace_no"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(traces.len(), n as usize);
+    assert_eq!(env.total_calls(), n + slow);
+    results.none_for(Duration::from_millis(500)).await;
+    assert!(worker.stop().await.is_ok());
+    assert_eq!(env.queue_depth(&a.intent_queue).await, 0);
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, junk);
+}
+
+/// The broker's count of unacknowledged deliveries of a queue on vhost `/`
+/// (AMQP's passive declare reports only ready messages).
+fn unacknowledged(queue: &str) -> Option<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "-p", "/", "-q", "--no-table-headers"])
+        .args(["name", "messages_unacknowledged"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(queue)).then(|| f.next()?.parse().ok())?
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_be_an_intent_is_dead_lettered_with_no_event() {
     let env = TestEnv::new().await;
