@@ -13,9 +13,11 @@
 //!
 //! [`worker`] runs the pipeline with bounded concurrency, [`config`] loads
 //! the settings, [`admin`] serves health and metrics, [`sandbox`] simulates
-//! the gateway, and [`cli`] holds the operator commands.
+//! the gateway, [`cli`] holds the operator commands, and [`allocator`] sets
+//! jemalloc for every binary.
 
 pub mod admin;
+pub mod allocator;
 pub mod amqp;
 pub mod breaker;
 pub mod claim;
