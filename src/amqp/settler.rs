@@ -34,21 +34,22 @@ pub enum Settlement {
 
 type Reply = oneshot::Sender<Result<(), lapin::Error>>;
 
-enum Msg {
+/// What a finished delivery hands the settler: its acker and where to
+/// report the outcome of its frame.
+type Finished = (Acker, Reply);
+
+/// Generic over what a finished delivery carries, so the bookkeeping can be
+/// tested without a broker.
+enum Msg<P> {
     Delivered(u64),
-    Settle {
-        tag: u64,
-        acker: Acker,
-        how: Settlement,
-        reply: Reply,
-    },
+    Settle { tag: u64, how: Settlement, done: P },
 }
 
 /// Handle to one channel's settler task; cheap to clone. The task ends when
 /// the last handle is dropped.
 #[derive(Clone)]
 pub struct Settler {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::UnboundedSender<Msg<Finished>>,
 }
 
 impl Settler {
@@ -76,9 +77,8 @@ impl Settler {
         let (reply, answer) = oneshot::channel();
         let msg = Msg::Settle {
             tag,
-            acker: acker.clone(),
             how,
-            reply,
+            done: (acker.clone(), reply),
         };
         if self.tx.send(msg).is_err() {
             // The task is gone (it only ends with its last handle, so this
@@ -92,11 +92,11 @@ impl Settler {
     }
 }
 
-/// Outstanding deliveries by tag: `None` while in progress, the acker once
-/// it finished with an ack that has not been sent yet.
-type Open = BTreeMap<u64, Option<(Acker, Reply)>>;
+/// Outstanding deliveries by tag: `None` while in progress, what it handed
+/// over once it finished with an ack that has not been sent yet.
+type Open<P> = BTreeMap<u64, Option<P>>;
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Msg>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Msg<Finished>>) {
     let mut open = Open::new();
     while let Some(first) = rx.recv().await {
         let mut settle_now = Vec::new();
@@ -106,7 +106,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Msg>) {
             take(&mut open, m, &mut settle_now);
         }
         let mut sends = Vec::new();
-        for (acker, how, reply) in settle_now {
+        for ((acker, reply), how) in settle_now {
             sends.push(send(vec![reply], acker, how, false));
         }
         let (run, stragglers) = plan(&mut open);
@@ -127,27 +127,25 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Msg>) {
     }
 }
 
-/// Records one message; rejects, requeues and acks of unregistered tags go
-/// to `now` (they never join a run).
-fn take(open: &mut Open, m: Msg, now: &mut Vec<(Acker, Settlement, Reply)>) {
+/// Records one message. Rejects, requeues, and anything not registered as
+/// in progress go to `now`: they are settled on their own and never join a
+/// run (a reject leaves `open` at once, so it cannot hold a run back).
+fn take<P>(open: &mut Open<P>, m: Msg<P>, now: &mut Vec<(P, Settlement)>) {
     match m {
         Msg::Delivered(tag) => {
             open.insert(tag, None);
         }
-        Msg::Settle {
-            tag,
-            acker,
-            how,
-            reply,
-        } => match open.get_mut(&tag) {
-            Some(slot) if slot.is_none() && how == Settlement::Ack => {
-                *slot = Some((acker, reply));
+        Msg::Settle { tag, how, done } => {
+            let in_progress = matches!(open.get(&tag), Some(None));
+            if in_progress && how == Settlement::Ack {
+                open.insert(tag, Some(done));
+            } else {
+                if in_progress {
+                    open.remove(&tag);
+                }
+                now.push((done, how));
             }
-            _ => {
-                open.remove(&tag);
-                now.push((acker, how, reply));
-            }
-        },
+        }
     }
 }
 
@@ -155,7 +153,7 @@ fn take(open: &mut Open, m: Msg, now: &mut Vec<(Acker, Settlement, Reply)>) {
 /// tag (in tag order: one `multiple` ack with the last one's acker covers
 /// them), and the finished acks behind a delivery still in progress (acked
 /// one by one). What is still in progress stays.
-fn plan<T>(open: &mut BTreeMap<u64, Option<T>>) -> (Vec<T>, Vec<T>) {
+fn plan<P>(open: &mut Open<P>) -> (Vec<P>, Vec<P>) {
     let mut run = Vec::new();
     while let Some(entry) = open.first_entry() {
         if entry.get().is_none() {
@@ -205,7 +203,7 @@ async fn send_one(acker: &Acker, how: Settlement) -> Result<(), lapin::Error> {
 mod tests {
     use super::*;
 
-    fn open(entries: &[(u64, bool)]) -> BTreeMap<u64, Option<u64>> {
+    fn open(entries: &[(u64, bool)]) -> Open<u64> {
         entries
             .iter()
             .map(|&(t, done)| (t, done.then_some(t)))
@@ -225,6 +223,65 @@ mod tests {
         assert_eq!(plan(&mut o), (vec![4], vec![6, 8]));
         // Only what is in progress remains: a later run can never cover it.
         assert_eq!(o.keys().copied().collect::<Vec<_>>(), vec![5, 7]);
+    }
+
+    #[test]
+    fn a_reject_leaves_at_once_and_never_joins_a_run() {
+        let mut o = Open::new();
+        let mut now = Vec::new();
+        for tag in 1..=3 {
+            take(&mut o, Msg::Delivered(tag), &mut now);
+        }
+        take(
+            &mut o,
+            Msg::Settle {
+                tag: 3,
+                how: Settlement::Ack,
+                done: 3,
+            },
+            &mut now,
+        );
+        take(
+            &mut o,
+            Msg::Settle {
+                tag: 1,
+                how: Settlement::DeadLetter,
+                done: 1,
+            },
+            &mut now,
+        );
+        assert_eq!(now, vec![(1, Settlement::DeadLetter)]);
+        // 2 is still in progress: 3 goes alone, and 2 stays open.
+        assert_eq!(plan(&mut o), (vec![], vec![3]));
+        take(
+            &mut o,
+            Msg::Settle {
+                tag: 2,
+                how: Settlement::Requeue,
+                done: 2,
+            },
+            &mut now,
+        );
+        assert_eq!(now.last(), Some(&(2, Settlement::Requeue)));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn an_ack_of_a_delivery_never_registered_is_sent_on_its_own() {
+        let mut o = Open::new();
+        let mut now = Vec::new();
+        take(&mut o, Msg::Delivered(5), &mut now);
+        take(
+            &mut o,
+            Msg::Settle {
+                tag: 4,
+                how: Settlement::Ack,
+                done: 4,
+            },
+            &mut now,
+        );
+        assert_eq!(now, vec![(4, Settlement::Ack)]);
+        assert_eq!(o.keys().copied().collect::<Vec<_>>(), vec![5]);
     }
 
     #[test]
