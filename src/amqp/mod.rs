@@ -11,7 +11,7 @@ use lapin::{Connection, ConnectionProperties};
 use crate::config::SecretUrl;
 
 pub use publisher::{PublishError, Publisher};
-pub use settler::{Settlement, Settler};
+pub use settler::{SettleError, Settlement, Settler};
 pub use topology::{TopologyError, declare};
 
 /// The largest frame this client asks for (see [`connect`]).

@@ -11,11 +11,14 @@
 //! has finished with an ack. The consumer loop registers each delivery
 //! ([`Settler::delivered`]) before its task starts, so the settler knows the
 //! outstanding tags from the deliveries themselves, not from an assumption
-//! about how the broker numbers them. Nothing waits for a run to form: what
-//! cannot join one is acked on its own in the same pass, so coalescing never
-//! holds a prefetch slot longer.
+//! about how the broker numbers them. And since the broker counts a
+//! rejected delivery as unacknowledged until the reject's frame arrives,
+//! rejects and requeues are written before any ack of the same pass.
+//! Nothing waits for a run to form: what cannot join one is acked on its own
+//! in the same pass, so coalescing never holds a prefetch slot longer.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use futures_util::future::join_all;
 use lapin::Acker;
@@ -56,7 +59,7 @@ impl Settler {
     /// Starts the settler for one consumer channel.
     pub fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx));
+        tokio::spawn(run(rx, send_frame));
         Self { tx }
     }
 
@@ -66,86 +69,109 @@ impl Settler {
         let _ = self.tx.send(Msg::Delivered(tag));
     }
 
-    /// Settles a delivery and returns once its frame went to the broker
-    /// (or failed).
-    pub async fn settle(
-        &self,
-        tag: u64,
-        acker: Acker,
-        how: Settlement,
-    ) -> Result<(), lapin::Error> {
+    /// Settles a delivery and returns once its frame was written to the
+    /// broker's socket (or failed).
+    pub async fn settle(&self, tag: u64, acker: Acker, how: Settlement) -> Result<(), SettleError> {
         let (reply, answer) = oneshot::channel();
         let msg = Msg::Settle {
             tag,
             how,
-            done: (acker.clone(), reply),
+            done: (acker, reply),
         };
-        if self.tx.send(msg).is_err() {
-            // The task is gone (it only ends with its last handle, so this
-            // is a runtime shutting down): settle directly.
-            return send_one(&acker, how).await;
-        }
+        // Without an answer nothing is known to be on the wire, and sending
+        // here could be a second frame for the delivery: report it, and the
+        // worker rebuilds the session (the delivery comes again if unsettled).
+        self.tx.send(msg).map_err(|_| SettleError::Gone)?;
         match answer.await {
-            Ok(r) => r,
-            Err(_) => send_one(&acker, how).await,
+            Ok(r) => r.map_err(SettleError::Frame),
+            Err(_) => Err(SettleError::Gone),
         }
     }
+}
+
+/// Why a settlement is not known to have reached the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("could not send the settlement: {0}")]
+    Frame(lapin::Error),
+    #[error(
+        "the settlement was not sent (settler stopped, or a second settlement of one delivery)"
+    )]
+    Gone,
 }
 
 /// Outstanding deliveries by tag: `None` while in progress, what it handed
 /// over once it finished with an ack that has not been sent yet.
 type Open<P> = BTreeMap<u64, Option<P>>;
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Msg<Finished>>) {
+/// The settler's loop: each pass takes everything queued, then settles in
+/// two steps. Frames are written in the order their sends are first polled
+/// only by accident (lapin runs each on a task of its own), so rejects and
+/// requeues are sent, and written, before any ack of the same pass: a
+/// `multiple` ack passing a tag the broker still counts as unacknowledged
+/// would settle that delivery as acked. Acks never overlap one another (a
+/// run ends below the first delivery in progress, the single acks lie above
+/// it, and earlier passes were written before this one began).
+async fn run<P, S, F>(mut rx: mpsc::UnboundedReceiver<Msg<P>>, send: S)
+where
+    S: Fn(Vec<P>, Settlement, bool) -> F,
+    F: Future<Output = ()>,
+{
     let mut open = Open::new();
     while let Some(first) = rx.recv().await {
-        let mut settle_now = Vec::new();
-        take(&mut open, first, &mut settle_now);
+        let mut now = Vec::new();
+        take(&mut open, first, &mut now);
         // Everything that arrived meanwhile joins this pass.
         while let Ok(m) = rx.try_recv() {
-            take(&mut open, m, &mut settle_now);
+            take(&mut open, m, &mut now);
         }
-        let mut sends = Vec::new();
-        for ((acker, reply), how) in settle_now {
-            sends.push(send(vec![reply], acker, how, false));
+        join_all(
+            now.into_iter()
+                .map(|(done, how)| send(vec![done], how, false)),
+        )
+        .await;
+        let (run, singles) = plan(&mut open);
+        let mut acks = Vec::with_capacity(singles.len() + 1);
+        if !run.is_empty() {
+            let multiple = run.len() > 1;
+            acks.push(send(run, Settlement::Ack, multiple));
         }
-        let (run, stragglers) = plan(&mut open);
-        let multiple = run.len() > 1;
-        let mut replies = Vec::with_capacity(run.len());
-        let mut last = None;
-        for (acker, reply) in run {
-            replies.push(reply);
-            last = Some(acker);
-        }
-        if let Some(acker) = last {
-            sends.push(send(replies, acker, Settlement::Ack, multiple));
-        }
-        for (acker, reply) in stragglers {
-            sends.push(send(vec![reply], acker, Settlement::Ack, false));
-        }
-        join_all(sends).await;
+        acks.extend(
+            singles
+                .into_iter()
+                .map(|done| send(vec![done], Settlement::Ack, false)),
+        );
+        join_all(acks).await;
     }
 }
 
-/// Records one message. Rejects, requeues, and anything not registered as
-/// in progress go to `now`: they are settled on their own and never join a
-/// run (a reject leaves `open` at once, so it cannot hold a run back).
+/// Records one message. Rejects, requeues and acks of tags never
+/// registered go to `now`, to be sent on their own before this pass's acks
+/// (see [`run`]); a rejected tag leaves `open` at once, so it does not hold
+/// a later run back. A second settlement of a tag whose ack is already
+/// pending is dropped: sending it would be a second frame for one delivery.
 fn take<P>(open: &mut Open<P>, m: Msg<P>, now: &mut Vec<(P, Settlement)>) {
     match m {
         Msg::Delivered(tag) => {
             open.insert(tag, None);
         }
-        Msg::Settle { tag, how, done } => {
-            let in_progress = matches!(open.get(&tag), Some(None));
-            if in_progress && how == Settlement::Ack {
+        Msg::Settle { tag, how, done } => match open.get(&tag) {
+            Some(None) if how == Settlement::Ack => {
                 open.insert(tag, Some(done));
-            } else {
-                if in_progress {
-                    open.remove(&tag);
-                }
+            }
+            Some(None) => {
+                open.remove(&tag);
                 now.push((done, how));
             }
-        }
+            Some(Some(_)) => {
+                tracing::warn!(
+                    tag,
+                    ?how,
+                    "a delivery was settled twice; ignoring the second"
+                );
+            }
+            None => now.push((done, how)),
+        },
     }
 }
 
@@ -173,12 +199,17 @@ fn plan<P>(open: &mut Open<P>) -> (Vec<P>, Vec<P>) {
     (run, stragglers)
 }
 
-async fn send(replies: Vec<Reply>, acker: Acker, how: Settlement, multiple: bool) {
+/// Sends one frame for `items` with the last one's acker (for a `multiple`
+/// ack, the highest tag: it covers the others), and tells each its outcome.
+async fn send_frame(items: Vec<Finished>, how: Settlement, multiple: bool) {
+    let Some((acker, _)) = items.last() else {
+        return;
+    };
     let r = match how {
         Settlement::Ack => acker.ack(BasicAckOptions { multiple }).await.map(|_| ()),
-        _ => send_one(&acker, how).await,
+        _ => send_one(acker, how).await,
     };
-    for reply in replies {
+    for (_, reply) in items {
         let _ = reply.send(r.clone());
     }
 }
@@ -208,6 +239,71 @@ mod tests {
             .iter()
             .map(|&(t, done)| (t, done.then_some(t)))
             .collect()
+    }
+
+    /// The hazard: requeue 1 and reject 3 leave `open`, so 2 and 4 form a
+    /// run whose `multiple` ack at 4 would also cover 1 and 3 if it reached
+    /// the broker before their own frames.
+    #[tokio::test]
+    async fn rejects_are_written_before_an_ack_of_the_same_pass() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let msgs = (1..=4).map(Msg::Delivered).chain([
+            Msg::Settle {
+                tag: 1,
+                how: Settlement::Requeue,
+                done: 1,
+            },
+            Msg::Settle {
+                tag: 2,
+                how: Settlement::Ack,
+                done: 2,
+            },
+            Msg::Settle {
+                tag: 3,
+                how: Settlement::DeadLetter,
+                done: 3,
+            },
+            Msg::Settle {
+                tag: 4,
+                how: Settlement::Ack,
+                done: 4,
+            },
+        ]);
+        for m in msgs {
+            assert!(tx.send(m).is_ok());
+        }
+        drop(tx);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wire = log.clone();
+        run(rx, move |items: Vec<u64>, how, multiple| {
+            let wire = wire.clone();
+            async move {
+                let frame = format!("{how:?} {items:?} multiple={multiple}");
+                if let Ok(mut w) = wire.lock() {
+                    w.push(format!("start {frame}"));
+                }
+                // A frame takes a moment to be written.
+                tokio::task::yield_now().await;
+                if let Ok(mut w) = wire.lock() {
+                    w.push(format!("written {frame}"));
+                }
+            }
+        })
+        .await;
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        let at = |line: &str| log.iter().position(|l| l == line);
+        let ack = at("start Ack [2, 4] multiple=true");
+        assert!(ack.is_some(), "{log:#?}");
+        for reject in [
+            "written Requeue [1] multiple=false",
+            "written DeadLetter [3] multiple=false",
+        ] {
+            let written = at(reject);
+            assert!(
+                written.is_some() && written < ack,
+                "{reject} not before the ack: {log:#?}"
+            );
+        }
     }
 
     #[test]

@@ -780,14 +780,14 @@ async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::
     Ok(r)
 }
 
-/// The I/O of the worker's pipeline and nothing else: consume, claim
-/// (1 script), one HTTP POST, store (1 script), confirmed publish, mark
-/// (1 script), ack.
 /// Per-stage time sums of the skeleton (µs), printed as means every 5000
 /// intents: where an intent's prefetch slot goes besides the gateway.
 static STAGE_US: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 static STAGE_N: AtomicU64 = AtomicU64::new(0);
 
+/// The I/O of the worker's pipeline and nothing else: consume, claim
+/// (1 script), one HTTP POST, store (1 script), confirmed publish, mark
+/// (1 script), ack (through the worker's settler).
 async fn skeleton(
     opts: Opts,
     queue: String,
