@@ -354,7 +354,10 @@ async fn invalid_intents_name_every_bad_field_and_never_reach_the_gateway() {
 async fn deliveries_finishing_out_of_order_are_each_settled_once() {
     let env = TestEnv::start(crate::support::EnvOptions {
         overrides: vec![
-            ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "4000".into()),
+            // Long enough that the slow ones are surely still in progress
+            // when the fast ones are done, even on a loaded machine.
+            ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "8000".into()),
+            ("H5PAY__RETRY__MAX_ELAPSED_MS", "30000".into()),
             ("H5PAY__AMQP__QUEUE_TYPE", "classic".into()),
         ],
         sandbox: h5pay_worker::sandbox::SandboxOptions {
@@ -372,7 +375,7 @@ async fn deliveries_finishing_out_of_order_are_each_settled_once() {
             env.publish(b"not an intent").await;
             junk += 1;
         }
-        // 5003: the first call hangs past the 4 s timeout, the retry succeeds.
+        // 5003: the first call hangs past the 8 s timeout, the retry succeeds.
         let amount = if i % 8 == 3 { 5003 } else { 100 + i };
         slow += u64::from(amount == 5003);
         env.publish_json(&intent(&format!("ORDER-{i}"), "M1", amount))
