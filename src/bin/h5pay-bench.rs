@@ -77,6 +77,11 @@ struct Opts {
     /// Append one JSON line per run to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Intents processed (at the same rate) before each measured run and left
+    /// out of it: connections, pools, caches and the allocator warm up, as
+    /// they are in a worker that has been running.
+    #[arg(long, default_value_t = 2000)]
+    warmup: usize,
     /// Write each run's per-intent latencies ("index ms", in publish order)
     /// to PREFIX.<run name>, to see whether a tail is spread out or a stall.
     #[arg(long, value_name = "PREFIX")]
@@ -382,6 +387,20 @@ async fn cleanup(conn: &Connection, n: &Names, redis_url: &str) {
             cursor = next;
         }
     }
+}
+
+/// Runs `--warmup` intents through the same path, unmeasured.
+async fn warm_up(conn: &Connection, n: &Names, opts: &Opts) -> anyhow::Result<()> {
+    if opts.warmup == 0 {
+        return Ok(());
+    }
+    let warm = Opts {
+        intents: opts.warmup,
+        latency_trace: None,
+        ..opts.clone()
+    };
+    drive(conn, n, &warm, &format!("{}-warmup", n.id)).await?;
+    Ok(())
 }
 
 /// Publishes `count` intents (at `rate`/s, or as fast as confirms allow)
@@ -704,6 +723,7 @@ async fn run_worker(
     let pid = child.id();
     let worker = ChildGuard(child);
     wait_ready(admin_port).await?;
+    warm_up(conn, &n, opts).await?;
     let (cpu_before_kib, cpu_before) = proc_stats(pid);
     let _ = cpu_before_kib;
     eprintln!(
@@ -763,6 +783,7 @@ async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::
     let pid = child.id();
     let skel = ChildGuard(child);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    warm_up(conn, &n, opts).await?;
     let (_, cpu_before) = proc_stats(pid);
     eprintln!("skeleton: {} intents", opts.intents);
     let (secs, lat) = drive(conn, &n, opts, &n.id).await?;
