@@ -3,7 +3,7 @@
 //!
 //! jemalloc: per intent the worker allocates and frees many small objects
 //! across two runtime threads (parsed intents, signed parameters, events,
-//! log lines); glibc malloc spent about a fifth of the worker's CPU on that
+//! log lines); glibc malloc spent 15–19 % of the worker's CPU on that
 //! (BENCHMARKS.md). One arena and a one-second decay keep the resident set
 //! no larger than glibc's (≤ 64 MiB with 1000 intents in flight); the
 //! thread caches keep the arena's lock cold.
