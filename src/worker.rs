@@ -305,7 +305,7 @@ impl Worker {
                 }
             };
             let acked = match how {
-                Some(how) => settler.settle(delivery.delivery_tag, delivery.acker.clone(), how).await,
+                Some(how) => settler.settle(delivery.delivery_tag, delivery.acker, how).await,
                 None => Ok(()),
             };
             if let Err(e) = acked {

@@ -316,9 +316,9 @@ struct RunReport {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
-    peak_rss_mib: Option<f64>,
-    cpu_secs: Option<f64>,
-    cpu_us_per_intent: Option<f64>,
+    peak_rss_mib: f64,
+    cpu_secs: f64,
+    cpu_us_per_intent: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -551,14 +551,8 @@ async fn drive(
     Ok((seconds, latencies))
 }
 
-fn report(
-    what: &str,
-    opts: &Opts,
-    count: usize,
-    seconds: f64,
-    lat: &[f64],
-    proc: Option<(u64, f64)>,
-) -> RunReport {
+fn report(what: &str, opts: &Opts, seconds: f64, lat: &[f64], proc: (u64, f64)) -> RunReport {
+    let (count, (rss_kib, cpu)) = (opts.intents, proc);
     RunReport {
         what: what.to_owned(),
         intents: count,
@@ -570,9 +564,9 @@ fn report(
         p50_ms: percentile(lat, 0.50),
         p99_ms: percentile(lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
-        peak_rss_mib: proc.map(|(kib, _)| kib as f64 / 1024.0),
-        cpu_secs: proc.map(|(_, cpu)| cpu),
-        cpu_us_per_intent: proc.map(|(_, cpu)| cpu * 1e6 / count as f64),
+        peak_rss_mib: rss_kib as f64 / 1024.0,
+        cpu_secs: cpu,
+        cpu_us_per_intent: cpu * 1e6 / count as f64,
     }
 }
 
@@ -656,8 +650,8 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             r.p50_ms,
             r.p99_ms,
             r.max_ms,
-            r.peak_rss_mib.unwrap_or(0.0),
-            r.cpu_us_per_intent.unwrap_or(0.0)
+            r.peak_rss_mib,
+            r.cpu_us_per_intent
         )?;
     }
     let median = |what: &str| -> Option<(f64, f64, f64)> {
@@ -723,9 +717,6 @@ async fn run_worker(
     let pid = child.id();
     let worker = ChildGuard(child);
     wait_ready(admin_port).await?;
-    warm_up(conn, &n, opts).await?;
-    let (cpu_before_kib, cpu_before) = proc_stats(pid);
-    let _ = cpu_before_kib;
     eprintln!(
         "worker: {} intents, gateway latency {} ms, prefetch {}{}",
         opts.intents,
@@ -737,19 +728,10 @@ async fn run_worker(
             String::new()
         }
     );
-    let (secs, lat) = drive(conn, &n, opts, &n.id).await?;
-    let (hwm, cpu_after) = proc_stats(pid);
-    let r = report(
-        "worker",
-        opts,
-        opts.intents,
-        secs,
-        &lat,
-        Some((hwm, cpu_after - cpu_before)),
-    );
+    let r = measure("worker", conn, &n, opts, pid).await;
     drop(worker);
     cleanup(conn, &n, &opts.redis_url).await;
-    Ok(r)
+    r
 }
 
 async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::Result<RunReport> {
@@ -783,22 +765,33 @@ async fn run_skeleton(opts: &Opts, conn: &Connection, gateway: &str) -> anyhow::
     let pid = child.id();
     let skel = ChildGuard(child);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    warm_up(conn, &n, opts).await?;
-    let (_, cpu_before) = proc_stats(pid);
     eprintln!("skeleton: {} intents", opts.intents);
-    let (secs, lat) = drive(conn, &n, opts, &n.id).await?;
-    let (hwm, cpu_after) = proc_stats(pid);
-    let r = report(
-        "skeleton",
-        opts,
-        opts.intents,
-        secs,
-        &lat,
-        Some((hwm, cpu_after - cpu_before)),
-    );
+    let r = measure("skeleton", conn, &n, opts, pid).await;
     drop(skel);
     cleanup(conn, &n, &opts.redis_url).await;
-    Ok(r)
+    r
+}
+
+/// One measured run against a started process `pid`: warm-up, then the
+/// intents, then its peak RSS and the CPU time of the measured part.
+async fn measure(
+    what: &str,
+    conn: &Connection,
+    n: &Names,
+    opts: &Opts,
+    pid: u32,
+) -> anyhow::Result<RunReport> {
+    warm_up(conn, n, opts).await?;
+    let (_, cpu_before) = proc_stats(pid);
+    let (secs, lat) = drive(conn, n, opts, &n.id).await?;
+    let (hwm, cpu_after) = proc_stats(pid);
+    Ok(report(
+        what,
+        opts,
+        secs,
+        &lat,
+        (hwm, cpu_after - cpu_before),
+    ))
 }
 
 /// Per-stage time sums of the skeleton (µs), printed as means every 5000

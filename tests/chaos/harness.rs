@@ -199,6 +199,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout discarded and stderr in `log`.
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Proc { child, log }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -280,25 +294,19 @@ impl Cluster {
         std::fs::write(&sandbox_cfg, format!("[[institutions]]\ninst_no = \"60000001\"\nkey = \"{SANDBOX_KEY}\"\n[log]\nlevel = \"warn\"\n"))
             .unwrap_or_else(|e| panic!("{e}"));
         let log = dir.path().join("sandbox.log");
-        let child = Command::new(BIN)
-            .args([
-                "sandbox",
-                "--listen",
-                &format!("127.0.0.1:{sandbox_port}"),
-                "--latency-ms",
-                &sandbox_latency_ms.to_string(),
-                "--config",
-            ])
-            .arg(&sandbox_cfg)
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            )
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let sandbox = Proc { child, log };
+        let sandbox = Proc::spawn(
+            Command::new(BIN)
+                .args([
+                    "sandbox",
+                    "--listen",
+                    &format!("127.0.0.1:{sandbox_port}"),
+                    "--latency-ms",
+                    &sandbox_latency_ms.to_string(),
+                    "--config",
+                ])
+                .arg(&sandbox_cfg),
+            log,
+        );
         for _ in 0..200 {
             if TcpStream::connect(("127.0.0.1", sandbox_port))
                 .await
@@ -395,20 +403,15 @@ level = "info"
             "worker-{n}-{}.log",
             h5pay_worker::claim::new_token()[..4].to_owned()
         ));
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            )
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        (Proc { child, log }, admin)
+        let worker = Proc::spawn(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+                .env_remove("RUST_LOG"),
+            log,
+        );
+        (worker, admin)
     }
 
     /// Publishes intents straight to the broker (not through the proxy);

@@ -22,6 +22,25 @@ fn secs(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 10.0).round() / 10.0
 }
 
+/// Starts worker `n` and waits until its `/readyz` says 200.
+async fn ready_worker(c: &Cluster, n: usize) -> (harness::Proc, u16) {
+    let (w, admin) = c.worker(n);
+    assert!(
+        c.ready(admin, Duration::from_secs(30)).await,
+        "{}",
+        c.logs()
+    );
+    (w, admin)
+}
+
+async fn assert_all_results(c: &Cluster) {
+    assert!(
+        c.wait_all(DRAIN).await,
+        "not every intent got a result\n{}",
+        c.logs()
+    );
+}
+
 fn assert_clean(c: &Cluster, r: &harness::Report) {
     assert_eq!(r.lost, 0, "{}: intents lost\n{}", r.scenario, c.logs());
     assert_eq!(
@@ -48,12 +67,7 @@ async fn kill_9_under_load_then_restart() {
     let _serial = SERIAL.lock().await;
     let s = scale();
     let mut c = Cluster::start("kill9", 20).await;
-    let (mut a, admin_a) = c.worker(0);
-    assert!(
-        c.ready(admin_a, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (mut a, _) = ready_worker(&c, 0).await;
     c.publish(0, s.intents, 0).await;
     c.wait_received(s.intents / 3, Duration::from_secs(60))
         .await;
@@ -61,11 +75,7 @@ async fn kill_9_under_load_then_restart() {
     let _ = a.wait_exit(Duration::from_secs(5));
     let restarted = Instant::now();
     let (_b, _) = c.worker(1);
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     let r = c
         .report("kill -9 under load, then restart", secs(restarted))
         .await;
@@ -80,12 +90,7 @@ async fn broker_connections_cut_then_closed_by_the_broker() {
     let _serial = SERIAL.lock().await;
     let s = scale();
     let mut c = Cluster::start("broker", 20).await;
-    let (_w, admin) = c.worker(0);
-    assert!(
-        c.ready(admin, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (_w, admin) = ready_worker(&c, 0).await;
     c.publish(0, s.intents / 2, 0).await;
     c.wait_received(s.intents / 6, Duration::from_secs(60))
         .await;
@@ -111,11 +116,7 @@ async fn broker_connections_cut_then_closed_by_the_broker() {
     // The broker itself closes every connection of the vhost.
     c.vhost.close_all_connections();
     c.publish(s.intents / 2, s.intents / 2, 0).await;
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     let r = c
         .report(
             "broker connections cut for the outage, then closed by the broker",
@@ -134,12 +135,7 @@ async fn redis_cut_makes_intents_wait_without_gateway_calls() {
     let _serial = SERIAL.lock().await;
     let s = scale();
     let mut c = Cluster::start("redis", 20).await;
-    let (_w, admin) = c.worker(0);
-    assert!(
-        c.ready(admin, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (_w, admin) = ready_worker(&c, 0).await;
     c.publish(0, s.intents, 0).await;
     c.wait_received(s.intents / 4, Duration::from_secs(60))
         .await;
@@ -160,11 +156,7 @@ async fn redis_cut_makes_intents_wait_without_gateway_calls() {
     );
     c.redis.restore().await;
     let restored = Instant::now();
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     let r = c.report("Redis cut for the outage", secs(restored)).await;
     assert_clean(&c, &r);
     assert_eq!(r.extra_calls, 0);
@@ -175,12 +167,7 @@ async fn gateway_down_opens_the_breaker_and_nothing_fails() {
     let _serial = SERIAL.lock().await;
     let s = scale();
     let mut c = Cluster::start("gateway", 20).await;
-    let (_w, admin) = c.worker(0);
-    assert!(
-        c.ready(admin, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (_w, admin) = ready_worker(&c, 0).await;
     c.publish(0, s.intents, 0).await;
     c.wait_received(s.intents / 4, Duration::from_secs(60))
         .await;
@@ -206,11 +193,7 @@ async fn gateway_down_opens_the_breaker_and_nothing_fails() {
     tokio::time::sleep(s.gateway_outage.saturating_sub(Duration::from_secs(2))).await;
     c.gateway.restore().await;
     let restored = Instant::now();
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     let r = c
         .report(
             "gateway down (connections refused), breaker on",
@@ -230,12 +213,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let s = scale();
     let mut c = Cluster::start("sigterm", 20).await;
-    let (mut a, admin_a) = c.worker(0);
-    assert!(
-        c.ready(admin_a, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (mut a, admin_a) = ready_worker(&c, 0).await;
     c.publish(0, s.intents, 0).await;
     c.wait_received(s.intents / 3, Duration::from_secs(60))
         .await;
@@ -248,11 +226,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
     assert_eq!(code, Some(0), "a graceful stop exits 0\n{}", c.logs());
     let restarted = Instant::now();
     let (_b, _) = c.worker(1);
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     let r = c
         .report("SIGTERM under load, then restart", secs(restarted))
         .await;
@@ -266,12 +240,7 @@ async fn a_stalled_owner_past_its_lease_cannot_overwrite_the_takeover() {
     let s = scale();
     // A slow gateway so that the stalled worker holds claims mid-call.
     let mut c = Cluster::start("sigstop", 300).await;
-    let (a, admin_a) = c.worker(0);
-    assert!(
-        c.ready(admin_a, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (a, _) = ready_worker(&c, 0).await;
     let half = s.intents / 2;
     c.publish(0, half, 0).await;
     c.wait_received(10, Duration::from_secs(60)).await;
@@ -280,12 +249,7 @@ async fn a_stalled_owner_past_its_lease_cannot_overwrite_the_takeover() {
     // Another worker gets duplicates of the same identities while A is
     // frozen with live claims: it waits for A's leases (3 s), takes over,
     // and calls with the identical request.
-    let (_b, admin_b) = c.worker(1);
-    assert!(
-        c.ready(admin_b, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (_b, _) = ready_worker(&c, 1).await;
     let published = std::mem::take(&mut c.published);
     c.publish(0, half, 0).await;
     c.published = published;
@@ -293,11 +257,7 @@ async fn a_stalled_owner_past_its_lease_cannot_overwrite_the_takeover() {
     tokio::time::sleep(Duration::from_secs(8).saturating_sub(stopped.elapsed())).await;
     a.signal("CONT");
     let resumed = Instant::now();
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     // Let A settle what it held, then judge.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let r = c
@@ -318,14 +278,8 @@ async fn two_replicas_with_twenty_percent_duplicates() {
     let _serial = SERIAL.lock().await;
     let s = scale();
     let mut c = Cluster::start("replicas", 20).await;
-    let (_a, admin_a) = c.worker(0);
-    let (_b, admin_b) = c.worker(1);
-    assert!(
-        c.ready(admin_a, Duration::from_secs(30)).await
-            && c.ready(admin_b, Duration::from_secs(30)).await,
-        "{}",
-        c.logs()
-    );
+    let (_a, _) = ready_worker(&c, 0).await;
+    let (_b, _) = ready_worker(&c, 1).await;
     let started = Instant::now();
     // Two publishers at once, every fifth intent twice.
     let half = s.intents / 2;
@@ -335,11 +289,7 @@ async fn two_replicas_with_twenty_percent_duplicates() {
     );
     c.published.extend(first);
     c.published.extend(second);
-    assert!(
-        c.wait_all(DRAIN).await,
-        "not every intent got a result\n{}",
-        c.logs()
-    );
+    assert_all_results(&c).await;
     let r = c
         .report(
             "two replicas, 20 % duplicates published concurrently",
