@@ -1,7 +1,7 @@
 # h5pay-worker: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build demo test services lint fmt bench chaos sandbox run clean
+.PHONY: all build demo test services lint fmt bench chaos fuzz sandbox run clean
 
 all: build
 
@@ -40,6 +40,11 @@ chaos: services
 	rm -f target/chaos-report.jsonl
 	H5PAY_CHAOS_FULL=1 $(CARGO) test --locked --release --test chaos -- --nocapture
 	@echo "figures: target/chaos-report.jsonl"
+
+## fuzz: every fuzz target for FUZZ_SECONDS (default 600) each (needs nightly; installs cargo-fuzz)
+##       `make test` replays fuzz/seeds and fuzz/regressions; see RELIABILITY.md
+fuzz:
+	./scripts/fuzz.sh
 
 ## sandbox / run: the two processes, by hand, on config/default.toml
 sandbox:

@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use h5pay_worker::config::Institutions;
-use h5pay_worker::gateway::classify::{Exchange, classify};
+use h5pay_worker::gateway::classify::{Exchange, Expect, classify};
 use h5pay_worker::gateway::sign;
 use h5pay_worker::intent::{self, Rules};
 use h5pay_worker::result_event::ResultEvent;
@@ -65,7 +65,11 @@ fn benches(c: &mut Criterion) {
                 retry_after: None,
                 body: black_box(&raw),
             };
-            black_box(classify(&ex, &req, Some(&key)))
+            let expect = Expect {
+                verify_key: Some(&key),
+                http_links: false,
+            };
+            black_box(classify(&ex, &req, expect))
         })
     });
     let call = h5pay_worker::outcome::CallResult {

@@ -118,11 +118,8 @@ pub async fn bind(
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + use<>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let serve = async move {
-        if let Err(e) = axum::serve(listener, app(health)).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    };
+    // Served until the task is dropped: probes must answer to the end.
+    let serve = crate::http_server::serve(listener, app(health), "admin", std::future::pending());
     Ok((addr, serve))
 }
 

@@ -1,9 +1,13 @@
-//! A circuit breaker for the gateway. When attempts fail transiently for
-//! everyone (`failure_threshold` in a row, across intents), new attempts
-//! wait instead of burning every intent's retry budget into
-//! `gateway_unavailable`. After `open_ms` one *real* attempt probes the
-//! gateway (a synthetic probe would be a junk order); its success closes the
-//! breaker, its failure reopens it for twice as long, up to `max_open_ms`.
+//! A circuit breaker for the gateway (contract §5.11). When attempts fail
+//! transiently for everyone (`failure_threshold` in a row, across intents),
+//! the breaker opens and holds back *first attempts*: intents that have not
+//! called the gateway yet wait instead of all failing into
+//! `gateway_unavailable`. Intents already retrying are not held: they keep
+//! their own schedule and budget and report each attempt with
+//! [`Breaker::record`]. After `open_ms` one waiting intent's first attempt
+//! probes the gateway (a synthetic probe would be a junk order); its success
+//! closes the breaker, its failure reopens it for twice as long, up to
+//! `max_open_ms`, and counts as that intent's first attempt.
 //!
 //! Time spent waiting here is not charged to an intent's retry budget, and
 //! an intent waiting here has not started: a graceful stop hands it back.
@@ -232,6 +236,15 @@ impl Breaker {
     }
 }
 
+impl Breaker {
+    /// Reports an attempt made without a permit (an intent retrying on its
+    /// own schedule): it counts toward opening the breaker, and its success
+    /// proves the gateway answers, but it is never the probe.
+    pub fn record(&self, transient_failure: bool) {
+        self.on_result(false, transient_failure);
+    }
+}
+
 impl Permit<'_> {
     /// Whether this attempt is the half-open breaker's probe.
     pub fn is_probe(&self) -> bool {
@@ -336,6 +349,29 @@ mod tests {
         drop(probe);
         let second_was_probe = waiter.await.unwrap_or(false);
         assert!(second_was_probe);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_report_without_permits_and_are_never_the_probe() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.record(true);
+        }
+        assert_eq!(
+            b.state(),
+            BreakerState::Open,
+            "retries count toward opening"
+        );
+        let probe = b.acquire().await;
+        assert!(probe.is_probe());
+        // A retry failing during the probe does not decide it.
+        b.record(true);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // A retry's success proves the gateway answers.
+        b.record(false);
+        assert_eq!(b.state(), BreakerState::Closed);
+        drop(probe);
         assert_eq!(b.state(), BreakerState::Closed);
     }
 

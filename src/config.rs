@@ -12,6 +12,8 @@ use chrono::FixedOffset;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::intent::is_identifier;
+
 /// The built-in local defaults, used when no file is named and
 /// `config/default.toml` is not in the working directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -108,6 +110,10 @@ pub struct AmqpSettings {
     pub result_exchange: String,
     /// Intents in progress at once (unacknowledged deliveries).
     pub prefetch: u16,
+    /// How long a result event the broker refuses (nack, return, confirm
+    /// timeout) is published again, with backoff, before the intent is
+    /// handed back: a full consumer queue must not burn the delivery limit.
+    pub publish_retry_ms: u64,
 }
 
 impl Default for AmqpSettings {
@@ -122,6 +128,7 @@ impl Default for AmqpSettings {
             dead_letter_queue: "h5pay.intents.dlq".into(),
             result_exchange: "h5pay.results".into(),
             prefetch: 256,
+            publish_retry_ms: 60_000,
         }
     }
 }
@@ -130,6 +137,10 @@ impl AmqpSettings {
     /// The alternate exchange (and its queue) of the result exchange.
     pub fn unrouted_exchange(&self) -> String {
         format!("{}.unrouted", self.result_exchange)
+    }
+
+    pub fn publish_retry(&self) -> Duration {
+        Duration::from_millis(self.publish_retry_ms)
     }
 }
 
@@ -159,9 +170,21 @@ impl Default for RedisSettings {
     }
 }
 
+/// The shortest claim lease: renewals run every third of it, and each may
+/// take up to the response timeout below, so two renewals in a row can fail
+/// before another worker may take over a live call.
+pub const MIN_LEASE_MS: u64 = 5_000;
+
 impl RedisSettings {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// How long one Redis command may take before it counts as failed: 2 s,
+    /// or a fifth of the lease if that is shorter, so a slow renewal is
+    /// over (and retried) well before the lease could lapse.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(2).min(self.lease() / 5)
     }
 }
 
@@ -274,6 +297,10 @@ pub enum DuplicatePolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
+    /// The institution of intents without `inst_no`; required when more
+    /// than one is configured, so that reordering or reloading
+    /// institutions never changes an intent's identity.
+    pub default_inst_no: String,
     pub default_mch_no: String,
     pub timezone_offset: String,
     pub duplicates: DuplicatePolicy,
@@ -284,6 +311,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
+            default_inst_no: String::new(),
             default_mch_no: String::new(),
             timezone_offset: "+08:00".into(),
             duplicates: DuplicatePolicy::Republish,
@@ -399,7 +427,7 @@ impl Institutions {
         v
     }
 
-    /// Builds a set directly (tests, tools).
+    /// Builds a set directly, the first pair being the default (tests, tools).
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, SecretString)>) -> Option<Self> {
         let mut default = None;
         let mut keys = HashMap::new();
@@ -408,6 +436,23 @@ impl Institutions {
             keys.insert(inst, key);
         }
         default.map(|default| Institutions { keys, default })
+    }
+
+    /// The same set with another default, which must be one of them.
+    pub fn with_default(mut self, inst_no: &str) -> Option<Self> {
+        self.contains(inst_no).then(|| {
+            self.default = inst_no.to_owned();
+            self
+        })
+    }
+
+    /// How many institutions are configured.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 
@@ -468,8 +513,9 @@ impl Config {
         source: Source,
     ) -> Result<Config, ConfigError> {
         let settings = parse(toml_text, env)?;
+        settings.validate()?;
         let env_lookup = |name: &str| std::env::var(name).ok();
-        let institutions = settings.validate(&env_lookup)?;
+        let institutions = settings.resolve_keys(&env_lookup)?;
         Ok(Config {
             settings,
             institutions,
@@ -683,14 +729,6 @@ pub fn env_key_exists(name: &str) -> bool {
     }
 }
 
-/// `[0-9A-Za-z_-]{1,max}`: the identity alphabet of the contract.
-pub fn is_identifier(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// Parses `+08:00` / `-05:30` / `Z`.
 pub fn parse_offset(s: &str) -> Option<FixedOffset> {
     if s == "Z" || s == "z" {
@@ -720,12 +758,30 @@ pub fn parse_offset(s: &str) -> Option<FixedOffset> {
 }
 
 impl Settings {
-    /// Checks every rule and resolves institution keys. `env` looks up
-    /// `key_env` variables.
-    pub fn validate(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Institutions, ConfigError> {
+    /// The shortest `redis.retention_secs` these settings allow. A stored
+    /// outcome must outlive every redelivery of its intent, or a redelivery
+    /// would call the gateway again with a new pay_time: a second order.
+    /// One delivery can take at most the gateway budget, a lease (a
+    /// takeover's wait) and the publish retries; the intent can be
+    /// delivered `delivery_limit` times. Twice that, and never less than an
+    /// hour (a requeued intent may wait behind a backlog).
+    pub fn min_retention_secs(&self) -> u64 {
+        let per_delivery_ms = self
+            .retry
+            .max_elapsed_ms
+            .saturating_add(self.redis.lease_ms)
+            .saturating_add(self.amqp.publish_retry_ms)
+            .saturating_add(self.worker.shutdown_grace_secs.saturating_mul(1000));
+        let path_secs = per_delivery_ms
+            .saturating_mul(u64::from(self.amqp.delivery_limit))
+            .saturating_mul(2)
+            / 1000;
+        path_secs.max(3600)
+    }
+
+    /// Checks every rule that needs no I/O; [`Settings::resolve_keys`]
+    /// then reads the keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let a = &self.amqp;
         check_url(&a.url.0, "amqp.url", &["amqp", "amqps"])?;
         if a.url.0.parse::<lapin::uri::AMQPUri>().is_err() {
@@ -753,6 +809,9 @@ impl Settings {
         if a.prefetch == 0 {
             return Err(err("amqp.prefetch", "must be 1-65535"));
         }
+        if a.publish_retry_ms == 0 {
+            return Err(err("amqp.publish_retry_ms", "must be at least 1"));
+        }
         let r = &self.redis;
         check_url(&r.url.0, "redis.url", &["redis", "rediss"])?;
         if r.key_prefix.is_empty() || r.key_prefix.contains(char::is_whitespace) {
@@ -761,12 +820,25 @@ impl Settings {
                 "must be non-empty, without whitespace",
             ));
         }
-        if r.lease_ms < 100 {
-            return Err(err("redis.lease_ms", "must be at least 100"));
+        if r.lease_ms < MIN_LEASE_MS {
+            return Err(err(
+                "redis.lease_ms",
+                format!(
+                    "must be at least {MIN_LEASE_MS} (renewed every third of it; a slow renewal \
+                     must not let another worker take over a live call)"
+                ),
+            ));
         }
-        if r.retention_secs < 60 {
-            // Replays of a decided outcome must outlive any redelivery.
-            return Err(err("redis.retention_secs", "must be at least 60"));
+        let floor = self.min_retention_secs();
+        if r.retention_secs < floor {
+            return Err(err(
+                "redis.retention_secs",
+                format!(
+                    "must be at least {floor}: a stored outcome must outlive every redelivery of \
+                     its intent (an hour, or twice amqp.delivery_limit times the longest a \
+                     delivery can take if that is longer)"
+                ),
+            ));
         }
         let g = &self.gateway;
         check_url(&g.url, "gateway.url", &["http", "https"])?;
@@ -827,26 +899,27 @@ impl Settings {
                 "must be a level (info, debug, ...) or a tracing filter",
             ));
         }
-        self.resolve_institutions(env)
+        self.check_institutions()
     }
 
-    fn resolve_institutions(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Institutions, ConfigError> {
+    /// The institutions' names and key sources, and the default: the rules
+    /// that need no I/O.
+    fn check_institutions(&self) -> Result<(), ConfigError> {
         if self.institutions.is_empty() {
             return Err(err(
                 "institutions",
                 "at least one [[institutions]] entry is required",
             ));
         }
-        let mut pairs = Vec::new();
         for (i, inst) in self.institutions.iter().enumerate() {
             let at = |k: &str| format!("institutions[{i}].{k}");
             if !is_identifier(&inst.inst_no, 32) {
                 return Err(err(at("inst_no"), "must be 1-32 chars of [0-9A-Za-z_-]"));
             }
-            if pairs.iter().any(|(n, _)| n == &inst.inst_no) {
+            if self.institutions[..i]
+                .iter()
+                .any(|other| other.inst_no == inst.inst_no)
+            {
                 return Err(err(
                     at("inst_no"),
                     format!("{} is configured twice", inst.inst_no),
@@ -862,42 +935,65 @@ impl Settings {
                 1 => {}
                 _ => return Err(err(at("key"), "set only one of key, key_env and key_file")),
             }
-            let secret = if let Some(k) = &inst.key {
-                k.expose_secret().to_owned()
+        }
+        match self.worker.default_inst_no.as_str() {
+            "" if self.institutions.len() > 1 => Err(err(
+                "worker.default_inst_no",
+                "required when more than one institution is configured (an intent \
+                 without inst_no must not change identity when institutions are reordered)",
+            )),
+            "" => Ok(()),
+            named if self.institutions.iter().any(|i| i.inst_no == named) => Ok(()),
+            named => Err(err(
+                "worker.default_inst_no",
+                format!("{named:?} is not a configured institution"),
+            )),
+        }
+    }
+
+    /// Reads every institution's key from its source (the file, an
+    /// environment variable through `env`, or a key file): the I/O step,
+    /// after [`Settings::validate`].
+    pub fn resolve_keys(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Institutions, ConfigError> {
+        let mut pairs = Vec::new();
+        for (i, inst) in self.institutions.iter().enumerate() {
+            let at = |k: &str| format!("institutions[{i}].{k}");
+            let (which, secret) = if let Some(k) = &inst.key {
+                ("key", k.expose_secret().to_owned())
             } else if let Some(var) = &inst.key_env {
-                env(var).ok_or_else(|| {
+                let value = env(var).ok_or_else(|| {
                     err(
                         at("key_env"),
                         format!("environment variable {var} is not set"),
                     )
-                })?
+                })?;
+                ("key_env", value)
             } else if let Some(path) = &inst.key_file {
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        err(
-                            at("key_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?
-                    .trim_end()
-                    .to_owned()
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    err(
+                        at("key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                ("key_file", text.trim_end().to_owned())
             } else {
-                unreachable!("one source is set")
+                return Err(err(at("key"), "missing: set key, key_env or key_file"));
             };
             if secret.trim().is_empty() {
-                let which = if inst.key.is_some() {
-                    "key"
-                } else if inst.key_env.is_some() {
-                    "key_env"
-                } else {
-                    "key_file"
-                };
                 return Err(err(at(which), "the key is empty"));
             }
             pairs.push((inst.inst_no.clone(), SecretString::from(secret)));
         }
+        let default = match self.worker.default_inst_no.as_str() {
+            "" => pairs.first().map(|(n, _)| n.clone()).unwrap_or_default(),
+            named => named.to_owned(),
+        };
         Institutions::from_pairs(pairs)
-            .ok_or_else(|| err("institutions", "at least one is required"))
+            .and_then(|set| set.with_default(&default))
+            .ok_or_else(|| err("worker.default_inst_no", "not a configured institution"))
     }
 }
 
@@ -988,6 +1084,7 @@ mod tests {
                     "H5PAY__INSTITUTIONS__1__KEY_ENV",
                     "TEST_KEY_VAR_THAT_IS_SET",
                 ),
+                ("H5PAY__WORKER__DEFAULT_INST_NO", "60000001"),
                 ("UNRELATED", "x"),
             ],
         );
@@ -1128,6 +1225,36 @@ mod tests {
                 "institutions[5].key",
             ),
             ("[amqp\nurl=1".to_owned(), vec![], "config"),
+            (
+                format!("{MIN}[[institutions]]\ninst_no = \"60000002\"\nkey = \"k2\"\n"),
+                vec![],
+                "worker.default_inst_no",
+            ),
+            (
+                format!("[worker]\ndefault_inst_no = \"99\"\n{MIN}"),
+                vec![],
+                "worker.default_inst_no",
+            ),
+            (
+                format!("[redis]\nlease_ms = 4999\n{MIN}"),
+                vec![],
+                "redis.lease_ms",
+            ),
+            (
+                format!("[redis]\nretention_secs = 3599\n{MIN}"),
+                vec![],
+                "redis.retention_secs",
+            ),
+            (
+                format!("[redis]\nretention_secs = 7200\n[retry]\nmax_elapsed_ms = 3600000\n{MIN}"),
+                vec![],
+                "redis.retention_secs",
+            ),
+            (
+                format!("[amqp]\npublish_retry_ms = 0\n{MIN}"),
+                vec![],
+                "amqp.publish_retry_ms",
+            ),
         ];
         for (text, env, key) in cases {
             let e = error_of(&text, &env);
@@ -1195,6 +1322,38 @@ mod tests {
             .key("9")
             .map(|k| k.expose_secret().to_owned());
         assert_eq!(key.as_deref(), Some("file-key"));
+    }
+
+    #[test]
+    fn the_default_institution_is_named_once_there_are_two_and_never_by_order() {
+        let two = |first: &str, second: &str| {
+            format!(
+                "[worker]\ndefault_inst_no = \"60000002\"\n\
+                 [[institutions]]\ninst_no = \"{first}\"\nkey = \"k1\"\n\
+                 [[institutions]]\ninst_no = \"{second}\"\nkey = \"k2\"\n"
+            )
+        };
+        for text in [two("60000001", "60000002"), two("60000002", "60000001")] {
+            let c = load(&text, &[]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.institutions.default_inst_no(), "60000002");
+        }
+        let one = load(MIN, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one.institutions.default_inst_no(), "60000001");
+    }
+
+    #[test]
+    fn the_redis_response_timeout_leaves_room_for_two_failed_renewals() {
+        let c = load(&format!("[redis]\nlease_ms = 5000\n{MIN}"), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = &c.settings.redis;
+        assert_eq!(r.response_timeout(), Duration::from_secs(1));
+        // Renewals every third of the lease: two may fail, each within the
+        // timeout, and the third still lands before the lease lapses.
+        assert!(2 * (r.lease() / 3) + r.response_timeout() < r.lease());
+        assert_eq!(
+            RedisSettings::default().response_timeout(),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

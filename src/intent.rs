@@ -3,11 +3,14 @@
 //! cannot be an intent at all.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Institutions, is_identifier};
+use crate::config::Institutions;
 use crate::gateway::types::{H5PayRequest, PayType, json_kind};
+use crate::text::clip;
 
 /// Largest body accepted as an intent.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -39,16 +42,125 @@ impl Unreadable {
     }
 }
 
+/// A JSON object as read from an intent body: every top-level field a
+/// standard JSON parser can represent, the raw text of `metadata` (echoed
+/// exactly as received), and the fields it cannot represent.
+///
+/// The body is first read as an object of raw values, which accepts what
+/// the JSON grammar accepts; each value is then parsed on its own. So a
+/// number beyond a 64-bit float (`1e400`), nesting deeper than 128 levels
+/// or a lone surrogate escape (`"\ud800"`) spoils only its own field: the
+/// object is still an intent, answered with an `invalid_intent` event that
+/// names the field, not dead-lettered.
+#[derive(Debug, Default)]
+pub struct ReadObject<'a> {
+    pub fields: Map<String, Value>,
+    /// `metadata` as received, when it is in `fields`.
+    metadata: Option<&'a RawValue>,
+    /// Fields a standard parser cannot represent, with why.
+    pub unrepresentable: Vec<FieldError>,
+}
+
+impl ReadObject<'_> {
+    /// A field's value, with `null` and `""` read as absent.
+    pub fn present(&self, field: &str) -> Option<&Value> {
+        present(&self.fields, field)
+    }
+}
+
+/// The object's top level: raw keys and values, borrowed from the body.
+struct RawPairs<'a>(Vec<(&'a RawValue, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for RawPairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = RawPairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(pair) = map.next_entry::<&RawValue, &RawValue>()? {
+                    pairs.push(pair);
+                }
+                Ok(RawPairs(pairs))
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
+
 /// Reads the body as a JSON object, or says why it cannot be an intent.
-pub fn read(body: &[u8]) -> Result<Map<String, Value>, Unreadable> {
+pub fn read(body: &[u8]) -> Result<ReadObject<'_>, Unreadable> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Unreadable::TooLarge(body.len()));
     }
     let text = std::str::from_utf8(body).map_err(|e| Unreadable::NotUtf8(e.to_string()))?;
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(Unreadable::NotObject(json_kind(&other))),
-        Err(e) => Err(Unreadable::NotJson(e.to_string())),
+    let pairs = match serde_json::from_str::<RawPairs<'_>>(text) {
+        Ok(p) => p,
+        Err(e) => return Err(not_an_object(text, e)),
+    };
+    let mut out = ReadObject::default();
+    for (raw_key, raw_value) in pairs.0 {
+        let key = match serde_json::from_str::<String>(raw_key.get()) {
+            Ok(k) => k,
+            Err(e) => {
+                out.unrepresentable
+                    .push(FieldError::new("(a field name)", unrepresentable(&e)));
+                continue;
+            }
+        };
+        match serde_json::from_str::<Value>(raw_value.get()) {
+            Ok(v) => {
+                if key == "metadata" {
+                    out.metadata = Some(raw_value);
+                }
+                out.fields.insert(key, v);
+            }
+            Err(e) => {
+                if key == "metadata" {
+                    out.metadata = None;
+                }
+                out.fields.remove(&key);
+                out.unrepresentable
+                    .push(FieldError::new(key, unrepresentable(&e)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Why a body that is not a readable JSON object is not one.
+fn not_an_object(text: &str, e: serde_json::Error) -> Unreadable {
+    // The raw reader refuses only what is not JSON, or JSON of another type.
+    if e.classify() != serde_json::error::Category::Data {
+        return Unreadable::NotJson(e.to_string());
+    }
+    let kind = match text.trim_start().as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    };
+    Unreadable::NotObject(kind)
+}
+
+/// What a standard parser could not represent in a value that is valid JSON.
+fn unrepresentable(e: &serde_json::Error) -> String {
+    let m = e.to_string();
+    if m.contains("number out of range") {
+        "contains a number beyond the range of a 64-bit float".to_owned()
+    } else if m.contains("recursion limit") {
+        "is nested deeper than 128 levels".to_owned()
+    } else if m.contains("surrogate") || m.contains("hex escape") {
+        "contains a lone surrogate escape (like \\ud800), which is no Unicode character".to_owned()
+    } else {
+        format!("cannot be read: {m}")
     }
 }
 
@@ -72,7 +184,7 @@ pub struct Intent {
     pub open_id: Option<String>,
     pub notify_url: Option<String>,
     /// Echoed in the result, never sent to the gateway.
-    pub metadata: Option<Value>,
+    pub metadata: Option<Metadata>,
 }
 
 impl Intent {
@@ -112,8 +224,70 @@ impl Intent {
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `metadata` as received (insignificant whitespace removed): numbers of any
+/// size or precision, key order and escapes are echoed exactly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metadata(Box<RawValue>);
+
+impl Metadata {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Metadata from a JSON value (tools and tests).
+    pub fn from_value(v: &Value) -> Option<Metadata> {
+        serde_json::value::to_raw_value(v).ok().map(Metadata)
+    }
+
+    /// The received text without whitespace between tokens.
+    fn from_received(raw: &RawValue) -> Option<Metadata> {
+        RawValue::from_string(minify(raw.get())).ok().map(Metadata)
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// Removes whitespace between JSON tokens, leaving strings untouched.
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// An intent that breaks rules of §3. Keeps whatever fields were valid so
@@ -127,7 +301,7 @@ pub struct InvalidIntent {
     pub pay_type: Option<PayType>,
     pub total_amount: Option<u64>,
     pub pay_time: Option<String>,
-    pub metadata: Option<Value>,
+    pub metadata: Option<Metadata>,
 }
 
 impl InvalidIntent {
@@ -166,187 +340,47 @@ fn shown(v: &Value) -> String {
         Value::String(s) => format!("{s:?}"),
         other => other.to_string(),
     };
-    if s.chars().count() > 48 {
-        let cut: String = s.chars().take(45).collect();
-        format!("{cut}...")
-    } else {
-        s
-    }
+    clip(&s, 48).into_owned()
 }
 
-/// Validates a JSON object against every rule of §3.
-pub fn validate(obj: &Map<String, Value>, rules: Rules<'_>) -> Result<Intent, Box<InvalidIntent>> {
-    let mut errors = Vec::new();
-    let mut bad = |field: &'static str, message: String| errors.push(FieldError { field, message });
-
-    // Identity fields.
-    let pay_trace_no = match present(obj, "pay_trace_no") {
-        None => {
-            bad("pay_trace_no", "is required".into());
-            None
-        }
-        Some(Value::String(s)) if is_identifier(s, 64) => Some(s.clone()),
-        Some(v) => {
-            bad(
-                "pay_trace_no",
-                format!("must be 1-64 characters of [0-9A-Za-z_-], got {}", shown(v)),
-            );
-            None
-        }
-    };
-    let mch_no = match (present(obj, "mch_no"), rules.default_mch_no) {
-        (None, Some(default)) => Some(default.to_owned()),
-        (None, None) => {
-            bad(
-                "mch_no",
-                "is required (no worker.default_mch_no is configured)".into(),
-            );
-            None
-        }
-        (Some(Value::String(s)), _) if is_identifier(s, 32) => Some(s.clone()),
-        (Some(v), _) => {
-            bad(
-                "mch_no",
-                format!("must be 1-32 characters of [0-9A-Za-z_-], got {}", shown(v)),
-            );
-            None
-        }
-    };
-    let inst_no = match present(obj, "inst_no") {
-        None => Some(rules.institutions.default_inst_no().to_owned()),
-        Some(Value::String(s)) if rules.institutions.contains(s) => Some(s.clone()),
-        Some(v) => {
-            bad(
-                "inst_no",
-                format!("{} is not a configured institution", shown(v)),
-            );
-            None
-        }
-    };
-
-    // Parameters.
-    let pay_type = match present(obj, "pay_type") {
-        None => {
-            bad("pay_type", "is required".into());
-            None
-        }
-        Some(v) => {
-            let parsed = v.as_str().and_then(PayType::parse);
-            if parsed.is_none() {
-                bad(
-                    "pay_type",
-                    format!(
-                        "must be \"300\", \"400\", \"600\", alipay, wechat or unionpay, got {}",
-                        shown(v)
-                    ),
-                );
-            }
-            parsed
-        }
-    };
-    let total_amount = match present(obj, "total_amount") {
-        None => {
-            bad("total_amount", "is required".into());
-            None
-        }
-        Some(v) => match amount_of(v) {
-            Some(a) if (1..=rules.max_amount).contains(&a) => Some(a),
-            Some(_) | None if is_digits_value(v) => {
-                bad(
-                    "total_amount",
-                    format!(
-                        "must be between 1 and {} fen, got {}",
-                        rules.max_amount,
-                        shown(v)
-                    ),
-                );
-                None
-            }
-            _ => {
-                bad(
-                    "total_amount",
-                    format!(
-                        "must be a whole number of fen (a JSON integer or a string of digits), got {}",
-                        shown(v)
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let pay_time = match present(obj, "pay_time") {
-        None => None,
-        Some(v) => match v.as_str() {
-            Some(s) if parse_pay_time(s).is_some() => Some(s.to_owned()),
-            Some(s) if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) => {
-                bad("pay_time", format!("{s:?} is not a real calendar time"));
-                None
-            }
-            _ => {
-                bad(
-                    "pay_time",
-                    format!("must be yyyyMMddHHmmss, got {}", shown(v)),
-                );
-                None
-            }
-        },
-    };
-    let open_id = match present(obj, "open_id") {
-        None => None,
-        Some(Value::String(s)) if s.chars().count() <= 128 => Some(s.clone()),
-        Some(Value::String(s)) => {
-            bad(
-                "open_id",
-                format!("must be at most 128 characters, got {}", s.chars().count()),
-            );
-            None
-        }
-        Some(v) => {
-            bad("open_id", format!("must be a string, got {}", json_kind(v)));
-            None
-        }
-    };
-    let notify_url = match present(obj, "notify_url") {
-        None => None,
-        Some(Value::String(s)) => match check_notify_url(s) {
-            Ok(()) => Some(s.clone()),
-            Err(m) => {
-                bad("notify_url", m);
-                None
-            }
-        },
-        Some(v) => {
-            bad(
-                "notify_url",
-                format!("must be a string, got {}", json_kind(v)),
-            );
-            None
-        }
-    };
-    let metadata = match present(obj, "metadata") {
-        None => None,
-        Some(v @ Value::Object(_)) => {
-            let size = serde_json::to_string(v)
-                .map(|s| s.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_METADATA_BYTES {
-                bad(
-                    "metadata",
-                    format!("is {size} bytes serialised, over the 4 KiB limit"),
-                );
-                None
-            } else {
-                Some(v.clone())
-            }
-        }
-        Some(v) => {
-            bad(
-                "metadata",
-                format!("must be a JSON object, got {}", json_kind(v)),
-            );
-            None
-        }
-    };
+/// Validates a JSON object against every rule of §3. Each field has its
+/// own parser; every broken rule is collected, so the event names them all.
+pub fn validate(obj: &ReadObject<'_>, rules: Rules<'_>) -> Result<Intent, Box<InvalidIntent>> {
+    let mut errors = obj.unrepresentable.clone();
+    let e = &mut errors;
+    let pay_trace_no = take(
+        e,
+        "pay_trace_no",
+        required(obj, "pay_trace_no", |v| identifier(v, 64)),
+    );
+    let mch_no = take(
+        e,
+        "mch_no",
+        parse_mch_no(obj.present("mch_no"), rules.default_mch_no),
+    );
+    let inst_no = take(
+        e,
+        "inst_no",
+        parse_inst_no(obj.present("inst_no"), rules.institutions),
+    );
+    let pay_type = take(e, "pay_type", required(obj, "pay_type", parse_pay_type));
+    let total_amount = take(
+        e,
+        "total_amount",
+        required(obj, "total_amount", |v| parse_amount(v, rules.max_amount)),
+    );
+    let pay_time = take(
+        e,
+        "pay_time",
+        optional(obj, "pay_time", parse_pay_time_value),
+    );
+    let open_id = take(e, "open_id", optional(obj, "open_id", parse_open_id));
+    let notify_url = take(
+        e,
+        "notify_url",
+        optional(obj, "notify_url", parse_notify_url),
+    );
+    let metadata = take(e, "metadata", parse_metadata(obj));
 
     match (inst_no, mch_no, pay_trace_no, pay_type, total_amount) {
         (Some(inst_no), Some(mch_no), Some(pay_trace_no), Some(pay_type), Some(total_amount))
@@ -379,6 +413,142 @@ pub fn validate(obj: &Map<String, Value>, rules: Rules<'_>) -> Result<Intent, Bo
     }
 }
 
+/// A field's parsed value, or its error collected.
+fn take<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    parsed: Result<Option<T>, String>,
+) -> Option<T> {
+    parsed.unwrap_or_else(|message| {
+        errors.push(FieldError::new(field, message));
+        None
+    })
+}
+
+/// A required field: absent is an error, present goes to `parse`.
+fn required<T>(
+    obj: &ReadObject<'_>,
+    field: &str,
+    parse: impl Fn(&Value) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match obj.present(field) {
+        // A field present but unrepresentable is already named.
+        None if obj.unrepresentable.iter().any(|e| e.field == field) => Ok(None),
+        None => Err("is required".into()),
+        Some(v) => parse(v).map(Some),
+    }
+}
+
+/// An optional field: absent (or `null`, `""`) is fine.
+fn optional<T>(
+    obj: &ReadObject<'_>,
+    field: &str,
+    parse: impl Fn(&Value) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    obj.present(field).map(parse).transpose()
+}
+
+/// `[0-9A-Za-z_-]{1,max}`: the identity alphabet of the contract.
+pub fn is_identifier(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn identifier(v: &Value, max: usize) -> Result<String, String> {
+    match v {
+        Value::String(s) if is_identifier(s, max) => Ok(s.clone()),
+        _ => Err(format!(
+            "must be 1-{max} characters of [0-9A-Za-z_-], got {}",
+            shown(v)
+        )),
+    }
+}
+
+fn parse_mch_no(v: Option<&Value>, default: Option<&str>) -> Result<Option<String>, String> {
+    match (v, default) {
+        (None, Some(default)) => Ok(Some(default.to_owned())),
+        (None, None) => Err("is required (no worker.default_mch_no is configured)".into()),
+        (Some(v), _) => identifier(v, 32).map(Some),
+    }
+}
+
+fn parse_inst_no(v: Option<&Value>, institutions: &Institutions) -> Result<Option<String>, String> {
+    match v {
+        None => Ok(Some(institutions.default_inst_no().to_owned())),
+        Some(Value::String(s)) if institutions.contains(s) => Ok(Some(s.clone())),
+        Some(v) => Err(format!("{} is not a configured institution", shown(v))),
+    }
+}
+
+fn parse_pay_type(v: &Value) -> Result<PayType, String> {
+    v.as_str().and_then(PayType::parse).ok_or_else(|| {
+        format!(
+            "must be \"300\", \"400\", \"600\", alipay, wechat or unionpay, got {}",
+            shown(v)
+        )
+    })
+}
+
+fn parse_amount(v: &Value, max_amount: u64) -> Result<u64, String> {
+    match amount_of(v) {
+        Some(a) if (1..=max_amount).contains(&a) => Ok(a),
+        _ if is_digits_value(v) => Err(format!(
+            "must be between 1 and {max_amount} fen, got {}",
+            shown(v)
+        )),
+        _ => Err(format!(
+            "must be a whole number of fen (a JSON integer or a string of digits), got {}",
+            shown(v)
+        )),
+    }
+}
+
+fn parse_pay_time_value(v: &Value) -> Result<String, String> {
+    match v.as_str() {
+        Some(s) if parse_pay_time(s).is_some() => Ok(s.to_owned()),
+        Some(s) if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("{s:?} is not a real calendar time"))
+        }
+        _ => Err(format!("must be yyyyMMddHHmmss, got {}", shown(v))),
+    }
+}
+
+fn parse_open_id(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) if s.chars().count() <= 128 => Ok(s.clone()),
+        Value::String(s) => Err(format!(
+            "must be at most 128 characters, got {}",
+            s.chars().count()
+        )),
+        v => Err(format!("must be a string, got {}", json_kind(v))),
+    }
+}
+
+fn parse_notify_url(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => check_notify_url(s).map(|()| s.clone()),
+        v => Err(format!("must be a string, got {}", json_kind(v))),
+    }
+}
+
+fn parse_metadata(obj: &ReadObject<'_>) -> Result<Option<Metadata>, String> {
+    match (obj.present("metadata"), obj.metadata) {
+        (None, _) => Ok(None),
+        (Some(Value::Object(_)), Some(raw)) => {
+            let m = Metadata::from_received(raw)
+                .ok_or_else(|| "cannot be read back as JSON".to_owned())?;
+            let size = m.get().len();
+            if size > MAX_METADATA_BYTES {
+                return Err(format!("is {size} bytes serialised, over the 4 KiB limit"));
+            }
+            Ok(Some(m))
+        }
+        (Some(v), _) => Err(format!("must be a JSON object, got {}", json_kind(v))),
+    }
+}
+
 /// `100` or `"100"`; not `"1.00"`, `1e3`, `-1`, `" 1"`, `1.0`.
 fn amount_of(v: &Value) -> Option<u64> {
     match v {
@@ -400,7 +570,12 @@ fn is_digits_value(v: &Value) -> bool {
     }
 }
 
-fn check_notify_url(s: &str) -> Result<(), String> {
+/// An absolute http(s) URL of at most 512 characters, written exactly as it
+/// parses: the gateway is sent the string as is, so a form that a URL
+/// parser would change (surrounding whitespace, control characters, an
+/// upper-case scheme, a missing `/` path) could reach another place than the
+/// one checked here.
+pub fn check_notify_url(s: &str) -> Result<(), String> {
     if s.chars().count() > 512 {
         return Err(format!(
             "must be at most 512 characters, got {}",
@@ -416,6 +591,13 @@ fn check_notify_url(s: &str) -> Result<(), String> {
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err("must name a host".into());
+    }
+    if u.as_str() != s {
+        return Err(format!(
+            "must be written in its normalised form {:?} (no surrounding whitespace or \
+             control characters, lower-case scheme and host)",
+            clip(u.as_str(), 80)
+        ));
     }
     Ok(())
 }
@@ -489,10 +671,8 @@ mod tests {
 
     fn check_with(v: Value, default_mch_no: Option<&str>) -> Result<Intent, Box<InvalidIntent>> {
         let inst = institutions();
-        let obj = match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        };
+        let body = serde_json::to_vec(&v).unwrap_or_default();
+        let obj = read(&body).unwrap_or_else(|e| panic!("{e}"));
         validate(
             &obj,
             Rules {
@@ -515,24 +695,30 @@ mod tests {
         v
     }
 
-    fn bad_fields(v: Value) -> Vec<&'static str> {
+    fn bad_fields(v: Value) -> Vec<String> {
         match check(v) {
             Ok(i) => panic!("accepted: {i:?}"),
-            Err(e) => e.errors.iter().map(|e| e.field).collect(),
+            Err(e) => e.errors.iter().map(|e| e.field.clone()).collect(),
         }
     }
 
     #[test]
     fn unreadable_bodies_are_told_apart() {
         assert_eq!(
-            read(&vec![b' '; MAX_BODY_BYTES + 1]),
-            Err(Unreadable::TooLarge(MAX_BODY_BYTES + 1))
+            read(&vec![b' '; MAX_BODY_BYTES + 1]).err(),
+            Some(Unreadable::TooLarge(MAX_BODY_BYTES + 1))
         );
         assert!(matches!(read(b"\xff\xfe{}"), Err(Unreadable::NotUtf8(_))));
         assert!(matches!(read(b"{\"a\":"), Err(Unreadable::NotJson(_))));
-        assert_eq!(read(b"[1,2]"), Err(Unreadable::NotObject("an array")));
-        assert_eq!(read(b"\"x\""), Err(Unreadable::NotObject("a string")));
-        assert_eq!(read(b"null"), Err(Unreadable::NotObject("null")));
+        assert_eq!(
+            read(b"[1,2]").err(),
+            Some(Unreadable::NotObject("an array"))
+        );
+        assert_eq!(
+            read(b"\"x\"").err(),
+            Some(Unreadable::NotObject("a string"))
+        );
+        assert_eq!(read(b"null").err(), Some(Unreadable::NotObject("null")));
         assert!(read(b"{}").is_ok());
         // Exactly 64 KiB is allowed.
         let mut at_limit = b"{\"pad\":\"".to_vec();
@@ -553,7 +739,10 @@ mod tests {
         assert_eq!(i.pay_type, PayType::Wechat);
         assert_eq!(i.total_amount, 100);
         assert_eq!(i.pay_time.as_deref(), Some("20240229235959"));
-        assert_eq!(i.metadata, Some(json!({"order_id": "A-1"})));
+        assert_eq!(
+            i.metadata,
+            Metadata::from_value(&json!({"order_id": "A-1"}))
+        );
     }
 
     #[test]
@@ -654,7 +843,7 @@ mod tests {
         )
         .err()
         .unwrap_or_else(|| panic!("accepted"));
-        let fields: Vec<&str> = e.errors.iter().map(|e| e.field).collect();
+        let fields: Vec<&str> = e.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["pay_trace_no", "pay_type", "total_amount"]);
         let msg = e.message();
         for f in fields {
@@ -662,7 +851,104 @@ mod tests {
         }
         assert_eq!(e.mch_no.as_deref(), Some("M1"));
         assert_eq!(e.inst_no.as_deref(), Some("60000001"));
-        assert_eq!(e.metadata, Some(json!({"k": 1})));
+        assert_eq!(e.metadata, Metadata::from_value(&json!({"k": 1})));
+    }
+
+    fn rules(inst: &Institutions) -> Rules<'_> {
+        Rules {
+            institutions: inst,
+            default_mch_no: None,
+            max_amount: 100_000_000,
+        }
+    }
+
+    #[test]
+    fn values_a_standard_parser_cannot_hold_spoil_only_their_own_field() {
+        let inst = institutions();
+        let head = r#"{"mch_no":"M1","pay_type":"wechat","total_amount":1"#;
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases = [
+            (
+                format!(r#"{head},"pay_trace_no":"T1","extra":1e400}}"#),
+                "extra",
+                "64-bit float",
+            ),
+            (
+                format!(r#"{head},"pay_trace_no":"T1","metadata":{{"a":{deep}}}}}"#),
+                "metadata",
+                "128 levels",
+            ),
+            (
+                format!(r#"{head},"pay_trace_no":"T\ud800"}}"#),
+                "pay_trace_no",
+                "surrogate",
+            ),
+            (
+                format!(r#"{head},"pay_trace_no":"T1","\udc00":1}}"#),
+                "(a field name)",
+                "surrogate",
+            ),
+        ];
+        for (body, field, why) in cases {
+            let obj = read(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            let e = validate(&obj, rules(&inst))
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {body}"));
+            assert!(
+                e.errors
+                    .iter()
+                    .any(|f| f.field == field && f.message.contains(why)),
+                "{body}: {}",
+                e.message()
+            );
+            // Identity fields are read as far as they can be.
+            assert_eq!(e.mch_no.as_deref(), Some("M1"), "{body}");
+            assert_eq!(e.total_amount, Some(1), "{body}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_echoed_exactly_as_received() {
+        let body = "{\"pay_trace_no\":\"T1\",\"mch_no\":\"M1\",\"pay_type\":\"wechat\",\"total_amount\":1,\n \
+            \"metadata\": { \"z\": 123456789012345678901234567890, \"p\": 0.1000000000000000055511151231257827,\n \
+            \"a\": \"x \\\" y\\n\", \"e\": 1E+2, \"u\": \"\\u00e9\" } }";
+        let obj = read(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let i =
+            validate(&obj, rules(&institutions())).unwrap_or_else(|e| panic!("{}", e.message()));
+        assert_eq!(
+            i.metadata.as_ref().map(Metadata::get),
+            Some(
+                r#"{"z":123456789012345678901234567890,"p":0.1000000000000000055511151231257827,"a":"x \" y\n","e":1E+2,"u":"\u00e9"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn notify_url_must_be_written_exactly_as_it_parses() {
+        for bad in [
+            " https://shop.example/n",
+            "https://shop.example/n ",
+            "https://shop.example/\tn",
+            "https://shop.example/n\r\n",
+            "HTTPS://shop.example/n",
+            "https://SHOP.example/n",
+            "https://shop.example",
+            "javascript:alert(1)",
+            "https:///n",
+        ] {
+            assert_eq!(
+                bad_fields(with("notify_url", json!(bad))),
+                vec!["notify_url"],
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "https://shop.example/n?a=1&b=2",
+            "http://127.0.0.1:8091/h5pay/notify",
+            "https://shop.example/",
+        ] {
+            assert!(check(with("notify_url", json!(good))).is_ok(), "{good:?}");
+        }
     }
 
     #[test]
@@ -675,7 +961,7 @@ mod tests {
         let d = check(with("total_amount", json!(101))).map(|i| i.fingerprint());
         assert_ne!(check(base()).map(|i| i.fingerprint()).ok(), d.ok());
         let e = check(with("open_id", json!("o"))).map(|i| i.fingerprint());
-        let f = check(with("notify_url", json!("http://o"))).map(|i| i.fingerprint());
+        let f = check(with("notify_url", json!("http://o/"))).map(|i| i.fingerprint());
         assert_ne!(e.ok(), f.ok());
     }
 

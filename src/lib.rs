@@ -23,11 +23,15 @@ pub mod breaker;
 pub mod claim;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod gateway;
+pub mod http_server;
 pub mod intent;
 pub mod outcome;
 pub mod pipeline;
 pub mod result_event;
 pub mod sandbox;
 pub mod telemetry;
+pub mod text;
 pub mod worker;

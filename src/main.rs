@@ -48,6 +48,10 @@ enum Command {
         /// Share of calls answered HTTP 503 at random (0.0-1.0).
         #[arg(long, default_value_t = 0.0)]
         error_rate: f64,
+        /// Where payers reach the sandbox: the base of every code_url
+        /// (default: http:// and the address it listens on).
+        #[arg(long)]
+        public_url: Option<String>,
     },
     /// Publish intents (and with --wait, print their result events).
     Publish {
@@ -126,6 +130,10 @@ enum DlqAction {
         limit: usize,
         #[arg(long)]
         dry_run: bool,
+        /// Also replay messages older than redis.retention_secs (their stored
+        /// outcome may be gone: check the identity first).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -184,6 +192,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             latency_ms,
             error_rate,
+            public_url,
         } => {
             let config = match load(&config) {
                 Ok(c) => c,
@@ -193,22 +202,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("h5pay-worker: --error-rate must be between 0.0 and 1.0");
                 return Ok(ExitCode::from(2));
             }
+            if let Some(u) = &public_url
+                && !matches!(url::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https"))
+            {
+                eprintln!("h5pay-worker: --public-url must be an absolute http(s) URL");
+                return Ok(ExitCode::from(2));
+            }
             telemetry::init_logging(&config.settings.log);
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("--listen {listen}"))?;
+            let addr = listener.local_addr()?;
+            let public_url = public_url.unwrap_or_else(|| h5pay_worker::sandbox::local_url(addr));
             let sandbox = Sandbox::new(
                 config.institutions.clone(),
                 SandboxOptions {
                     latency: Duration::from_millis(latency_ms),
                     error_rate,
+                    public_url: public_url.clone(),
                     ..SandboxOptions::default()
                 },
             );
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("--listen {listen}"))?;
-            tracing::info!(addr = %listener.local_addr()?, latency_ms, error_rate, "sandbox gateway listening");
-            axum::serve(listener, h5pay_worker::sandbox::app(sandbox))
-                .with_graceful_shutdown(cli::stop_signal())
-                .await?;
+            tracing::info!(%addr, %public_url, latency_ms, error_rate, "sandbox gateway listening");
+            h5pay_worker::sandbox::serve(listener, sandbox, cli::stop_signal()).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Publish {
@@ -302,13 +318,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     config,
                     limit,
                     dry_run,
+                    force,
                 } => {
                     let config = match load(&config) {
                         Ok(c) => c,
                         Err(code) => return Ok(code),
                     };
                     quiet_logs(&config);
-                    cli::dlq::replay(&config.settings.amqp, limit, dry_run, &mut out).await?;
+                    let options = cli::dlq::ReplayOptions {
+                        limit,
+                        dry_run,
+                        retention: Duration::from_secs(config.settings.redis.retention_secs),
+                        force,
+                    };
+                    cli::dlq::replay(&config.settings.amqp, options, &mut out).await?;
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -14,8 +14,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::amqp::Publisher;
 use crate::claim::{self, ClaimError, ClaimStore, Step};
-use crate::config::{Config, DuplicatePolicy, Institutions, KeyRing};
+use crate::config::{Config, DuplicatePolicy, Institutions, KeyRing, QueueType};
 use crate::gateway::GatewayClient;
+use crate::gateway::retry::{Backoff, RetryPolicy};
 use crate::intent::{self, Intent, Rules};
 use crate::outcome::{Failure, FailureKind};
 use crate::result_event::{self, ResultEvent};
@@ -50,6 +51,10 @@ pub struct Incoming<'a> {
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
     pub default_mch_no: Option<String>,
+    /// Backoff for result publishes the broker refuses.
+    pub publish_retry: RetryPolicy,
+    /// The intent queue counts deliveries (a quorum queue's delivery limit).
+    pub delivery_limit_applies: bool,
     pub max_amount: u64,
     pub offset: FixedOffset,
     pub duplicates: DuplicatePolicy,
@@ -61,6 +66,14 @@ impl PipelineSettings {
         let s = &c.settings;
         PipelineSettings {
             default_mch_no: Some(s.worker.default_mch_no.clone()).filter(|m| !m.is_empty()),
+            publish_retry: RetryPolicy {
+                initial: Duration::from_millis(100),
+                multiplier: 2.0,
+                max_interval: Duration::from_secs(5),
+                max_attempts: u32::MAX,
+                max_elapsed: s.amqp.publish_retry(),
+            },
+            delivery_limit_applies: s.amqp.queue_type == QueueType::Quorum,
             max_amount: s.gateway.max_amount,
             offset: s.worker.offset(),
             duplicates: s.worker.duplicates,
@@ -172,7 +185,7 @@ impl Pipeline {
 
         loop {
             let reply = self
-                .redis("claim", true, || {
+                .redis("claim", Persist::UntilStop, || {
                     self.claims.claim(
                         id,
                         &token,
@@ -183,9 +196,13 @@ impl Pipeline {
                     )
                 })
                 .await;
-            let Some(reply) = reply else {
-                info!("stopping: handing the intent back before its claim");
-                return Disposition::HandBack;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(RedisGaveUp::Stopping) => {
+                    info!("stopping: handing the intent back before its claim");
+                    return Disposition::HandBack;
+                }
+                Err(RedisGaveUp::Unusable) => return self.unusable(msg),
             };
             match claim::next_step(reply, self.settings.duplicates, waited) {
                 Step::Wait(pause) => {
@@ -206,7 +223,8 @@ impl Pipeline {
                         Ok(e) => e,
                         Err(e) => {
                             error!(error = %e, "stored outcome is unreadable; leaving the intent for redelivery");
-                            return Disposition::HandBack;
+                            metrics::counter!("h5pay_handed_back_total", "reason" => "stored_unreadable").increment(1);
+                            return self.unusable(msg);
                         }
                     };
                     info!(
@@ -275,6 +293,7 @@ impl Pipeline {
                                 .await;
                         }
                         CallEnd::HandedBack => return Disposition::HandBack,
+                        CallEnd::Unusable => return self.unusable(msg),
                         // Another worker owns the identity now: its outcome wins.
                         CallEnd::ClaimLost => {
                             metrics::counter!("h5pay_claim_lost_total").increment(1);
@@ -344,11 +363,11 @@ impl Pipeline {
         // idempotency with the identical request.
         let stored = tokio::select! {
             biased;
-            r = self.redis("store", false, || self.claims.store(id, token, &out.body)) => r,
+            r = self.redis("store", Persist::WhileAlive, || self.claims.store(id, token, &out.body)) => r,
             never = &mut renew => match never {},
         };
         match stored {
-            Some(true) => {
+            Ok(true) => {
                 info!(
                     status = event.status.as_str(),
                     error_kind = event.error_kind().unwrap_or(""),
@@ -358,8 +377,9 @@ impl Pipeline {
                 );
                 CallEnd::Stored(Box::new(out))
             }
-            Some(false) => CallEnd::ClaimLost,
-            None => CallEnd::HandedBack,
+            Ok(false) => CallEnd::ClaimLost,
+            Err(RedisGaveUp::Stopping) => CallEnd::HandedBack,
+            Err(RedisGaveUp::Unusable) => CallEnd::Unusable,
         }
     }
 
@@ -374,17 +394,11 @@ impl Pipeline {
         mark: Option<&intent::Identity>,
     ) -> Disposition {
         let event = &out.event;
-        if let Err(e) = publisher
-            .publish_result(event, &out.body, correlation, msg.reply_to)
+        if let Some(d) = self
+            .publish_until_confirmed(out, msg, correlation, publisher)
             .await
         {
-            warn!(error = %e, "result event not confirmed; the intent will come again");
-            metrics::counter!("h5pay_publish_failures_total").increment(1);
-            return if e.channel_lost() {
-                Disposition::ConnectionLost
-            } else {
-                Disposition::HandBack
-            };
+            return d;
         }
         metrics::counter!("h5pay_results_published_total", "status" => event.status.as_str())
             .increment(1);
@@ -392,49 +406,137 @@ impl Pipeline {
         metrics::counter!("h5pay_intents_total", "outcome" => outcome).increment(1);
         if let Some(id) = mark
             && self
-                .redis("mark_confirmed", false, || self.claims.mark_confirmed(id))
+                .redis("mark_confirmed", Persist::WhileAlive, || {
+                    self.claims.mark_confirmed(id)
+                })
                 .await
-                .is_none()
+                .is_err()
         {
-            // Unreachable only when retries were cut short; the redelivery
-            // replays with duplicate: false, which is still true.
-            return Disposition::HandBack;
+            // The event is confirmed, only the mark is missing: the
+            // redelivery replays it with duplicate: false, which is still true.
+            return self.unusable(msg);
         }
         Disposition::Ack
     }
 
-    /// Runs a Redis operation until it succeeds. `interruptible`: give up
-    /// (None) when the worker stops; otherwise keep trying while the process
-    /// lives, because the step after it must not be skipped.
-    async fn redis<T, F, Fut>(&self, op: &'static str, interruptible: bool, f: F) -> Option<T>
+    /// What becomes of a delivery that Redis cannot serve (contract §5.13):
+    /// handed back, so the quorum queue's delivery limit moves it to the
+    /// DLQ. A classic queue counts no deliveries, so there a delivery that
+    /// already came back once is dead-lettered at once instead of looping.
+    fn unusable(&self, msg: &Incoming<'_>) -> Disposition {
+        if !self.settings.delivery_limit_applies && msg.redelivered {
+            metrics::counter!("h5pay_dead_lettered_total", "reason" => "redis_unusable")
+                .increment(1);
+            Disposition::DeadLetter
+        } else {
+            Disposition::HandBack
+        }
+    }
+
+    /// Publishes the event until the broker confirms it (contract §5.12):
+    /// a nack, a return or a confirm timeout is retried with backoff for up
+    /// to `amqp.publish_retry_ms` (the outcome is stored, so nothing is
+    /// decided twice), and only then is the intent handed back. A full
+    /// consumer queue must not turn into a requeue storm that burns the
+    /// delivery limit in milliseconds. `None`: confirmed.
+    async fn publish_until_confirmed(
+        &self,
+        out: &Outgoing,
+        msg: &Incoming<'_>,
+        correlation: &str,
+        publisher: &Publisher,
+    ) -> Option<Disposition> {
+        let started = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let e = match publisher
+                .publish_result(&out.event, &out.body, correlation, msg.reply_to)
+                .await
+            {
+                Ok(()) => return None,
+                Err(e) => e,
+            };
+            metrics::counter!("h5pay_publish_failures_total").increment(1);
+            if e.channel_lost() {
+                warn!(error = %e, "result event not confirmed: the channel is gone; the intent will come again");
+                return Some(Disposition::ConnectionLost);
+            }
+            failures += 1;
+            let wait = match self.settings.publish_retry.next(
+                failures,
+                started.elapsed(),
+                None,
+                &mut rand::rng(),
+            ) {
+                Backoff::Wait(d) => d,
+                Backoff::GiveUp(_) => {
+                    warn!(error = %e, failures, "result event still not confirmed after amqp.publish_retry_ms; handing the intent back");
+                    metrics::counter!("h5pay_handed_back_total", "reason" => "publish_refused")
+                        .increment(1);
+                    return Some(Disposition::HandBack);
+                }
+            };
+            if failures == 1 {
+                warn!(error = %e, "result event not confirmed; publishing it again with backoff");
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    info!("stopping: handing back an intent whose result is not confirmed yet (its outcome is stored)");
+                    return Some(Disposition::HandBack);
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Runs a Redis operation until it succeeds, or until retrying cannot
+    /// help: a reply the worker cannot use (contract §5.13) is tried
+    /// [`UNUSABLE_TRIES`] times, then given up so the intent is handed back
+    /// and the delivery limit moves it to the DLQ. `persist` says whether a
+    /// stop interrupts the retries.
+    async fn redis<T, F, Fut>(
+        &self,
+        op: &'static str,
+        persist: Persist,
+        f: F,
+    ) -> Result<T, RedisGaveUp>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, ClaimError>>,
     {
         let mut delay = REDIS_RETRY_MIN;
         let mut failures = 0u32;
+        let mut unusable = 0u32;
         loop {
-            if interruptible && self.stop.is_cancelled() {
-                return None;
+            if persist == Persist::UntilStop && self.stop.is_cancelled() {
+                return Err(RedisGaveUp::Stopping);
             }
             match f().await {
                 Ok(v) => {
                     if failures > 0 {
                         info!(op, failures, "redis answers again");
                     }
-                    return Some(v);
+                    return Ok(v);
                 }
                 Err(e) => {
-                    metrics::counter!("h5pay_redis_errors_total", "op" => op, "error" => e.label())
+                    let cause = e.label();
+                    metrics::counter!("h5pay_redis_errors_total", "op" => op, "error" => cause)
                         .increment(1);
-                    if failures == 0 {
+                    if e.is_unusable() {
+                        unusable += 1;
+                        if unusable >= UNUSABLE_TRIES {
+                            error!(op, cause, error = %e, "redis answered something no retry can fix; handing the intent back (the delivery limit moves it to the DLQ)");
+                            metrics::counter!("h5pay_handed_back_total", "reason" => "redis_unusable").increment(1);
+                            return Err(RedisGaveUp::Unusable);
+                        }
+                    } else if failures == 0 {
                         warn!(op, error = %e, "redis unavailable: the intent waits (no gateway call, no ack)");
                     }
                     failures += 1;
                     let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                    if interruptible {
+                    if persist == Persist::UntilStop {
                         tokio::select! {
-                            _ = self.stop.cancelled() => return None,
+                            _ = self.stop.cancelled() => return Err(RedisGaveUp::Stopping),
                             _ = tokio::time::sleep(jittered) => {}
                         }
                     } else {
@@ -447,10 +549,34 @@ impl Pipeline {
     }
 }
 
+/// Whether a stop interrupts a Redis step's retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// Nothing is decided yet: a stop hands the intent back.
+    UntilStop,
+    /// The step after it must not be skipped (an outcome waits to be
+    /// stored or marked): keep trying while the process lives.
+    WhileAlive,
+}
+
+/// Why a Redis step was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RedisGaveUp {
+    Stopping,
+    /// Redis answered something retrying cannot fix.
+    Unusable,
+}
+
+/// Tries of a Redis step whose reply is unusable before the intent is
+/// handed back.
+const UNUSABLE_TRIES: u32 = 3;
+
 enum CallEnd {
     Stored(Box<Outgoing>),
     HandedBack,
     ClaimLost,
+    /// Redis answered something no retry can fix.
+    Unusable,
 }
 
 /// Renews the lease every third of it; cancels `lost` when the claim is
@@ -463,9 +589,13 @@ async fn renew_lease(
     token: &str,
     lost: &CancellationToken,
 ) -> std::convert::Infallible {
+    // On a fixed schedule, not "a third after the last renewal ended": a
+    // renewal that times out must not push the next one past the lease.
     let period = claims.lease() / 3;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(period).await;
+        ticks.tick().await;
         match claims.renew(id, token).await {
             Ok(true) => {}
             Ok(false) => {

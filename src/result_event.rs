@@ -3,11 +3,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::gateway::types::PayType;
-use crate::intent::{Intent, InvalidIntent};
+use crate::intent::{Intent, InvalidIntent, Metadata};
 use crate::outcome::{CallResult, Decision, Failure, FailureKind, GatewayAnswer, Jsapi, Status};
 
 pub const SCHEMA: &str = "h5pay.result.v1";
@@ -33,7 +32,7 @@ pub struct ResultEvent {
     pub error: Option<Failure>,
     pub attempts: u32,
     pub duplicate: bool,
-    pub metadata: Option<Value>,
+    pub metadata: Option<Metadata>,
     pub occurred_at: String,
 }
 
@@ -190,7 +189,7 @@ mod tests {
     use super::*;
     use crate::intent::Identity;
     use crate::outcome::Payable;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn intent() -> Intent {
         Intent {
@@ -204,7 +203,7 @@ mod tests {
             pay_time: None,
             open_id: None,
             notify_url: None,
-            metadata: Some(json!({"order_id": "A-1001"})),
+            metadata: Metadata::from_value(&json!({"order_id": "A-1001"})),
         }
     }
 

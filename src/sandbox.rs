@@ -48,6 +48,10 @@ pub struct SandboxOptions {
     pub error_rate: f64,
     /// How long scenario 5003's first call hangs.
     pub hang: Duration,
+    /// Where payers reach this sandbox: the base of every `code_url`. Taken
+    /// from configuration, never from a request's Host header (which the
+    /// caller chooses).
+    pub public_url: String,
 }
 
 impl Default for SandboxOptions {
@@ -56,6 +60,7 @@ impl Default for SandboxOptions {
             latency: Duration::ZERO,
             error_rate: 0.0,
             hang: Duration::from_secs(600),
+            public_url: "http://127.0.0.1:8090".into(),
         }
     }
 }
@@ -78,7 +83,6 @@ struct Order {
 #[derive(Debug, Default)]
 struct Ledger {
     orders: HashMap<IdentityKey, Order>,
-    total_calls: u64,
     /// trade_no → identity, for the pay page.
     by_trade_no: HashMap<String, IdentityKey>,
 }
@@ -88,6 +92,8 @@ pub struct Sandbox {
     options: SandboxOptions,
     ledger: Mutex<Ledger>,
     sequence: AtomicU64,
+    /// Every POST to the pay path, signed or not (no memory per call).
+    total_calls: AtomicU64,
 }
 
 impl Sandbox {
@@ -97,11 +103,17 @@ impl Sandbox {
             options,
             ledger: Mutex::new(Ledger::default()),
             sequence: AtomicU64::new(1),
+            total_calls: AtomicU64::new(0),
         })
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The public base URL, without a trailing `/`.
+    fn base_url(&self) -> &str {
+        self.options.public_url.trim_end_matches('/')
     }
 
     /// Calls recorded for one identity.
@@ -146,7 +158,7 @@ impl Sandbox {
             })
             .collect();
         Stats {
-            total_calls: ledger.total_calls,
+            total_calls: self.total_calls.load(Ordering::Relaxed),
             identity_count: identities.len() as u64,
             calls,
             identities,
@@ -174,12 +186,32 @@ pub struct IdentityStats {
 /// `GET /sandbox/stats`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Stats {
-    /// Every POST to the pay path.
+    /// Every POST to the pay path, signed or not.
     pub total_calls: u64,
     pub identity_count: u64,
     /// `"inst_no/mch_no/pay_trace_no"` → calls.
     pub calls: BTreeMap<String, u64>,
     pub identities: Vec<IdentityStats>,
+}
+
+/// `http://` and an address payers on this host can open (a wildcard
+/// listen address becomes loopback).
+pub fn local_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
+/// Serves the sandbox on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sandbox: Arc<Sandbox>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    crate::http_server::serve(listener, app(sandbox), "sandbox", shutdown).await;
 }
 
 /// The sandbox's routes.
@@ -302,7 +334,7 @@ fn check_request(m: &Map<String, Value>) -> Result<BTreeMap<String, String>, Str
     }
     for (k, max) in [("mch_no", 32), ("pay_trace_no", 64)] {
         if let Some(v) = get(k)
-            && !crate::config::is_identifier(v, max)
+            && !crate::intent::is_identifier(v, max)
         {
             problems.push(format!("{k} {v:?} is malformed"));
         }
@@ -323,6 +355,7 @@ fn check_request(m: &Map<String, Value>) -> Result<BTreeMap<String, String>, Str
 }
 
 async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> Response {
+    s.total_calls.fetch_add(1, Ordering::Relaxed);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -340,23 +373,6 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
         Ok(other) => return fail(format!("body is {}, not a JSON object", json_kind(&other))),
         Err(e) => return fail(format!("body is not JSON: {e}")),
     };
-    let identity = match (m.get("inst_no"), m.get("mch_no"), m.get("pay_trace_no")) {
-        (Some(Value::String(i)), Some(Value::String(mc)), Some(Value::String(t))) => {
-            Some((i.clone(), mc.clone(), t.clone()))
-        }
-        _ => None,
-    };
-    // Count every call that names an identity, valid or not: tests prove
-    // "no gateway call" with these numbers.
-    let calls_for_identity = {
-        let mut ledger = s.ledger();
-        ledger.total_calls += 1;
-        identity.as_ref().map(|k| {
-            let order = ledger.orders.entry(k.clone()).or_default();
-            order.calls += 1;
-            order.calls
-        })
-    };
     if !s.options.latency.is_zero() {
         tokio::time::sleep(s.options.latency).await;
     }
@@ -371,17 +387,30 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
         Ok(p) => p,
         Err(msg) => return fail(msg),
     };
-    let (Some(identity), Some(calls)) = (identity, calls_for_identity) else {
-        return fail("参数不合法 (invalid parameters): identity fields missing");
+    let identity = match (
+        params.get("inst_no"),
+        params.get("mch_no"),
+        params.get("pay_trace_no"),
+    ) {
+        (Some(i), Some(mc), Some(t)) => (i.clone(), mc.clone(), t.clone()),
+        _ => return fail("参数不合法 (invalid parameters): identity fields missing"),
     };
     let Some(key) = s.institutions.key(&identity.0).cloned() else {
         return fail(format!("机构号不存在 (unknown inst_no {:?})", identity.0));
     };
-    // Requests are signed by the primary rule only (they never carry empty values).
-    let given = m.get("sign").and_then(Value::as_str).unwrap_or("");
-    if !given.eq_ignore_ascii_case(&sign::sign(&m, &key)) {
+    // Constant-time, and before anything is recorded: an unsigned POST
+    // costs the sandbox no memory.
+    if sign::verify(&m, &key).is_err() {
         return fail_signed("签名错误 (sign check failed)", &key);
     }
+    // Every signed call of an identity is counted: tests prove "no second
+    // gateway call" with these numbers.
+    let calls = {
+        let mut ledger = s.ledger();
+        let order = ledger.orders.entry(identity.clone()).or_default();
+        order.calls += 1;
+        order.calls
+    };
 
     // Idempotency per identity.
     let (trade_no, nonce) = {
@@ -438,11 +467,6 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
         _ => {}
     }
 
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("127.0.0.1:8090");
     let (result_code, return_msg) = match amount {
         4001 => ("PAY_FAIL", "支付失败 (sandbox scenario 4001)"),
         4002 => ("PAY_IN_PROCESS", "支付中 (sandbox scenario 4002)"),
@@ -498,8 +522,8 @@ async fn pay(State(s): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> 
         for k in null_jsapi {
             put(k, Value::Null);
         }
-        let link =
-            (result_code == "PAY_SUCCESS").then(|| format!("http://{host}/sandbox/pay/{trade_no}"));
+        let link = (result_code == "PAY_SUCCESS")
+            .then(|| format!("{}/sandbox/pay/{trade_no}", s.base_url()));
         put("code_url", json!(link));
     }
     let ali = result_code == "PAY_SUCCESS"

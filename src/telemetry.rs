@@ -89,6 +89,14 @@ fn register() {
     for reason in ["too_large", "not_utf8", "not_json", "not_object"] {
         metrics::counter!("h5pay_dead_lettered_total", "reason" => reason).absolute(0);
     }
+    for reason in [
+        "publish_refused",
+        "redis_unusable",
+        "stored_unreadable",
+        "panic",
+    ] {
+        metrics::counter!("h5pay_handed_back_total", "reason" => reason).absolute(0);
+    }
     for name in [
         "h5pay_breaker_opened_total",
         "h5pay_claim_takeovers_total",
@@ -186,6 +194,18 @@ fn describe() {
         "Delivery to settlement (ack, reject, requeue)"
     );
     describe_gauge!("h5pay_ready", "1 while /readyz answers 200");
+    describe_counter!(
+        "h5pay_handed_back_total",
+        "Intents handed back (requeued) after trying, by reason: publish_refused, redis_unusable, stored_unreadable, panic"
+    );
+    describe_counter!(
+        "h5pay_reply_to_failures_total",
+        "Best-effort reply_to copies the broker refused"
+    );
+    describe_counter!(
+        "h5pay_http_connections_refused_total",
+        "HTTP connections closed at once because the server had its maximum open, by server"
+    );
     describe_counter!(
         "h5pay_panics_total",
         "Intents whose processing panicked (handed back; a bug to report)"

@@ -113,7 +113,7 @@ impl Worker {
         let stop = self.pipeline.stop.clone();
         let mut delay = RECONNECT_MIN;
         // Kept open through the drain: in-progress deliveries ack on it.
-        let mut kept: Option<(Connection, Channel, Publisher)> = None;
+        let mut kept: Option<(Arc<Connection>, Channel, Publisher)> = None;
         loop {
             if stop.is_cancelled() {
                 break;
@@ -181,7 +181,7 @@ impl Worker {
 
     async fn open_session(&self) -> Result<Session, SessionError> {
         let a = &self.config.settings.amqp;
-        let conn = amqp::connect(&a.url, &amqp::connection_name("run")).await?;
+        let conn = Arc::new(amqp::connect(&a.url, &amqp::connection_name("run")).await?);
         amqp::declare(&conn, a).await?;
         let publisher = Publisher::open(&conn, &a.result_exchange).await?;
         let channel = conn.create_channel().await?;
@@ -292,6 +292,7 @@ impl Worker {
                 Err(_) => {
                     error!("processing an intent panicked; handing it back");
                     metrics::counter!("h5pay_panics_total").increment(1);
+                    metrics::counter!("h5pay_handed_back_total", "reason" => "panic").increment(1);
                     Disposition::HandBack
                 }
             };
@@ -343,7 +344,7 @@ impl Worker {
 }
 
 struct Session {
-    conn: Connection,
+    conn: Arc<Connection>,
     publisher: Publisher,
     /// The consumer's channel: acks go here, and the cancel at a stop.
     channel: Channel,

@@ -1,5 +1,6 @@
 //! Publishing result events with publisher confirms and `mandatory`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -32,15 +33,59 @@ impl PublishError {
     }
 }
 
-/// A confirm-mode channel for result events.
+/// A confirm-mode channel for result events, and a channel of its own for
+/// the best-effort copies sent to an intent's `reply_to`.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
     exchange: ShortString,
+    replies: Arc<Replies>,
+}
+
+/// The `reply_to` channel. A broker refusal (access refused, a bad name)
+/// closes the channel it happens on: here that is this channel alone, never
+/// the one carrying other intents' confirms, so it is opened again on the
+/// next reply instead of resetting the session.
+struct Replies {
+    conn: Arc<Connection>,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+}
+
+impl Replies {
+    async fn publish(&self, queue: ShortString, body: &[u8], props: BasicProperties) {
+        let mut slot = self.channel.lock().await;
+        let open = slot.take().filter(|c| c.status().connected());
+        let channel = match open {
+            Some(c) => c,
+            None => match self.conn.create_channel().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no channel for reply_to (best effort)");
+                    return;
+                }
+            },
+        };
+        match channel
+            .basic_publish(
+                "".into(),
+                queue,
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+        {
+            Ok(_) => *slot = Some(channel),
+            Err(e) => {
+                metrics::counter!("h5pay_reply_to_failures_total").increment(1);
+                tracing::debug!(error = %e, "reply_to publish failed (best effort)");
+            }
+        }
+    }
 }
 
 impl Publisher {
-    pub async fn open(conn: &Connection, result_exchange: &str) -> Result<Self, lapin::Error> {
+    pub async fn open(conn: &Arc<Connection>, result_exchange: &str) -> Result<Self, lapin::Error> {
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -48,6 +93,10 @@ impl Publisher {
         Ok(Publisher {
             channel,
             exchange: ShortString::from(result_exchange),
+            replies: Arc::new(Replies {
+                conn: conn.clone(),
+                channel: tokio::sync::Mutex::new(None),
+            }),
         })
     }
 
@@ -81,21 +130,9 @@ impl Publisher {
             )
             .await?;
         if let Some(queue) = reply_to.and_then(|q| ShortString::try_new(q).ok()) {
-            // Dropping the confirm leaves it to the channel: the reply queue
-            // may be gone, and that must not hold the intent back.
-            if let Err(e) = self
-                .channel
-                .basic_publish(
-                    "".into(),
-                    queue,
-                    BasicPublishOptions::default(),
-                    body,
-                    props,
-                )
-                .await
-            {
-                tracing::debug!(error = %e, "reply_to publish failed (best effort)");
-            }
+            // Not mandatory, not confirmed: the reply queue may be gone, and
+            // that must not hold the intent back.
+            self.replies.publish(queue, body, props).await;
         }
         let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await

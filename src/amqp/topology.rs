@@ -118,9 +118,13 @@ pub fn plan(a: &AmqpSettings) -> Plan {
             },
         ],
         queues: vec![
+            // Classic whatever amqp.queue_type says: a classic queue counts
+            // no deliveries, so reading it (`dlq list`, a replay's dry run)
+            // never uses up a delivery limit, and no broker default (RabbitMQ
+            // 4.x gives quorum queues 20) can ever drop a dead letter.
             QueueDecl {
                 name: a.dead_letter_queue.clone(),
-                arguments: typed(),
+                arguments: vec![],
             },
             QueueDecl {
                 name: a.intent_queue.clone(),

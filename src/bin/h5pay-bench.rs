@@ -923,7 +923,7 @@ async fn skeleton(
                 .await;
             lap(5);
             let n = STAGE_N.fetch_add(1, Relaxed) + 1;
-            if n % 5000 == 0 {
+            if n.is_multiple_of(5000) {
                 let avg: Vec<String> = STAGE_US
                     .iter()
                     .map(|s| format!("{:.2}", s.load(Relaxed) as f64 / n as f64 / 1000.0))

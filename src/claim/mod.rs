@@ -91,7 +91,7 @@ pub enum ClaimError {
 }
 
 impl ClaimError {
-    /// A short label for metrics.
+    /// A short label for metrics: the cause.
     pub fn label(&self) -> &'static str {
         match self {
             ClaimError::Redis(e) if e.is_timeout() => "timeout",
@@ -100,10 +100,41 @@ impl ClaimError {
             {
                 "connection"
             }
-            ClaimError::Redis(_) => "redis",
+            ClaimError::Redis(e) => match e.code() {
+                Some("WRONGTYPE") => "wrong_type",
+                Some("ERR") if is_script_error(e) => "script",
+                Some("NOPERM") => "no_permission",
+                Some("CROSSSLOT") => "cross_slot",
+                _ if matches!(
+                    e.kind(),
+                    redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+                ) =>
+                {
+                    "reply"
+                }
+                _ => "redis",
+            },
             ClaimError::Reply(_) => "reply",
         }
     }
+
+    /// A reply the worker cannot use, which asking again will not change
+    /// (a key of the wrong type, a script error, an unexpected reply): the
+    /// intent is handed back after a few tries instead of waiting forever
+    /// (contract §5.13). Everything else (connection loss, timeouts,
+    /// LOADING, TRYAGAIN, a failover's READONLY, OOM) may pass: keep trying.
+    pub fn is_unusable(&self) -> bool {
+        matches!(
+            self.label(),
+            "wrong_type" | "script" | "no_permission" | "cross_slot" | "reply"
+        )
+    }
+}
+
+/// An error raised by the script itself, not by the server's state.
+fn is_script_error(e: &RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("script") || text.contains("Script")
 }
 
 /// Reads the claim script's reply.
@@ -200,8 +231,9 @@ impl ConnectionLike for RedisConn {
 /// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
 pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // Fail fast and let callers retry with their own backoff: a request
-    // stuck on a dead connection must not hold an intent for long.
-    let timeout = Duration::from_secs(2);
+    // stuck on a dead connection must not hold an intent for long, and a
+    // slow renewal must end well before the lease could lapse.
+    let timeout = settings.response_timeout();
     if settings.cluster {
         let client = redis::cluster::ClusterClient::new([settings.url.expose()])?;
         let config = redis::cluster::ClusterConfig::new()

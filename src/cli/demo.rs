@@ -103,7 +103,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     s.amqp.dead_letter_queue = format!("{prefix}.intents.dlq");
     s.amqp.result_exchange = format!("{prefix}.results");
     s.redis.key_prefix = format!("h5pay-demo:{run_id}");
-    s.redis.retention_secs = 600;
+    // The floor the settings allow: the demo's keys are removed at the end.
+    s.redis.retention_secs = s.min_retention_secs();
     // Quick retries so the demo's retry scenarios finish in seconds.
     s.retry.initial_ms = 50;
     s.retry.max_interval_ms = 200;
@@ -124,20 +125,23 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
         });
     }
 
-    let sandbox = Sandbox::new(
-        config.institutions.clone(),
-        SandboxOptions {
-            hang: Duration::from_secs(20),
-            ..SandboxOptions::default()
-        },
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(DemoError::Sandbox)?;
     let addr = listener.local_addr().map_err(DemoError::Sandbox)?;
-    let sandbox_task = tokio::spawn(async move {
-        let _ = axum::serve(listener, crate::sandbox::app(sandbox)).await;
-    });
+    let sandbox = Sandbox::new(
+        config.institutions.clone(),
+        SandboxOptions {
+            hang: Duration::from_secs(20),
+            public_url: crate::sandbox::local_url(addr),
+            ..SandboxOptions::default()
+        },
+    );
+    let sandbox_task = tokio::spawn(crate::sandbox::serve(
+        listener,
+        sandbox,
+        std::future::pending(),
+    ));
     config.settings.gateway.url = format!("http://{addr}{}", crate::sandbox::PAY_PATH);
     let institution = config.institutions.default_inst_no().to_owned();
     let amqp_settings = config.settings.amqp.clone();

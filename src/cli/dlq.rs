@@ -46,6 +46,9 @@ pub struct DeadLetter {
     pub unreadable: Option<String>,
     pub pay_trace_no: Option<String>,
     pub bytes: usize,
+    /// The earliest time known of the message, in seconds since the epoch:
+    /// its AMQP `timestamp`, else the first `x-death` time.
+    pub since: Option<u64>,
 }
 
 impl DeadLetter {
@@ -53,7 +56,7 @@ impl DeadLetter {
         json!({
             "message_id": self.message_id, "reason": self.reason, "queue": self.queue,
             "count": self.count, "routing_key": self.routing_key, "unreadable": self.unreadable,
-            "pay_trace_no": self.pay_trace_no, "bytes": self.bytes,
+            "pay_trace_no": self.pay_trace_no, "bytes": self.bytes, "since": self.since,
         })
     }
 
@@ -116,12 +119,35 @@ pub fn describe(properties: &BasicProperties, body: &[u8]) -> DeadLetter {
         Err(why) => (Some(why.to_string()), None),
         Ok(obj) => (
             None,
-            obj.get("pay_trace_no")
+            obj.fields
+                .get("pay_trace_no")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         ),
     };
+    let deaths = match properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-death"))
+    {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    let death_times = deaths.iter().filter_map(|d| match d {
+        AMQPValue::FieldTable(t) => match t.inner().get("time") {
+            Some(AMQPValue::Timestamp(ts)) => Some(*ts),
+            _ => None,
+        },
+        _ => None,
+    });
+    let since = properties
+        .timestamp()
+        .iter()
+        .copied()
+        .chain(death_times)
+        .min();
     DeadLetter {
+        since,
         message_id: properties.message_id().as_ref().map(|s| s.to_string()),
         reason: header_str(get("reason").as_ref()),
         queue: header_str(get("queue").as_ref()),
@@ -214,14 +240,42 @@ pub async fn list(
     Ok(messages.len())
 }
 
+/// How `dlq replay` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayOptions {
+    pub limit: usize,
+    pub dry_run: bool,
+    /// `redis.retention_secs`: a message older than this may have outlived
+    /// its stored outcome.
+    pub retention: std::time::Duration,
+    /// Replay messages older than the retention too.
+    pub force: bool,
+}
+
+/// Why a readable message is not replayed.
+fn hold_back(d: &DeadLetter, o: &ReplayOptions, now: u64) -> Option<String> {
+    let age = d.since.map(|t| now.saturating_sub(t));
+    match age {
+        Some(age) if age > o.retention.as_secs() && !o.force => Some(format!(
+            "{age} s old, older than redis.retention_secs ({} s): its stored outcome may be gone, \
+             so a replay could call the gateway again with a new pay_time (a second order); \
+             check the identity first, then replay with --force",
+            o.retention.as_secs()
+        )),
+        _ => None,
+    }
+}
+
 /// Moves up to `limit` readable messages back to the intent exchange.
-/// Unreadable bodies stay in the DLQ (they would only come back).
+/// Unreadable bodies stay in the DLQ (they would only come back), and so do
+/// messages older than `redis.retention_secs` unless `force`.
 pub async fn replay(
     a: &AmqpSettings,
-    limit: usize,
-    dry_run: bool,
+    o: ReplayOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, DlqError> {
+    let ReplayOptions { limit, dry_run, .. } = o;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
     let conn = amqp::connect(&a.url, &amqp::connection_name("dlq"))
         .await
         .map_err(|source| DlqError::Connect {
@@ -236,6 +290,18 @@ pub async fn replay(
     let mut kept = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
         let d = describe(&m.delivery.properties, &m.delivery.data);
+        if d.unreadable.is_none()
+            && let Some(why) = hold_back(&d, &o, now)
+        {
+            writeln!(
+                out,
+                "#{i} kept message_id={} pay_trace_no={}: {why}",
+                d.message_id.as_deref().unwrap_or("-"),
+                d.pay_trace_no.as_deref().unwrap_or("-"),
+            )?;
+            kept.push(m);
+            continue;
+        }
         if d.unreadable.is_some() || dry_run {
             writeln!(
                 out,

@@ -218,14 +218,14 @@ pub async fn run(
         pending.push(async move { (trace, confirm.await) });
         while pending.len() >= CONFIRM_WINDOW {
             confirmed += settle(pending.next().await)?;
-            if show_progress && confirmed % step == 0 {
+            if show_progress && confirmed.is_multiple_of(step) {
                 writeln!(progress, "published {confirmed}/{total} (confirmed)")?;
             }
         }
     }
     while !pending.is_empty() {
         confirmed += settle(pending.next().await)?;
-        if show_progress && (confirmed % step == 0 || confirmed == total) {
+        if show_progress && (confirmed.is_multiple_of(step) || confirmed == total) {
             writeln!(progress, "published {confirmed}/{total} (confirmed)")?;
         }
     }

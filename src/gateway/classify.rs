@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use super::sign;
 use super::types::{H5PayRequest, H5PayResponse, ReceivedResponse};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer, Jsapi, Payable};
+use crate::text::gateway_text;
 
 /// What one attempt produced on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,21 +104,27 @@ fn transient(
 }
 
 fn answer_of(status: u16, r: Option<&H5PayResponse>) -> GatewayAnswer {
+    let text = |v: &Option<String>| v.as_deref().map(gateway_text);
     GatewayAnswer {
-        return_code: r.and_then(|r| r.return_code.clone()),
-        result_code: r.and_then(|r| r.result_code.clone()),
-        return_msg: r.and_then(|r| r.return_msg.clone()),
+        return_code: r.and_then(|r| text(&r.return_code)),
+        result_code: r.and_then(|r| text(&r.result_code)),
+        return_msg: r.and_then(|r| text(&r.return_msg)),
         http_status: status,
     }
 }
 
-/// Classifies one exchange. `verify_key` is the institution's key when
-/// `gateway.verify_response_sign` is on.
-pub fn classify(
-    exchange: &Exchange<'_>,
-    sent: &H5PayRequest,
-    verify_key: Option<&SecretString>,
-) -> Verdict {
+/// What an answer is checked against besides the request it answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// The institution's key, when `gateway.verify_response_sign` is on.
+    pub verify_key: Option<&'a SecretString>,
+    /// Whether a plain-`http` code_url is acceptable: only when the gateway
+    /// itself is reached over http (the sandbox); otherwise https only.
+    pub http_links: bool,
+}
+
+/// Classifies one exchange.
+pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>) -> Verdict {
     let (status, retry_after, body) = match exchange {
         Exchange::ConnectFailed(detail) => {
             return transient(
@@ -155,7 +162,7 @@ pub fn classify(
     let answer = Some(answer_of(status, fields));
     let msg_suffix = fields
         .and_then(|f| f.return_msg.as_deref())
-        .map(|m| format!(": {m}"))
+        .map(|m| format!(": {}", gateway_text(m)))
         .unwrap_or_default();
 
     match status_class(status) {
@@ -197,21 +204,22 @@ pub fn classify(
             return transient(
                 TransientKind::BadResponse,
                 true,
-                e.to_string(),
+                gateway_text(&e.to_string()),
                 None,
                 answer,
             );
         }
     };
-    classify_body(&response, sent, verify_key, answer)
+    classify_body(&response, sent, expect, answer)
 }
 
 fn classify_body(
     response: &ReceivedResponse,
     sent: &H5PayRequest,
-    verify_key: Option<&SecretString>,
+    expect: Expect<'_>,
     answer: Option<GatewayAnswer>,
 ) -> Verdict {
+    let verify_key = expect.verify_key;
     let f = &response.fields;
     let bad = |message: String, answer: Option<GatewayAnswer>| {
         transient(TransientKind::BadResponse, true, message, None, answer)
@@ -225,7 +233,7 @@ fn classify_body(
         answer,
         trade_no: None,
     };
-    let msg = f.return_msg.as_deref().unwrap_or("");
+    let msg = gateway_text(f.return_msg.as_deref().unwrap_or(""));
 
     match f.return_code.as_deref() {
         Some("FAIL") => {
@@ -256,9 +264,12 @@ fn classify_body(
             if let Err(m) = check_echo(f, sent) {
                 return bad(m, answer);
             }
+            if let Err(m) = bounded(f) {
+                return bad(m, answer);
+            }
             let trade_no = f.trade_no.clone();
             let decision = match f.result_code.as_deref() {
-                Some("PAY_SUCCESS") => match payable(f) {
+                Some("PAY_SUCCESS") => match payable(f, expect.http_links) {
                     Ok(p) => Decision::Ready(p),
                     Err(m) => return bad(m, answer),
                 },
@@ -267,7 +278,12 @@ fn classify_body(
                     FailureKind::PaymentFailed,
                     format!("gateway answered PAY_FAIL: {msg}"),
                 )),
-                Some(other) => return bad(format!("unknown result_code {other:?}"), answer),
+                Some(other) => {
+                    return bad(
+                        format!("unknown result_code {:?}", gateway_text(other)),
+                        answer,
+                    );
+                }
                 None => return bad("SUCCESS answer without a result_code".to_owned(), answer),
             };
             Verdict::Final {
@@ -277,7 +293,10 @@ fn classify_body(
                 trade_no,
             }
         }
-        Some(other) => bad(format!("unknown return_code {other:?}"), answer),
+        Some(other) => bad(
+            format!("unknown return_code {:?}", gateway_text(other)),
+            answer,
+        ),
         None => bad("answer without a return_code".to_owned(), answer),
     }
 }
@@ -322,12 +341,78 @@ fn check_echo(f: &H5PayResponse, sent: &H5PayRequest) -> Result<(), String> {
 fn echo_detail(field: &str, got: Option<&str>, sent: &str) -> String {
     match got {
         None => format!("{field} missing (sent {sent:?})"),
-        Some(g) => format!("{field} is {g:?}, sent {sent:?}"),
+        Some(g) => format!("{field} is {:?}, sent {sent:?}", gateway_text(g)),
     }
 }
 
+/// The longest values kept from an answer (stored with the outcome for
+/// `redis.retention_secs`): far above any real one, far below what a
+/// hostile answer could make them.
+const MAX_KEPT: [(&str, usize); 4] = [
+    ("trade_no", 64),
+    ("ali_trade_no", 128),
+    ("code_url", 4096),
+    ("a JSAPI parameter", 1024),
+];
+
+/// Every value kept from the answer is of a sane length.
+fn bounded(f: &H5PayResponse) -> Result<(), String> {
+    let jsapi = [
+        &f.app_id,
+        &f.time_stamp,
+        &f.nonce_str,
+        &f.packages,
+        &f.sign_type,
+        &f.pay_sign,
+    ];
+    let longest_jsapi = jsapi
+        .iter()
+        .filter_map(|v| v.as_deref())
+        .map(|v| v.chars().count())
+        .max();
+    let lengths = [
+        f.trade_no.as_deref().map(|v| v.chars().count()),
+        f.ali_trade_no.as_deref().map(|v| v.chars().count()),
+        f.code_url.as_deref().map(|v| v.chars().count()),
+        longest_jsapi,
+    ];
+    for ((name, max), len) in MAX_KEPT.iter().zip(lengths) {
+        if let Some(len) = len.filter(|l| l > max) {
+            return Err(format!(
+                "{name} is {len} characters long; at most {max} are accepted"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A code_url the payer can be sent to: an absolute https URL (http only
+/// when the gateway itself is plain http, as the sandbox is). Anything else
+/// (`javascript:`, `data:`, a relative path) is not a payment link.
+fn check_code_url(u: &str, http_links: bool) -> Result<(), String> {
+    let parsed = url::Url::parse(u).map_err(|e| {
+        format!(
+            "code_url is not an absolute URL ({e}): {:?}",
+            gateway_text(u)
+        )
+    })?;
+    let ok = match parsed.scheme() {
+        "https" => true,
+        "http" => http_links,
+        _ => false,
+    };
+    if !ok || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "code_url must be an absolute {} URL, got {:?}",
+            if http_links { "http(s)" } else { "https" },
+            gateway_text(u)
+        ));
+    }
+    Ok(())
+}
+
 /// Extracts what the payer needs from a PAY_SUCCESS answer.
-fn payable(f: &H5PayResponse) -> Result<Payable, String> {
+fn payable(f: &H5PayResponse, http_links: bool) -> Result<Payable, String> {
     let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
     let jsapi_parts = [
         ("appId", nonempty(&f.app_id)),
@@ -365,6 +450,9 @@ fn payable(f: &H5PayResponse) -> Result<Payable, String> {
         jsapi,
         ali_trade_no: nonempty(&f.ali_trade_no),
     };
+    if let Some(u) = &p.code_url {
+        check_code_url(u, http_links)?;
+    }
     if p.code_url.is_none() && p.jsapi.is_none() && p.ali_trade_no.is_none() {
         return Err(if missing.len() < 6 {
             format!(
@@ -414,6 +502,11 @@ mod tests {
         SecretString::from("sandbox-key-5f2b9c0e7d1a4b3c")
     }
 
+    const UNVERIFIED: Expect<'static> = Expect {
+        verify_key: None,
+        http_links: false,
+    };
+
     fn request() -> H5PayRequest {
         H5PayRequest {
             inst_no: "60000001".into(),
@@ -458,7 +551,10 @@ mod tests {
                 body,
             },
             &request(),
-            Some(&key()),
+            Expect {
+                verify_key: Some(&key()),
+                http_links: false,
+            },
         )
     }
 
@@ -508,8 +604,8 @@ mod tests {
     #[test]
     fn classification_table() {
         let cases: Vec<(&str, Verdict, &str)> = vec![
-            ("connect error", classify(&Exchange::ConnectFailed("refused".into()), &request(), None), "transient:Unavailable:reached=false"),
-            ("timeout", classify(&Exchange::SendFailed { timed_out: true, detail: "t".into() }, &request(), None), "transient:Unavailable:reached=true"),
+            ("connect error", classify(&Exchange::ConnectFailed("refused".into()), &request(), UNVERIFIED), "transient:Unavailable:reached=false"),
+            ("timeout", classify(&Exchange::SendFailed { timed_out: true, detail: "t".into() }, &request(), UNVERIFIED), "transient:Unavailable:reached=true"),
             ("ready", classify_body_bytes(200, &signed(success(json!({})))), "final:ready"),
             ("in process", classify_body_bytes(200, &signed(success(json!({"result_code": "PAY_IN_PROCESS", "code_url": null})))), "final:in_process"),
             ("pay fail", classify_body_bytes(200, &signed(success(json!({"result_code": "PAY_FAIL"})))), "final:payment_failed"),
@@ -536,6 +632,87 @@ mod tests {
     }
 
     #[test]
+    fn a_code_url_must_be_an_absolute_https_link() {
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,<b>pay</b>",
+            "/sandbox/pay/1",
+            "http://pay.example/x",
+            "ftp://pay.example/x",
+            "https://",
+        ] {
+            let v = classify_body_bytes(200, &signed(success(json!({"code_url": bad}))));
+            assert_eq!(kind_of(&v), "transient:BadResponse:reached=true", "{bad}");
+        }
+        let http_gateway = Expect {
+            verify_key: Some(&key()),
+            http_links: true,
+        };
+        let body = signed(success(
+            json!({"code_url": "http://127.0.0.1:8090/sandbox/pay/1"}),
+        ));
+        let exchange = Exchange::Answered {
+            status: 200,
+            retry_after: None,
+            body: &body,
+        };
+        assert_eq!(
+            kind_of(&classify(&exchange, &request(), http_gateway)),
+            "final:ready"
+        );
+        let js = signed(success(json!({"code_url": "javascript:alert(1)"})));
+        let exchange = Exchange::Answered {
+            status: 200,
+            retry_after: None,
+            body: &js,
+        };
+        assert_eq!(
+            kind_of(&classify(&exchange, &request(), http_gateway)),
+            "transient:BadResponse:reached=true"
+        );
+    }
+
+    #[test]
+    fn gateway_text_in_an_outcome_is_cut_to_256_characters() {
+        let long = "长".repeat(100_000);
+        let cases = [
+            signed(json!({"return_code": "FAIL", "return_msg": long})),
+            signed(success(json!({"return_msg": long, "mch_no": long}))),
+            signed(success(json!({"result_code": long}))),
+            signed(success(json!({"trade_no": long}))),
+        ];
+        for body in cases {
+            let (message, answer) = match classify_body_bytes(200, &body) {
+                Verdict::Final {
+                    decision: Decision::Failed(f),
+                    answer,
+                    ..
+                } => (f.message, answer),
+                Verdict::Transient {
+                    message, answer, ..
+                } => (message, answer),
+                other => panic!("{other:?}"),
+            };
+            assert!(
+                message.chars().count() < 700,
+                "{} chars",
+                message.chars().count()
+            );
+            let a = answer.unwrap_or_else(|| panic!("no answer"));
+            for text in [a.return_msg, a.result_code, a.return_code]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    text.chars().count() <= 257,
+                    "{} chars",
+                    text.chars().count()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unverified_mode_accepts_an_unsigned_success() {
         let body = serde_json::to_vec(&success(json!({}))).unwrap_or_default();
         let v = classify(
@@ -545,7 +722,7 @@ mod tests {
                 body: &body,
             },
             &request(),
-            None,
+            UNVERIFIED,
         );
         assert_eq!(kind_of(&v), "final:ready");
     }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::classify::{Exchange, TransientKind, Verdict, classify, settle_refusal};
+use super::classify::{Exchange, Expect, TransientKind, Verdict, classify, settle_refusal};
 use super::retry::{Backoff, RetryPolicy};
 use super::types::H5PayRequest;
 use crate::breaker::Breaker;
@@ -91,21 +91,28 @@ impl GatewayClient {
         let body = bytes::Bytes::from(req.signed_body(key));
         let verify_key = self.verify_response_sign.then_some(key);
         let mut attempts = 0u32;
-        // Attempts and time charged to this intent's retry budget. Breaker
-        // waits are not, and neither is a failed breaker probe: probing is
-        // done for everyone, and an intent that happens to probe a dead
-        // gateway again and again must not be the one that gives up.
-        let mut charged = 0u32;
+        // Time this intent has spent on the gateway: its attempts and the
+        // waits between them, not a wait at the breaker before the first.
         let mut spent = Duration::ZERO;
         let mut reached: Option<String> = earlier.map(str::to_owned);
         let mut last_answer: Option<GatewayAnswer> = None;
 
         loop {
-            let permit = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(Abandoned { attempts }),
-                _ = before_first.cancelled(), if attempts == 0 => return Err(Abandoned { attempts }),
-                p = self.breaker.acquire() => p,
+            // The breaker holds back first attempts only (contract §5.11):
+            // an intent that has made an attempt keeps its own schedule and
+            // budget, so it ends on time whatever the breaker says, and one
+            // identity the gateway always fails cannot keep others waiting.
+            let permit = if attempts == 0 {
+                Some(tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(Abandoned { attempts }),
+                    _ = before_first.cancelled() => return Err(Abandoned { attempts }),
+                    p = self.breaker.acquire() => p,
+                })
+            } else if cancel.is_cancelled() {
+                return Err(Abandoned { attempts });
+            } else {
+                None
             };
             attempts += 1;
             let started = Instant::now();
@@ -116,13 +123,19 @@ impl GatewayClient {
                 .instrument(tracing::debug_span!("attempt", n = attempts))
                 .await;
             let took = started.elapsed();
-            let verdict = classify(&sent.as_exchange(), req, verify_key);
+            spent += took;
+            let expect = Expect {
+                verify_key,
+                http_links: self.url.scheme() == "http",
+            };
+            let verdict = classify(&sent.as_exchange(), req, expect);
             let transient = matches!(verdict, Verdict::Transient { .. });
-            if !(transient && permit.is_probe()) {
-                charged += 1;
-                spent += took;
+            // A failed probe counts as this intent's first attempt like any
+            // other: it retries on its own schedule from here.
+            match permit {
+                Some(p) => p.record(transient),
+                None => self.breaker.record(transient),
             }
-            permit.record(transient);
             metrics::counter!("h5pay_gateway_requests_total", "outcome" => label(&sent, &verdict))
                 .increment(1);
             metrics::histogram!("h5pay_gateway_request_duration_seconds")
@@ -157,7 +170,7 @@ impl GatewayClient {
                     }
                     let delay = self
                         .policy
-                        .next(charged, spent, retry_after, &mut rand::rng());
+                        .next(attempts, spent, retry_after, &mut rand::rng());
                     match delay {
                         Backoff::Wait(d) => {
                             tracing::debug!(attempt = attempts, delay_ms = d.as_millis() as u64, %message, "gateway attempt failed; retrying");

@@ -144,53 +144,7 @@ impl Drop for Proxy {
     }
 }
 
-fn rabbitmqctl(args: &[&str]) -> bool {
-    Command::new("rabbitmqctl")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// A vhost of the scenario's own, deleted on drop.
-pub struct Vhost(pub String);
-
-impl Vhost {
-    pub fn create(name: &str) -> Vhost {
-        assert!(
-            rabbitmqctl(&["add_vhost", name]),
-            "rabbitmqctl add_vhost {name} failed (run as root)"
-        );
-        assert!(rabbitmqctl(&[
-            "set_permissions",
-            "-p",
-            name,
-            "guest",
-            ".*",
-            ".*",
-            ".*"
-        ]));
-        Vhost(name.to_owned())
-    }
-
-    /// The broker closes every connection of this vhost (and only this one).
-    pub fn close_all_connections(&self) {
-        assert!(rabbitmqctl(&[
-            "close_all_connections",
-            "-p",
-            &self.0,
-            "chaos: closed by the broker"
-        ]));
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        rabbitmqctl(&["delete_vhost", &self.0]);
-    }
-}
+pub use crate::vhost::Vhost;
 
 /// A child process killed on drop.
 pub struct Proc {
@@ -277,6 +231,8 @@ pub struct Report {
     pub two_requests: usize,
     pub extra_calls: u64,
     pub not_ready: usize,
+    /// Of those, how many ended `gateway_unavailable`.
+    pub unavailable: usize,
     /// Messages in the DLQ at the end (every intent here is readable).
     pub dead_lettered: u32,
     pub recover_secs: f64,
@@ -333,7 +289,7 @@ prefetch = 64
 [redis]
 url = "redis://127.0.0.1:{redis}/0"
 key_prefix = "h5pay-chaos:{id}"
-lease_ms = 3000
+lease_ms = 5000
 retention_secs = 3600
 
 [gateway]
@@ -491,7 +447,7 @@ level = "info"
     pub async fn report(&self, scenario: &str, recover_secs: f64) -> Report {
         let stats = self.sandbox_stats().await;
         let identities: std::collections::HashSet<&String> = self.published.iter().collect();
-        let (lost, events, not_ready, split_outcomes) = {
+        let (lost, events, not_ready, unavailable, split_outcomes) = {
             let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
             let lost = identities
                 .iter()
@@ -503,6 +459,14 @@ level = "info"
                 .values()
                 .filter(|evs| evs.iter().any(|e| e["status"] != "ready"))
                 .count();
+            let unavailable = r
+                .events
+                .values()
+                .filter(|evs| {
+                    evs.iter()
+                        .any(|e| e["error"]["kind"] == "gateway_unavailable")
+                })
+                .count();
             let split = r
                 .events
                 .values()
@@ -512,7 +476,7 @@ level = "info"
                     ids.len() > 1
                 })
                 .count();
-            (lost, events, not_ready, split)
+            (lost, events, not_ready, unavailable, split)
         };
         assert_eq!(
             split_outcomes, 0,
@@ -538,6 +502,7 @@ level = "info"
             two_requests,
             extra_calls,
             not_ready,
+            unavailable,
             dead_lettered,
             recover_secs,
         };

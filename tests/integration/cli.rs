@@ -136,6 +136,19 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
             "[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1",
             "config",
         ),
+        (
+            "[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n\
+             [[institutions]]\ninst_no = \"2\"\nkey = \"TOPSECRET1\"\n",
+            "worker.default_inst_no",
+        ),
+        (
+            "[redis]\nlease_ms = 1000\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "redis.lease_ms",
+        ),
+        (
+            "[redis]\nretention_secs = 60\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "redis.retention_secs",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
@@ -354,6 +367,93 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     }
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+/// The value of a series in Prometheus text, if it is there.
+fn series(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        (series.starts_with(name) && labels.iter().all(|x| series.contains(x)))
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_line_and_a_metric() {
+    // The queue is declared with the limit the worker is given below.
+    let env = TestEnv::with(&[("H5PAY__AMQP__DELIVERY_LIMIT", "3")]).await;
+    let a = env.config.settings.amqp.clone();
+    // The identity's key holds a string: every claim script fails WRONGTYPE.
+    let key = format!(
+        "{}:60000001:M1:WRONG-1",
+        env.config.settings.redis.key_prefix
+    );
+    let mut r = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not a hash")
+        .query_async(&mut r)
+        .await
+        .expect("SET");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let admin = free_port();
+    let child = spawn_run(
+        &path,
+        admin,
+        &[("H5PAY__AMQP__DELIVERY_LIMIT", "3")],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "worker not ready");
+    env.publish_json(&crate::support::intent("WRONG-1", "M1", 100))
+        .await;
+    let dead = env
+        .get_within(&a.dead_letter_queue)
+        .await
+        .expect("the intent reached the DLQ");
+    let d = h5pay_worker::cli::dlq::describe(&dead.delivery.properties, &dead.delivery.data);
+    assert_eq!(d.reason.as_deref(), Some("delivery_limit"), "{d:?}");
+    assert_eq!(
+        env.calls("M1", "WRONG-1"),
+        0,
+        "no gateway call without a claim"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let errors = series(
+        &metrics,
+        "h5pay_redis_errors_total",
+        &["op=\"claim\"", "error=\"wrong_type\""],
+    );
+    assert!(errors.is_some_and(|n| n >= 3.0), "{metrics}");
+    let handed_back = series(
+        &metrics,
+        "h5pay_handed_back_total",
+        &["reason=\"redis_unusable\""],
+    );
+    assert!(handed_back.is_some_and(|n| n >= 3.0), "{metrics}");
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let out = child.wait_with_output().await.expect("the worker exits");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("no retry can fix") && log.contains("wrong_type"),
+        "{log}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut r)
+        .await
+        .expect("DEL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

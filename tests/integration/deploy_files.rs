@@ -247,3 +247,17 @@ fn the_image_runs_as_a_non_root_user_with_ca_certificates() {
     );
     assert!(df.matches("FROM ").count() >= 2, "multi-stage");
 }
+
+#[test]
+fn the_broker_config_caps_message_size_above_the_intent_limit() {
+    let conf = read("deploy/rabbitmq/rabbitmq.conf");
+    let cap: usize = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("max_message_size"))
+        .and_then(|v| v.trim().trim_start_matches('=').trim().parse().ok())
+        .expect("max_message_size is set");
+    assert!(
+        cap > h5pay_worker::intent::MAX_BODY_BYTES && cap <= 128 * 1024,
+        "max_message_size = {cap}"
+    );
+}

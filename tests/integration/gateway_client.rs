@@ -61,21 +61,15 @@ async fn sandbox(hang: Duration) -> (String, Arc<Sandbox>) {
     let institutions =
         h5pay_worker::config::Institutions::from_pairs([("60000001".to_owned(), key())])
             .unwrap_or_else(|| unreachable!());
-    let sb = Sandbox::new(
+    let server = crate::support::SandboxServer::start(
         institutions,
         SandboxOptions {
             hang,
             ..SandboxOptions::default()
         },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let app = h5pay_worker::sandbox::app(sb.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    )
+    .await;
+    let (addr, sb) = server.detach();
     (
         format!("http://{addr}{}", h5pay_worker::sandbox::PAY_PATH),
         sb,
@@ -434,33 +428,46 @@ async fn after_a_takeover_a_first_refusal_is_outcome_unknown() {
 }
 
 #[tokio::test]
-async fn failed_breaker_probes_do_not_spend_the_probing_intents_retry_budget() {
-    let mut steps: Vec<Step> = (0..8).map(|_| status_only(503)).collect();
-    steps.push(Box::new(|req| {
-        (200, vec![], signed_answer(success_for(req)))
-    }));
-    let (url, seen) = scripted(steps).await;
-    let breaker = Arc::new(Breaker::new(&h5pay_worker::config::BreakerSettings {
-        enabled: true,
-        failure_threshold: 1,
-        open_ms: 5,
-        max_open_ms: 20,
-    }));
-    let gateway = GatewaySettings {
-        url,
-        connect_timeout_ms: 500,
-        request_timeout_ms: 1000,
-        ..GatewaySettings::default()
+async fn a_code_url_that_is_not_an_absolute_web_link_is_a_bad_response() {
+    for link in [
+        "javascript:alert(document.cookie)",
+        "data:text/html,pay",
+        "/relative/pay",
+    ] {
+        let answer = move |req: &Map<String, Value>| {
+            let mut m = success_for(req);
+            m.insert("code_url".into(), json!(link));
+            (200, vec![], signed_answer(m))
+        };
+        let (url, seen) = scripted(vec![Box::new(answer), Box::new(answer)]).await;
+        let r = call(&client(&url, fast_retry(2), 1000), &req("C-link", 100)).await;
+        assert_eq!(kind(&r.decision), "bad_response", "{link}: {r:?}");
+        assert_eq!(seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn gateway_text_copied_into_the_outcome_is_cut_to_256_characters() {
+    let huge = "错".repeat(80_000); // 240 KB: under the 256 KiB answer limit
+    let answer = {
+        let huge = huge.clone();
+        move |_: &Map<String, Value>| {
+            let m = json!({"return_code": "FAIL", "return_msg": huge, "result_code": null});
+            (
+                200,
+                vec![],
+                signed_answer(m.as_object().cloned().unwrap_or_default()),
+            )
+        }
     };
-    let c = GatewayClient::new(&gateway, &fast_retry(3), breaker).unwrap_or_else(|e| panic!("{e}"));
-    let r = call(&c, &req("C-probe", 100)).await;
-    // One charged failure opened the breaker; the seven failed probes were
-    // the breaker's, not this intent's: it is still there when the gateway
-    // comes back.
-    assert_eq!(
-        (kind(&r.decision), r.attempts),
-        ("ready".to_owned(), 9),
-        "{r:?}"
-    );
-    assert_eq!(seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 9);
+    let (url, _) = scripted(vec![Box::new(answer)]).await;
+    let r = call(&client(&url, fast_retry(2), 1000), &req("C-huge", 100)).await;
+    assert_eq!(kind(&r.decision), "gateway_rejected", "{:?}", r.answer);
+    let msg = r.answer.and_then(|a| a.return_msg).unwrap_or_default();
+    assert_eq!(msg.chars().count(), 257, "256 characters and an ellipsis");
+    assert!(huge.starts_with(msg.trim_end_matches('…')));
+    match r.decision {
+        Decision::Failed(f) => assert!(f.message.chars().count() < 400, "{}", f.message.len()),
+        other => panic!("{other:?}"),
+    }
 }

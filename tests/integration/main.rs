@@ -3,13 +3,18 @@
 //! with its own names and Redis prefix (see `support`), so they run in
 //! parallel. `make services` starts RabbitMQ and Redis when they are down.
 
+mod breaker;
 mod cli;
 mod deploy_files;
+mod fuzz_corpus;
 mod gateway_client;
+mod publishing;
 mod redis_cluster;
 mod sandbox_api;
 mod sign_vectors;
 mod support;
+#[path = "../common/vhost.rs"]
+mod vhost;
 mod worker_dedup;
 mod worker_flow;
 mod worker_ops;

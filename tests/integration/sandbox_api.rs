@@ -13,16 +13,10 @@ async fn start(options: SandboxOptions) -> (String, std::sync::Arc<Sandbox>) {
         ("60000001".to_owned(), SecretString::from(SANDBOX_KEY)),
         ("60000002".to_owned(), SecretString::from(SECOND_KEY)),
     ])
-    .unwrap_or_else(|| unreachable!());
-    let sandbox = Sandbox::new(institutions, options);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    .expect("two institutions");
+    let (addr, sandbox) = crate::support::SandboxServer::start(institutions, options)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let app = h5pay_worker::sandbox::app(sandbox.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+        .detach();
     (format!("http://{addr}"), sandbox)
 }
 
@@ -307,4 +301,62 @@ impl JsonValue for reqwest::Response {
     async fn json_value(self) -> Value {
         serde_json::from_slice(&self.bytes().await.unwrap_or_default()).unwrap_or_default()
     }
+}
+
+#[tokio::test]
+async fn unsigned_or_badly_signed_calls_are_refused_before_anything_is_recorded() {
+    let (base, sandbox) = start(SandboxOptions::default()).await;
+    for i in 0..500 {
+        let mut body = request(&format!("FORGED-{i}"), "100");
+        body.insert("sign".into(), json!("0".repeat(32)));
+        let (status, answer) = post(&base, &Value::Object(body)).await;
+        assert_eq!((status, &answer["return_code"]), (200, &json!("FAIL")));
+    }
+    let (_, unsigned) = post(&base, &Value::Object(request("FORGED-X", "100"))).await;
+    assert_eq!(unsigned["return_code"], "FAIL", "{unsigned}");
+    let stats = sandbox.stats(&Default::default());
+    assert_eq!(stats.total_calls, 501);
+    assert_eq!(stats.identity_count, 0, "no memory for forged calls");
+}
+
+#[tokio::test]
+async fn code_urls_point_at_the_configured_public_url_whatever_the_host_header_says() {
+    let institutions = h5pay_worker::config::Institutions::from_pairs([(
+        "60000001".to_owned(),
+        SecretString::from(SANDBOX_KEY),
+    )])
+    .expect("one institution");
+    let sandbox = Sandbox::new(
+        institutions,
+        SandboxOptions {
+            public_url: "https://sandbox.example.test/".into(),
+            ..SandboxOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(h5pay_worker::sandbox::serve(listener, sandbox, async {
+        let _ = stopped.await;
+    }));
+    let body = signed(request("HOST-1", "100"), SANDBOX_KEY);
+    let bytes = reqwest::Client::new()
+        .post(format!("{base}{PAY_PATH}"))
+        .header("content-type", "application/json")
+        .header("host", "evil.example")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+        .send()
+        .await
+        .expect("answered")
+        .bytes()
+        .await
+        .expect("a body");
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let code_url = answer["code_url"].as_str().unwrap_or_default();
+    assert!(
+        code_url.starts_with("https://sandbox.example.test/sandbox/pay/"),
+        "{answer}"
+    );
 }

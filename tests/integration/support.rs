@@ -42,7 +42,7 @@ prefetch = 64
 [redis]
 url = "{REDIS_URL}"
 key_prefix = "h5pay-test:{id}"
-lease_ms = 3000
+lease_ms = 5000
 retention_secs = 3600
 
 [gateway]
@@ -69,6 +69,7 @@ inst_no = "60000002"
 key = "{SECOND_KEY}"
 
 [worker]
+default_inst_no = "60000001"
 shutdown_grace_secs = 5
 
 [admin]
@@ -78,6 +79,89 @@ listen = "127.0.0.1:0"
 level = "warn"
 "#
     )
+}
+
+/// A sandbox gateway serving on a loopback port until stopped (or dropped).
+pub struct SandboxServer {
+    pub addr: SocketAddr,
+    pub sandbox: Arc<Sandbox>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SandboxServer {
+    /// A new sandbox on a free port, its code_urls pointing at it.
+    pub async fn start(
+        institutions: h5pay_worker::config::Institutions,
+        options: SandboxOptions,
+    ) -> SandboxServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the sandbox");
+        let addr = listener.local_addr().expect("the sandbox's address");
+        let sandbox = Sandbox::new(
+            institutions,
+            SandboxOptions {
+                public_url: h5pay_worker::sandbox::local_url(addr),
+                ..options
+            },
+        );
+        Self::serve(listener, sandbox)
+    }
+
+    /// The same sandbox (its orders and counts) served again on its port.
+    pub async fn restart(sandbox: Arc<Sandbox>, addr: SocketAddr) -> SandboxServer {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("the sandbox's port is free again");
+        Self::serve(listener, sandbox)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> SandboxServer {
+        let addr = listener.local_addr().expect("the sandbox's address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(h5pay_worker::sandbox::serve(
+            listener,
+            sandbox.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        SandboxServer {
+            addr,
+            sandbox,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Leaves it serving for the rest of the test process.
+    pub fn detach(mut self) -> (SocketAddr, Arc<Sandbox>) {
+        self.task = None;
+        if let Some(stop) = self.stop.take() {
+            // Never sent: the server's shutdown future stays pending.
+            std::mem::forget(stop);
+        }
+        (self.addr, self.sandbox.clone())
+    }
+
+    /// Stops accepting and closes every connection: the gateway is down.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for SandboxServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 pub fn unique_id() -> String {
@@ -90,7 +174,9 @@ pub struct TestEnv {
     pub sandbox: Arc<Sandbox>,
     pub sandbox_addr: SocketAddr,
     pub conn: Connection,
-    sandbox_task: tokio::task::JoinHandle<()>,
+    sandbox_server: Option<SandboxServer>,
+    /// The test's own vhost, when it asked for one (dropped last).
+    pub vhost: Option<crate::vhost::Vhost>,
 }
 
 /// Options for [`TestEnv::start`].
@@ -99,6 +185,9 @@ pub struct EnvOptions {
     /// `H5PAY__SECTION__KEY`-style overrides.
     pub overrides: Vec<(&'static str, String)>,
     pub sandbox: SandboxOptions,
+    /// Run on a vhost of the test's own (for broker users and permissions,
+    /// and broker-side connection closes that touch nobody else).
+    pub own_vhost: bool,
 }
 
 impl TestEnv {
@@ -118,21 +207,23 @@ impl TestEnv {
         let id = unique_id();
         let toml = base_toml(&id, "http://placeholder.invalid/");
         let institutions = Config::from_parts(&toml, Vec::new(), Source::BuiltIn)
-            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("the base settings load")
             .institutions;
-        let sandbox = Sandbox::new(institutions, options.sandbox);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let sandbox_addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let app = h5pay_worker::sandbox::app(sandbox.clone());
-        let sandbox_task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = SandboxServer::start(institutions, options.sandbox).await;
+        let (sandbox_addr, sandbox) = (server.addr, server.sandbox.clone());
         let gateway = format!("http://{sandbox_addr}{}", h5pay_worker::sandbox::PAY_PATH);
+        let vhost = options
+            .own_vhost
+            .then(|| crate::vhost::Vhost::create(&format!("h5pay-test-{id}")));
+        let amqp_url = vhost
+            .as_ref()
+            .map_or_else(|| AMQP_URL.to_owned(), |v| v.url());
         // Overrides apply in order (a stable sort by name): the test's own
         // come after the harness's and win.
-        let mut env = vec![("H5PAY__GATEWAY__URL".to_owned(), gateway)];
+        let mut env = vec![
+            ("H5PAY__GATEWAY__URL".to_owned(), gateway),
+            ("H5PAY__AMQP__URL".to_owned(), amqp_url.clone()),
+        ];
         env.extend(
             options
                 .overrides
@@ -145,9 +236,9 @@ impl TestEnv {
             Source::BuiltIn,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        let conn = Connection::connect(&amqp_url, ConnectionProperties::default())
             .await
-            .unwrap_or_else(|e| panic!("RabbitMQ at {AMQP_URL}: {e} (run `make services`)"));
+            .unwrap_or_else(|e| panic!("RabbitMQ at {amqp_url}: {e} (run `make services`)"));
         h5pay_worker::amqp::declare(&conn, &config.settings.amqp)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -157,8 +248,23 @@ impl TestEnv {
             sandbox,
             sandbox_addr,
             conn,
-            sandbox_task,
+            sandbox_server: Some(server),
+            vhost,
         }
+    }
+
+    /// Takes the gateway down: nothing listens on its port any more.
+    pub async fn stop_sandbox(&mut self) {
+        if let Some(server) = self.sandbox_server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Brings the gateway back on its port, with what it knew before.
+    pub async fn restart_sandbox(&mut self) {
+        self.stop_sandbox().await;
+        self.sandbox_server =
+            Some(SandboxServer::restart(self.sandbox.clone(), self.sandbox_addr).await);
     }
 
     pub fn gateway_url(&self) -> String {
@@ -298,15 +404,25 @@ impl TestEnv {
     }
 
     pub fn claim_store(&self) -> h5pay_worker::claim::ClaimStore {
-        let conn = h5pay_worker::claim::connect(&self.config.settings.redis)
-            .unwrap_or_else(|e| panic!("{e}"));
-        h5pay_worker::claim::ClaimStore::new(conn, &self.config.settings.redis)
+        self.claim_store_with_lease(self.config.settings.redis.lease_ms)
+    }
+
+    /// A claim store on this environment's keys with a lease of its own
+    /// (shorter than settings allow: it stands for another worker, or
+    /// tests the scripts alone).
+    pub fn claim_store_with_lease(&self, lease_ms: u64) -> h5pay_worker::claim::ClaimStore {
+        let settings = h5pay_worker::config::RedisSettings {
+            lease_ms,
+            ..self.config.settings.redis.clone()
+        };
+        let conn = h5pay_worker::claim::connect(&settings).expect("a Redis client");
+        h5pay_worker::claim::ClaimStore::new(conn, &settings)
     }
 }
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        self.sandbox_task.abort();
+        drop(self.sandbox_server.take());
         let a = self.config.settings.amqp.clone();
         let prefix = self.config.settings.redis.key_prefix.clone();
         // Clean up on a thread of its own: Drop cannot await, and this runs
@@ -440,6 +556,8 @@ pub struct Results {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub event: Value,
+    /// The body as published, byte for byte.
+    pub body: Vec<u8>,
     pub props: BasicProperties,
     pub routing_key: String,
 }
@@ -510,6 +628,7 @@ impl Results {
                     .unwrap_or_else(|e| panic!("result is not JSON: {e}"));
                 Some(Received {
                     event,
+                    body: d.data.clone(),
                     props: d.properties.clone(),
                     routing_key: d.routing_key.to_string(),
                 })

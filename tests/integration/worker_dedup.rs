@@ -273,8 +273,8 @@ async fn a_publish_that_fails_after_the_store_is_replayed_after_the_reconnect() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_outcome() {
-    let env = TestEnv::with(&[("H5PAY__REDIS__LEASE_MS", "300")]).await;
-    let claims = env.claim_store();
+    let env = TestEnv::new().await;
+    let claims = env.claim_store_with_lease(300);
     let identity = id("M1", "STALL-1");
     let fp = fingerprint_of(&intent("STALL-1", "M1", 100));
     let first = claims
@@ -353,9 +353,9 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_waits_for_a_dead_owners_lease_then_takes_over_with_the_same_pay_time() {
-    let env = TestEnv::with(&[("H5PAY__REDIS__LEASE_MS", "1500")]).await;
+    let env = TestEnv::new().await;
     // A worker claimed it and died before calling (or while calling).
-    claimed_by_a_dead_owner(&env, "TAKE-1", 100).await;
+    claimed_by_a_dead_owner(&env, "TAKE-1", 100, 1500).await;
     let mut results = env.results().await;
     let _worker = env.worker();
     env.publish_json(&intent("TAKE-1", "M1", 100)).await;
@@ -370,9 +370,9 @@ async fn a_worker_waits_for_a_dead_owners_lease_then_takes_over_with_the_same_pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_after_a_takeover_is_outcome_unknown_not_a_clean_rejection() {
-    let env = TestEnv::with(&[("H5PAY__REDIS__LEASE_MS", "500")]).await;
+    let env = TestEnv::new().await;
     // The earlier owner may have sent the request before it died.
-    claimed_by_a_dead_owner(&env, "TAKE-4003", 4003).await;
+    claimed_by_a_dead_owner(&env, "TAKE-4003", 4003, 500).await;
     let mut results = env.results().await;
     let _worker = env.worker();
     env.publish_json(&intent("TAKE-4003", "M1", 4003)).await;
@@ -484,11 +484,11 @@ async fn a_queue_declared_with_other_arguments_stops_the_worker_with_a_clear_err
 }
 
 /// Leaves a claim on (60000001, M1, trace) by an owner that never comes
-/// back, with pay_time 20261126080000.
-async fn claimed_by_a_dead_owner(env: &TestEnv, trace: &str, amount: u64) {
+/// back, with pay_time 20261126080000 and a lease of `lease_ms`.
+async fn claimed_by_a_dead_owner(env: &TestEnv, trace: &str, amount: u64, lease_ms: u64) {
     let fp = fingerprint_of(&intent(trace, "M1", amount));
     let reply = env
-        .claim_store()
+        .claim_store_with_lease(lease_ms)
         .claim(
             &id("M1", trace),
             "dead-owner",
@@ -507,7 +507,8 @@ fn fingerprint_of(v: &Value) -> String {
         secrecy::SecretString::from("k"),
     )])
     .unwrap_or_else(|| unreachable!());
-    let obj = v.as_object().cloned().unwrap_or_default();
+    let body = serde_json::to_vec(v).expect("a JSON value serialises");
+    let obj = h5pay_worker::intent::read(&body).expect("an intent object");
     h5pay_worker::intent::validate(
         &obj,
         h5pay_worker::intent::Rules {

@@ -145,6 +145,7 @@ async fn a_timed_out_call_is_retried_with_the_same_request() {
             hang: Duration::from_secs(30),
             ..Default::default()
         },
+        ..Default::default()
     })
     .await;
     let mut results = env.results().await;
@@ -364,6 +365,7 @@ async fn deliveries_finishing_out_of_order_are_each_settled_once() {
             hang: Duration::from_secs(30),
             ..Default::default()
         },
+        ..Default::default()
     })
     .await;
     let mut results = env.results().await;
@@ -617,4 +619,86 @@ async fn an_intent_published_to_the_default_exchange_with_the_queue_name_is_proc
         (r.event["pay_trace_no"].as_str(), r.event["status"].as_str()),
         (Some("DEFX-1"), Some("ready"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_objects_a_standard_parser_cannot_hold_get_an_invalid_intent_event_not_the_dlq() {
+    let env = TestEnv::new().await;
+    let a = env.config.settings.amqp.clone();
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    let head = r#""mch_no":"M1","pay_type":"wechat","total_amount":100"#;
+    let cases = [
+        (
+            format!(r#"{{"pay_trace_no":"REP-1",{head},"metadata":{{"x":1e400}}}}"#),
+            "metadata",
+            Some("REP-1"),
+        ),
+        (
+            format!(r#"{{"pay_trace_no":"REP-2",{head},"extra":{deep}}}"#),
+            "extra",
+            Some("REP-2"),
+        ),
+        (
+            format!(r#"{{"pay_trace_no":"REP-3\ud800",{head}}}"#),
+            "pay_trace_no",
+            None,
+        ),
+        (
+            format!(r#"{{"pay_trace_no":"REP-4",{head},"notify_url":" https://shop.example/n"}}"#),
+            "notify_url",
+            Some("REP-4"),
+        ),
+        (
+            format!(r#"{{"pay_trace_no":"REP-5",{head},"notify_url":"HTTPS://shop.example/n"}}"#),
+            "notify_url",
+            Some("REP-5"),
+        ),
+    ];
+    for (body, _, _) in &cases {
+        env.publish(body.as_bytes()).await;
+    }
+    let mut got = results.take(cases.len(), WAIT).await;
+    for (body, field, trace) in &cases {
+        let i = got
+            .iter()
+            .position(|r| {
+                r.event["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&format!("{field}:")))
+                    && r.event["pay_trace_no"].as_str() == *trace
+            })
+            .unwrap_or_else(|| panic!("no event naming {field} for {body}"));
+        let r = got.remove(i);
+        assert_eq!(r.kind(), Some("invalid_intent"), "{}", r.event);
+        assert_eq!(r.routing_key, "h5pay.result.failed.M1", "{}", r.event);
+        assert_eq!(r.event["total_amount"], 100, "read as far as it can be");
+    }
+    assert_eq!(env.total_calls(), 0);
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_echoed_exactly_as_received() {
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    let metadata = r#"{"n":123456789012345678901234567890,"f":0.1000000000000000055511151231257827,"z":1,"a":"\u00e9 \"q\""}"#;
+    let body = format!(
+        "{{\"pay_trace_no\":\"MD-1\",\"mch_no\":\"M1\",\"pay_type\":\"wechat\",\"total_amount\":100,\n  \"metadata\": {} }}",
+        metadata.replace(',', ", ")
+    );
+    env.publish(body.as_bytes()).await;
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains(&format!("\"metadata\":{metadata}")),
+        "metadata changed: {text}"
+    );
+    // And a replay carries the same bytes.
+    env.publish(body.as_bytes()).await;
+    let again = results.take(1, WAIT).await.remove(0);
+    assert!(String::from_utf8_lossy(&again.body).contains(&format!("\"metadata\":{metadata}")));
 }

@@ -16,6 +16,7 @@ async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
             latency: Duration::from_millis(700),
             ..Default::default()
         },
+        ..Default::default()
     })
     .await;
     let mut results = env.results().await;
@@ -144,6 +145,15 @@ async fn admin_endpoints_answer_over_http_and_metrics_have_the_contract_names() 
     server.abort();
 }
 
+fn replay_options(dry_run: bool) -> h5pay_worker::cli::dlq::ReplayOptions {
+    h5pay_worker::cli::dlq::ReplayOptions {
+        limit: 10,
+        dry_run,
+        retention: Duration::from_secs(3600),
+        force: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
     let env = TestEnv::new().await;
@@ -210,7 +220,7 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
     );
 
     let mut out = Vec::new();
-    let would = h5pay_worker::cli::dlq::replay(&a, 10, true, &mut out)
+    let would = h5pay_worker::cli::dlq::replay(&a, replay_options(true), &mut out)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(would, 1);
@@ -223,7 +233,7 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
     let mut results = env.results().await;
     let _worker = env.worker();
     let mut out = Vec::new();
-    let moved = h5pay_worker::cli::dlq::replay(&a, 10, false, &mut out)
+    let moved = h5pay_worker::cli::dlq::replay(&a, replay_options(false), &mut out)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(moved, 1, "{}", String::from_utf8_lossy(&out));
@@ -244,7 +254,12 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_that_cannot_be_routed_anywhere_sends_the_intent_to_the_dlq_after_the_delivery_limit()
  {
-    let env = TestEnv::with(&[("H5PAY__AMQP__DELIVERY_LIMIT", "2")]).await;
+    // Each delivery publishes for a moment before it hands the intent back.
+    let env = TestEnv::with(&[
+        ("H5PAY__AMQP__DELIVERY_LIMIT", "2"),
+        ("H5PAY__AMQP__PUBLISH_RETRY_MS", "300"),
+    ])
+    .await;
     let a = env.config.settings.amqp.clone();
     let worker = env.worker();
     worker.ready().await;
@@ -265,5 +280,219 @@ async fn a_result_that_cannot_be_routed_anywhere_sends_the_intent_to_the_dlq_aft
         1,
         "redeliveries replay; the gateway was called once"
     );
+    assert!(worker.stop().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
+    use h5pay_worker::claim::ClaimError;
+    let env = TestEnv::new().await;
+    let claims = env.claim_store();
+    let identity = h5pay_worker::intent::Identity {
+        inst_no: "60000001".into(),
+        mch_no: "M1".into(),
+        pay_trace_no: "ERR-1".into(),
+    };
+    let mut r = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(claims.key(&identity))
+        .arg("a string")
+        .query_async(&mut r)
+        .await
+        .expect("SET");
+    let wrong = claims
+        .claim(&identity, "t", "fp", "20261126000000", false, false)
+        .await
+        .expect_err("a claim on a string fails");
+    assert_eq!(
+        (wrong.label(), wrong.is_unusable()),
+        ("wrong_type", true),
+        "{wrong}"
+    );
+
+    let script: Result<i64, redis::RedisError> = redis::Script::new("return nil + 1")
+        .invoke_async(&mut r)
+        .await;
+    let script = ClaimError::from(script.expect_err("the script fails"));
+    assert_eq!(
+        (script.label(), script.is_unusable()),
+        ("script", true),
+        "{script}"
+    );
+
+    // Nothing listens there: a connection error, which retrying may fix.
+    let down = h5pay_worker::config::RedisSettings {
+        url: h5pay_worker::config::SecretUrl::new("redis://127.0.0.1:1/0"),
+        ..env.config.settings.redis.clone()
+    };
+    let store = h5pay_worker::claim::ClaimStore::new(
+        h5pay_worker::claim::connect(&down).expect("a lazy client"),
+        &down,
+    );
+    let refused = store
+        .renew(&identity, "t")
+        .await
+        .expect_err("no Redis there");
+    assert!(!refused.is_unusable(), "{} ({})", refused, refused.label());
+    let _: () = redis::cmd("DEL")
+        .arg(claims.key(&identity))
+        .query_async(&mut r)
+        .await
+        .expect("DEL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_dlq_uses_up_no_delivery_limit_and_old_messages_are_replayed_only_with_force() {
+    let env = TestEnv::new().await;
+    let a = env.config.settings.amqp.clone();
+    let ch = env.publisher().await;
+    let two_hours_ago = (chrono::Utc::now().timestamp() - 7200) as u64;
+    let body = serde_json::to_vec(&intent("OLD-1", "M1", 100)).unwrap_or_default();
+    let confirm = ch
+        .basic_publish(
+            a.dead_letter_exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default()
+                .with_timestamp(two_hours_ago)
+                .with_message_id("old-1".into())
+                .with_delivery_mode(2),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(confirm.is_ack());
+    // More reads than RabbitMQ 4.x's default quorum delivery limit (20).
+    for _ in 0..25 {
+        let mut out = Vec::new();
+        let n = h5pay_worker::cli::dlq::list(&a, 10, true, &mut out)
+            .await
+            .expect("listed");
+        assert_eq!(n, 1);
+    }
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 1);
+    let mut out = Vec::new();
+    let would = h5pay_worker::cli::dlq::replay(&a, replay_options(true), &mut out)
+        .await
+        .expect("dry run");
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert_eq!(would, 0, "{text}");
+    assert!(
+        text.contains("retention_secs") && text.contains("--force"),
+        "{text}"
+    );
+    let moved = h5pay_worker::cli::dlq::replay(&a, replay_options(false), &mut out)
+        .await
+        .expect("replay");
+    assert_eq!(moved, 0, "older than the retention: kept without --force");
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 1);
+    // Still there, read 25 times, with no delivery count against it.
+    let m = env.get(&a.dead_letter_queue).await.expect("the message");
+    let counted = m
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned());
+    assert_eq!(counted, None, "a classic DLQ counts no deliveries");
+    // Put it back and replay it on purpose.
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            a.dead_letter_queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &m.delivery.data,
+            m.delivery.properties.clone(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(confirm.is_ack());
+    let forced = h5pay_worker::cli::dlq::ReplayOptions {
+        force: true,
+        ..replay_options(false)
+    };
+    let moved = h5pay_worker::cli::dlq::replay(&a, forced, &mut out)
+        .await
+        .expect("replay");
+    assert_eq!(moved, 1, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 0);
+}
+
+/// Opens `n` connections that send nothing.
+async fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("a connection"),
+        );
+    }
+    held
+}
+
+/// Whether the server closes `stream` within `within` (reads end of stream).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_admin_endpoints_or_the_sandbox() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new().await;
+    let worker = env.worker();
+    worker.ready().await;
+    let (admin, serve) = h5pay_worker::admin::bind("127.0.0.1:0", worker.health.clone())
+        .await
+        .expect("admin bound");
+    let admin_task = tokio::spawn(serve);
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("a client");
+    for (addr, path) in [(admin, "/readyz"), (env.sandbox_addr, "/healthz")] {
+        let _held = idle_connections(addr, 500).await;
+        let status = quick
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} with 500 idle connections open: {e}"))
+            .status();
+        assert_eq!(status, 200, "{addr}{path}");
+    }
+    // A client that never finishes its headers is cut off.
+    let mut slow = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connected");
+    slow.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a request");
+    assert!(
+        closed_within(
+            &mut slow,
+            h5pay_worker::http_server::HEADER_READ_TIMEOUT + Duration::from_secs(3)
+        )
+        .await,
+        "a half-sent request holds its connection open"
+    );
+    // Past the cap, a new connection is closed at once.
+    let _held = idle_connections(admin, h5pay_worker::http_server::MAX_CONNECTIONS).await;
+    let mut extra = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connected");
+    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+    admin_task.abort();
     assert!(worker.stop().await.is_ok());
 }

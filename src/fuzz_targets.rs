@@ -1,0 +1,200 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo fuzz), one per
+//! parser of untrusted bytes, each with the properties it must keep. The
+//! corpus replay test (`tests/integration/fuzz_corpus.rs`) runs the same
+//! functions over the seeds and every crash found, in `make test`.
+//!
+//! Not part of the product's API.
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use crate::config::Institutions;
+use crate::gateway::classify::{Exchange, Expect, Verdict, classify};
+use crate::gateway::types::{H5PayRequest, PayType};
+use crate::gateway::{sign, types::ReceivedResponse};
+use crate::intent::{self, Rules};
+use crate::outcome::{CallResult, Decision};
+use crate::result_event::{self, ResultEvent};
+
+const KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
+
+fn institutions() -> Institutions {
+    Institutions::from_pairs([
+        ("60000001".to_owned(), SecretString::from(KEY)),
+        ("60000002".to_owned(), SecretString::from("second-key")),
+    ])
+    .unwrap_or_else(|| unreachable!("two institutions"))
+}
+
+/// An intent body: read, validated, and its event built and read back.
+pub fn intake(data: &[u8]) {
+    let institutions = institutions();
+    let rules = Rules {
+        institutions: &institutions,
+        default_mch_no: None,
+        max_amount: 100_000_000,
+    };
+    let strict = serde_json::from_slice::<Value>(data);
+    let Ok(obj) = intent::read(data) else {
+        // What a standard parser reads as an object is always an intent.
+        assert!(
+            !matches!(strict, Ok(Value::Object(_))) || data.len() > intent::MAX_BODY_BYTES,
+            "a JSON object was not read"
+        );
+        return;
+    };
+    if matches!(strict, Ok(Value::Object(_))) {
+        assert!(obj.unrepresentable.is_empty(), "{:?}", obj.unrepresentable);
+    }
+    let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+    let event = match intent::validate(&obj, rules) {
+        Ok(i) => {
+            let id = &i.identity;
+            assert!(intent::is_identifier(&id.pay_trace_no, 64));
+            assert!(intent::is_identifier(&id.mch_no, 32));
+            assert!((1..=100_000_000).contains(&i.total_amount));
+            let body = i
+                .request("20261126101500")
+                .signed_body(&SecretString::from(KEY));
+            assert!(serde_json::from_slice::<Map<String, Value>>(&body).is_ok());
+            if let Some(m) = &i.metadata {
+                assert!(m.get().len() <= intent::MAX_METADATA_BYTES);
+                assert!(serde_json::from_str::<Value>(m.get()).is_ok_and(|v| v.is_object()));
+            }
+            let call = CallResult {
+                decision: Decision::InProcess,
+                attempts: 1,
+                answer: None,
+                trade_no: None,
+            };
+            ResultEvent::decided(&i, "20261126101500", &call, now)
+        }
+        Err(invalid) => {
+            assert!(!invalid.errors.is_empty());
+            ResultEvent::invalid(&invalid, data, now)
+        }
+    };
+    let json = event.to_json();
+    let back = result_event::replay(&String::from_utf8_lossy(&json), false);
+    assert_eq!(
+        back.ok().as_ref(),
+        Some(&event),
+        "the event reads back as itself"
+    );
+    assert!(event.routing_key().starts_with("h5pay.result."));
+}
+
+/// A gateway answer: the first two bytes choose the HTTP status, the rest
+/// is the body.
+pub fn gateway_answer(data: &[u8]) {
+    let status = match data {
+        [a, b, ..] => 100 + (u16::from_be_bytes([*a, *b]) % 500),
+        _ => 200,
+    };
+    let body = data.get(2..).unwrap_or_default();
+    let _ = ReceivedResponse::parse(body);
+    let request = H5PayRequest {
+        inst_no: "60000001".into(),
+        mch_no: "M1".into(),
+        pay_type: PayType::Wechat,
+        pay_trace_no: "T1".into(),
+        pay_time: "20261126101500".into(),
+        total_amount: 100,
+        open_id: None,
+        notify_url: None,
+    };
+    let key = SecretString::from(KEY);
+    for http_links in [false, true] {
+        let exchange = Exchange::Answered {
+            status,
+            retry_after: None,
+            body,
+        };
+        let expect = Expect {
+            verify_key: Some(&key),
+            http_links,
+        };
+        let (message, answer) = match classify(&exchange, &request, expect) {
+            Verdict::Final {
+                decision: Decision::Ready(p),
+                answer,
+                trade_no,
+                ..
+            } => {
+                // Only a signed, echoing answer with a web link is ready.
+                let verified = serde_json::from_slice::<Map<String, Value>>(body)
+                    .is_ok_and(|m| sign::verify(&m, &key).is_ok());
+                assert!(verified, "an unsigned answer was taken");
+                if let Some(u) = &p.code_url {
+                    assert!(u.starts_with("https://") || (http_links && u.starts_with("http://")));
+                }
+                assert!(trade_no.is_none_or(|t| t.chars().count() <= 64));
+                (String::new(), answer)
+            }
+            Verdict::Final {
+                decision: Decision::Failed(f),
+                answer,
+                ..
+            } => (f.message, answer),
+            Verdict::Final { answer, .. } => (String::new(), answer),
+            Verdict::Transient {
+                message, answer, ..
+            } => (message, answer),
+        };
+        assert!(
+            message.chars().count() <= 2048,
+            "{} chars",
+            message.chars().count()
+        );
+        if let Some(a) = answer {
+            for text in [a.return_code, a.result_code, a.return_msg]
+                .into_iter()
+                .flatten()
+            {
+                assert!(text.chars().count() <= 257);
+            }
+        }
+    }
+}
+
+/// A signed JSON object: verifying never panics, and signing then
+/// verifying always agrees.
+pub fn sign_verify(data: &[u8]) {
+    let Ok(mut m) = serde_json::from_slice::<Map<String, Value>>(data) else {
+        return;
+    };
+    let key = SecretString::from(KEY);
+    let _ = sign::verify(&m, &key);
+    m.remove("sign");
+    let s = sign::sign(&m, &key);
+    assert_eq!(s.len(), 32);
+    m.insert("sign".into(), Value::String(s.to_uppercase()));
+    assert_eq!(sign::verify(&m, &key), Ok(()));
+    let other = SecretString::from("another-key");
+    assert!(sign::verify(&m, &other).is_err());
+}
+
+/// Configuration text (and an environment override made of the same
+/// bytes): parsed and validated, never a panic, never a key in an error.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let secret = "k-fuzz-secret-5e1";
+    let with_key = format!("{text}\n[[institutions]]\ninst_no = \"1\"\nkey = \"{secret}\"\n");
+    for candidate in [text.as_ref(), with_key.as_str()] {
+        let env = [(
+            "H5PAY__AMQP__PREFETCH".to_owned(),
+            text.chars().take(16).collect(),
+        )];
+        match crate::config::parse(candidate, env) {
+            Ok(settings) => {
+                if let Err(e) = settings.validate() {
+                    assert!(!e.to_string().contains(secret), "{e}");
+                }
+            }
+            Err(e) => {
+                assert!(!e.to_string().contains(secret), "{e}");
+                assert!(!e.to_string().contains('\n'), "one line: {e}");
+            }
+        }
+    }
+}
