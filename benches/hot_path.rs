@@ -5,10 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use h5pay_worker::config::Institutions;
-use h5pay_worker::gateway::classify::{Exchange, Expect, classify};
+use h5pay_worker::gateway::h5pay::classify::{Expect, classify};
 use h5pay_worker::gateway::sign;
+use h5pay_worker::gateway::signed_call::Exchange;
 use h5pay_worker::intent::{self, Rules};
+use h5pay_worker::keys::Institutions;
 use h5pay_worker::result_event::ResultEvent;
 use secrecy::SecretString;
 use serde_json::{Value, json};

@@ -17,8 +17,8 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::breaker::Breaker;
 use crate::claim::ClaimStore;
+use crate::gateway::breaker::Breaker;
 
 /// How fresh the last good Redis PING must be for readiness.
 pub const REDIS_FRESHNESS: Duration = Duration::from_secs(2);
@@ -81,7 +81,7 @@ pub async fn ping_redis(claims: ClaimStore, health: Arc<Health>) {
             health.redis_ok();
         }
         let (ready, _) = health.readiness();
-        metrics::gauge!("h5pay_ready").set(if ready { 1.0 } else { 0.0 });
+        crate::telemetry::metrics::ready(ready);
         tokio::time::sleep(PING_EVERY).await;
     }
 }
@@ -105,7 +105,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    let body = crate::telemetry::metrics()
+    let body = crate::telemetry::recorder()
         .map(|h| h.render())
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
@@ -119,7 +119,12 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     // Served until the task is dropped: probes must answer to the end.
-    let serve = crate::http_server::serve(listener, app(health), "admin", std::future::pending());
+    let serve = crate::http_server::serve(
+        listener,
+        app(health),
+        crate::telemetry::metrics::Server::Admin,
+        std::future::pending(),
+    );
     Ok((addr, serve))
 }
 
@@ -127,7 +132,7 @@ pub async fn bind(
 pub async fn metrics_upkeep() {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if let Some(h) = crate::telemetry::metrics() {
+        if let Some(h) = crate::telemetry::recorder() {
             h.run_upkeep();
         }
     }

@@ -8,11 +8,13 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use crate::config::Institutions;
-use crate::gateway::classify::{Exchange, Expect, Verdict, classify};
-use crate::gateway::types::{H5PayRequest, PayType};
-use crate::gateway::{sign, types::ReceivedResponse};
+use crate::gateway::h5pay::H5PayDecided;
+use crate::gateway::h5pay::classify::{Expect, classify};
+use crate::gateway::signed_call::{Exchange, Verdict};
+use crate::gateway::wire::{H5PayRequest, PayType};
+use crate::gateway::{sign, wire::ReceivedResponse};
 use crate::intent::{self, Rules};
+use crate::keys::Institutions;
 use crate::outcome::{CallResult, Decision};
 use crate::result_event::{self, ResultEvent};
 
@@ -116,10 +118,13 @@ pub fn gateway_answer(data: &[u8]) {
         };
         let (message, answer) = match classify(&exchange, &request, expect) {
             Verdict::Final {
-                decision: Decision::Ready(p),
+                value:
+                    H5PayDecided {
+                        decision: Decision::Ready(p),
+                        trade_no,
+                        ..
+                    },
                 answer,
-                trade_no,
-                ..
             } => {
                 // Only a signed, echoing answer with a web link is ready.
                 let verified = serde_json::from_slice::<Map<String, Value>>(body)
@@ -132,9 +137,12 @@ pub fn gateway_answer(data: &[u8]) {
                 (String::new(), answer)
             }
             Verdict::Final {
-                decision: Decision::Failed(f),
+                value:
+                    H5PayDecided {
+                        decision: Decision::Failed(f),
+                        ..
+                    },
                 answer,
-                ..
             } => (f.message, answer),
             Verdict::Final { answer, .. } => (String::new(), answer),
             Verdict::Transient {

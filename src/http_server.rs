@@ -21,6 +21,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::telemetry::metrics::{self, Label, Server};
+
 /// How long a client may take to send a request's headers (also while a
 /// kept-alive connection waits for its next request) before the connection
 /// is closed.
@@ -33,14 +35,15 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// How long requests in progress may take after the shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `shutdown` resolves. `name` labels the
-/// server in logs and metrics (`admin`, `sandbox`, `notify`).
+/// Serves `app` on `listener` until `shutdown` resolves. `server` labels
+/// it in logs and metrics.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    name: &'static str,
+    server: Server,
     shutdown: impl Future<Output = ()>,
 ) {
+    let name = server.as_str();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -65,8 +68,7 @@ pub async fn serve(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("h5pay_http_connections_refused_total", "server" => name)
-                .increment(1);
+            metrics::http_connection_refused(server);
             drop(stream);
             continue;
         };

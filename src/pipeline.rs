@@ -4,7 +4,11 @@
 //!
 //! Order matters and is the point of this module (contract §5):
 //! claim before call, store before publish, publish (confirmed) before ack.
+//! Each step is a method of its own; [`Pipeline::decide`] is the claim
+//! loop that chooses between them. Results go out through a
+//! [`ResultSink`], so tests can watch the order directly.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +16,16 @@ use chrono::{FixedOffset, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::amqp::Publisher;
-use crate::claim::{self, ClaimError, ClaimStore, Step};
-use crate::config::{Config, DuplicatePolicy, Institutions, KeyRing, QueueType};
-use crate::gateway::GatewayClient;
+use crate::amqp::{PublishError, Publisher};
+use crate::claim::{self, ClaimError, ClaimRequest, ClaimStore, Release, Step};
+use crate::config::{Config, DuplicatePolicy, QueueType};
 use crate::gateway::retry::{Backoff, RetryPolicy};
-use crate::intent::{self, Intent, Rules};
+use crate::gateway::{Abandon, Gateway};
+use crate::intent::{self, Intent, InvalidIntent, Rules, Unreadable};
+use crate::keys::{Institutions, KeyRing};
 use crate::outcome::{Failure, FailureKind};
 use crate::result_event::{self, ResultEvent};
+use crate::telemetry::metrics::{self, Dedup, HandBack, IntentOutcome, Label, RedisOp};
 
 /// What to do with the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +34,8 @@ pub enum Disposition {
     Ack,
     /// Cannot be an intent at all: reject without requeue (dead-letter).
     DeadLetter,
-    /// Not started, or its result could not be published: requeue.
+    /// Not started, or its result could not be published: requeue it, so
+    /// it comes again (and counts toward the delivery limit).
     HandBack,
     /// The channel or connection failed: the delivery comes back by itself
     /// after the reconnect; the connection must be rebuilt.
@@ -45,6 +52,32 @@ pub struct Incoming<'a> {
     /// AMQP `timestamp`, seconds since the epoch.
     pub timestamp: Option<u64>,
     pub redelivered: bool,
+}
+
+/// Where result events go: the confirm-mode publisher in production, a
+/// recorder in tests of the pipeline's order.
+pub trait ResultSink: Sync {
+    /// Publishes `event` (serialised as `body`) and resolves once the
+    /// broker confirmed it.
+    fn publish(
+        &self,
+        event: &ResultEvent,
+        body: &[u8],
+        correlation_id: &str,
+        reply_to: Option<&str>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+impl ResultSink for Publisher {
+    fn publish(
+        &self,
+        event: &ResultEvent,
+        body: &[u8],
+        correlation_id: &str,
+        reply_to: Option<&str>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send {
+        self.publish_result(event, body, correlation_id, reply_to)
+    }
 }
 
 /// Settings the pipeline decides with.
@@ -84,7 +117,7 @@ impl PipelineSettings {
 
 pub struct Pipeline {
     pub claims: ClaimStore,
-    pub gateway: Arc<GatewayClient>,
+    pub gateway: Arc<Gateway>,
     /// Institution keys; replaced on SIGHUP.
     pub keys: Arc<KeyRing>,
     pub settings: PipelineSettings,
@@ -97,26 +130,44 @@ pub struct Pipeline {
 const REDIS_RETRY_MIN: Duration = Duration::from_millis(50);
 const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// One delivery on its way: what every step after validation needs.
+struct Delivery<'a, S> {
+    msg: &'a Incoming<'a>,
+    /// The result's correlation_id.
+    correlation: String,
+    sink: &'a S,
+}
+
+/// How long a delivery has waited for another worker's claim.
+struct Waiting {
+    times: u32,
+    since: tokio::time::Instant,
+}
+
+impl Waiting {
+    fn new() -> Self {
+        Waiting {
+            times: 0,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Records the wait once it is over.
+    fn over(&self) {
+        if self.times > 0 {
+            metrics::claim_waited(self.since.elapsed());
+        }
+    }
+}
+
 impl Pipeline {
     /// Processes one delivery to a disposition. Reading and validating run
     /// before the intent's span exists, so the span is created once with
     /// its identity (recording fields later re-formats them, per field).
-    pub async fn process(&self, msg: Incoming<'_>, publisher: &Publisher) -> Disposition {
+    pub async fn process<S: ResultSink>(&self, msg: Incoming<'_>, sink: &S) -> Disposition {
         let obj = match intent::read(msg.body) {
             Ok(o) => o,
-            Err(why) => {
-                warn!(
-                    reason = why.reason(),
-                    error = %why,
-                    bytes = msg.body.len(),
-                    message_id = msg.message_id.unwrap_or(""),
-                    "not an intent: dead-lettering it"
-                );
-                metrics::counter!("h5pay_dead_lettered_total", "reason" => why.reason())
-                    .increment(1);
-                metrics::counter!("h5pay_intents_total", "outcome" => "unreadable").increment(1);
-                return Disposition::DeadLetter;
-            }
+            Err(why) => return self.unreadable(&msg, &why),
         };
         let institutions = self.keys.current();
         let rules = Rules {
@@ -135,170 +186,156 @@ impl Pipeline {
                     message_id = msg.message_id.unwrap_or(""),
                     redelivered = msg.redelivered,
                 );
-                let correlation = correlation_id(&msg, Some(&id.pay_trace_no));
-                self.decide(&intent, &msg, &correlation, publisher, &institutions)
+                let d = Delivery {
+                    msg: &msg,
+                    correlation: correlation_id(&msg, Some(&id.pay_trace_no)),
+                    sink,
+                };
+                self.decide(&intent, &d, &institutions)
                     .instrument(span)
                     .await
             }
-            Err(invalid) => {
-                let event = ResultEvent::invalid(&invalid, msg.body, Utc::now());
-                info!(
-                    mch_no = invalid.mch_no.as_deref().unwrap_or("_"),
-                    pay_trace_no = invalid.pay_trace_no.as_deref().unwrap_or(""),
-                    message_id = msg.message_id.unwrap_or(""),
-                    error = %invalid.message(),
-                    "invalid intent"
-                );
-                let correlation = correlation_id(&msg, invalid.pay_trace_no.as_deref());
-                self.publish_and_ack(&Outgoing::new(event), &msg, &correlation, publisher, None)
-                    .await
-            }
+            Err(invalid) => self.invalid(&invalid, &msg, sink).await,
         }
+    }
+
+    /// What cannot be an intent at all is dead-lettered, with a log line.
+    fn unreadable(&self, msg: &Incoming<'_>, why: &Unreadable) -> Disposition {
+        warn!(
+            reason = why.reason().as_str(),
+            error = %why,
+            bytes = msg.body.len(),
+            message_id = msg.message_id.unwrap_or(""),
+            "not an intent: dead-lettering it"
+        );
+        metrics::dead_lettered(why.reason());
+        metrics::intent_settled(IntentOutcome::Unreadable);
+        Disposition::DeadLetter
+    }
+
+    /// An intent that breaks rules of §3 gets an `invalid_intent` event.
+    async fn invalid<S: ResultSink>(
+        &self,
+        invalid: &InvalidIntent,
+        msg: &Incoming<'_>,
+        sink: &S,
+    ) -> Disposition {
+        info!(
+            mch_no = invalid.mch_no.as_deref().unwrap_or("_"),
+            pay_trace_no = invalid.pay_trace_no.as_deref().unwrap_or(""),
+            message_id = msg.message_id.unwrap_or(""),
+            error = %invalid.message(),
+            "invalid intent"
+        );
+        let d = Delivery {
+            msg,
+            correlation: correlation_id(msg, invalid.pay_trace_no.as_deref()),
+            sink,
+        };
+        let event = ResultEvent::invalid(invalid, msg.body, Utc::now());
+        self.publish_outcome(&Outgoing::new(event), &d, None).await
     }
 
     /// The claim loop: claim, then call, store, publish; or replay, wait,
     /// refuse.
-    async fn decide(
+    async fn decide<S: ResultSink>(
         &self,
         intent: &Intent,
-        msg: &Incoming<'_>,
-        correlation: &str,
-        publisher: &Publisher,
+        d: &Delivery<'_, S>,
         institutions: &Institutions,
     ) -> Disposition {
         let now = Utc::now();
         let made = intent::intent_time(
-            msg.timestamp,
+            d.msg.timestamp,
             intent.pay_time.as_deref(),
             self.settings.offset,
         );
-        let expired = intent::is_expired(made, now, self.settings.max_intent_age_secs);
         let candidate_pay_time = intent
             .pay_time
             .clone()
             .unwrap_or_else(|| intent::format_pay_time(now, self.settings.offset));
         let fingerprint = intent.fingerprint();
         let token = claim::new_token();
+        let request = ClaimRequest {
+            token: &token,
+            fingerprint: &fingerprint,
+            pay_time: &candidate_pay_time,
+            pay_time_explicit: intent.pay_time.is_some(),
+            too_old: intent::is_expired(made, now, self.settings.max_intent_age_secs),
+        };
         let id = &intent.identity;
-        let mut waited = 0u32;
-        let wait_started = tokio::time::Instant::now();
-
+        let mut waiting = Waiting::new();
         loop {
-            let reply = self
-                .redis("claim", Persist::UntilStop, || {
-                    self.claims.claim(
-                        id,
-                        &token,
-                        &fingerprint,
-                        &candidate_pay_time,
-                        intent.pay_time.is_some(),
-                        expired,
-                    )
+            let claimed = self
+                .redis(RedisOp::Claim, Persist::UntilStop, || {
+                    self.claims.claim(id, &request)
                 })
                 .await;
-            let reply = match reply {
+            let reply = match claimed {
                 Ok(r) => r,
                 Err(RedisGaveUp::Stopping) => {
                     info!("stopping: handing the intent back before its claim");
                     return Disposition::HandBack;
                 }
-                Err(RedisGaveUp::Unusable) => return self.unusable(msg),
+                Err(RedisGaveUp::Unusable) => return self.unusable(d.msg),
             };
-            match claim::next_step(reply, self.settings.duplicates, waited) {
+            match claim::next_step(reply, self.settings.duplicates, waiting.times) {
                 Step::Wait(pause) => {
-                    if waited == 0 {
-                        metrics::counter!("h5pay_dedup_total", "kind" => "wait").increment(1);
-                        debug!("another worker holds this identity: waiting for its outcome");
-                    }
-                    waited = waited.saturating_add(1);
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return Disposition::HandBack,
-                        _ = tokio::time::sleep(pause) => {}
+                    if !self.wait(pause, &mut waiting).await {
+                        return Disposition::HandBack;
                     }
                 }
                 Step::Replay { event, duplicate } => {
-                    record_wait(waited, wait_started);
-                    metrics::counter!("h5pay_dedup_total", "kind" => "replay").increment(1);
-                    let event = match result_event::replay(&event, duplicate) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            error!(error = %e, "stored outcome is unreadable; leaving the intent for redelivery");
-                            metrics::counter!("h5pay_handed_back_total", "reason" => "stored_unreadable").increment(1);
-                            return self.unusable(msg);
-                        }
-                    };
-                    info!(
-                        duplicate,
-                        status = event.status.as_str(),
-                        "replaying the stored outcome"
-                    );
-                    let mark = (!duplicate).then_some(id);
-                    return self
-                        .publish_and_ack(&Outgoing::new(event), msg, correlation, publisher, mark)
-                        .await;
+                    waiting.over();
+                    return self.replay(&event, duplicate, id, d).await;
                 }
                 Step::AckWithoutPublishing => {
-                    record_wait(waited, wait_started);
-                    metrics::counter!("h5pay_dedup_total", "kind" => "replay").increment(1);
-                    metrics::counter!("h5pay_intents_total", "outcome" => "duplicate_dropped")
-                        .increment(1);
+                    waiting.over();
+                    metrics::dedup(Dedup::Replay);
+                    metrics::intent_settled(IntentOutcome::DuplicateDropped);
                     info!(
                         "duplicate of a confirmed outcome: acknowledged without publishing (duplicates = drop)"
                     );
                     return Disposition::Ack;
                 }
                 Step::Conflict { stored_pay_time } => {
-                    metrics::counter!("h5pay_dedup_total", "kind" => "conflict").increment(1);
+                    metrics::dedup(Dedup::Conflict);
                     let message = conflict_message(intent, &stored_pay_time);
                     info!(%message, "conflicting intent");
-                    let event = ResultEvent::refused(
-                        intent,
-                        Failure::new(FailureKind::Conflict, message),
-                        msg.body,
-                        Utc::now(),
-                    );
-                    return self
-                        .publish_and_ack(&Outgoing::new(event), msg, correlation, publisher, None)
-                        .await;
+                    let failure = Failure::new(FailureKind::Conflict, message);
+                    return self.refuse(intent, failure, d).await;
                 }
                 Step::Expired => {
+                    info!("expired intent");
                     let message = format!(
                         "older than worker.max_intent_age_secs ({}s); the gateway was not called",
                         self.settings.max_intent_age_secs
                     );
-                    info!("expired intent");
-                    let event = ResultEvent::refused(
-                        intent,
-                        Failure::new(FailureKind::Expired, message),
-                        msg.body,
-                        Utc::now(),
-                    );
-                    return self
-                        .publish_and_ack(&Outgoing::new(event), msg, correlation, publisher, None)
-                        .await;
+                    let failure = Failure::new(FailureKind::Expired, message);
+                    return self.refuse(intent, failure, d).await;
                 }
                 Step::Call { pay_time, takeover } => {
-                    record_wait(waited, wait_started);
+                    waiting.over();
                     if takeover {
-                        metrics::counter!("h5pay_claim_takeovers_total").increment(1);
+                        metrics::claim_taken_over();
                         info!("took over an expired claim; sending the identical request");
                     }
-                    match self
-                        .call_and_store(intent, &token, &pay_time, takeover, institutions)
-                        .await
-                    {
-                        CallEnd::Stored(event) => {
-                            return self
-                                .publish_and_ack(&event, msg, correlation, publisher, Some(id))
-                                .await;
+                    let call = Call {
+                        intent,
+                        token: &token,
+                        pay_time: &pay_time,
+                        takeover,
+                    };
+                    match self.call_and_store(&call, institutions).await {
+                        CallEnd::Stored(out) => {
+                            return self.publish_outcome(&out, d, Some(id)).await;
                         }
-                        CallEnd::HandedBack => return Disposition::HandBack,
-                        CallEnd::Unusable => return self.unusable(msg),
+                        CallEnd::HandBack => return Disposition::HandBack,
+                        CallEnd::Unusable => return self.unusable(d.msg),
                         // Another worker owns the identity now: its outcome wins.
                         CallEnd::ClaimLost => {
-                            metrics::counter!("h5pay_claim_lost_total").increment(1);
+                            metrics::claim_lost();
                             warn!("lost the claim to another worker; waiting for its outcome");
-                            continue;
                         }
                     }
                 }
@@ -306,41 +343,96 @@ impl Pipeline {
         }
     }
 
-    /// Calls the gateway under the claim (renewing the lease meanwhile) and
-    /// stores the outcome.
-    async fn call_and_store(
+    /// Waits for another worker's claim; `false` when stopping.
+    async fn wait(&self, pause: Duration, waiting: &mut Waiting) -> bool {
+        if waiting.times == 0 {
+            metrics::dedup(Dedup::Wait);
+            debug!("another worker holds this identity: waiting for its outcome");
+        }
+        waiting.times = waiting.times.saturating_add(1);
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    /// Publishes a stored outcome again (a duplicate, or a redelivery).
+    async fn replay<S: ResultSink>(
+        &self,
+        stored: &str,
+        duplicate: bool,
+        id: &intent::Identity,
+        d: &Delivery<'_, S>,
+    ) -> Disposition {
+        metrics::dedup(Dedup::Replay);
+        let event = match result_event::replay(stored, duplicate) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(error = %e, "stored outcome is unreadable; leaving the intent for redelivery");
+                metrics::handed_back(HandBack::StoredUnreadable);
+                return self.unusable(d.msg);
+            }
+        };
+        info!(
+            duplicate,
+            status = event.status.as_str(),
+            "replaying the stored outcome"
+        );
+        // An outcome not yet confirmed is marked once this replay is.
+        let mark = (!duplicate).then_some(id);
+        self.publish_outcome(&Outgoing::new(event), d, mark).await
+    }
+
+    /// A failure decided without the gateway (`conflict`, `expired`): not
+    /// stored as the identity's outcome.
+    async fn refuse<S: ResultSink>(
         &self,
         intent: &Intent,
-        token: &str,
-        pay_time: &str,
-        takeover: bool,
-        institutions: &Institutions,
-    ) -> CallEnd {
-        let id = &intent.identity;
+        failure: Failure,
+        d: &Delivery<'_, S>,
+    ) -> Disposition {
+        let event = ResultEvent::refused(intent, failure, d.msg.body, Utc::now());
+        self.publish_outcome(&Outgoing::new(event), d, None).await
+    }
+
+    /// Calls the gateway under the claim (renewing the lease meanwhile) and
+    /// stores the outcome.
+    async fn call_and_store(&self, call: &Call<'_>, institutions: &Institutions) -> CallEnd {
+        let id = &call.intent.identity;
+        let release = if call.takeover {
+            Release::KeepPayTime
+        } else {
+            Release::Forget
+        };
         let Some(key) = institutions.key(&id.inst_no) else {
             // Validation used the same key snapshot, so this cannot happen;
             // if it does, nothing was sent: give the claim back.
             error!("no key for a validated institution");
-            let _ = self.claims.release(id, token, !takeover).await;
-            return CallEnd::HandedBack;
+            let _ = self.claims.release(id, call.token, release).await;
+            return CallEnd::HandBack;
         };
         let lost = CancellationToken::new();
-        let request = intent.request(pay_time);
+        let request = call.intent.request(call.pay_time);
         // After a takeover the earlier owner may have sent this very request.
-        let earlier =
-            takeover.then_some("an earlier worker's claim on this identity lapsed mid-call");
+        let earlier = call
+            .takeover
+            .then_some("an earlier worker's claim on this identity lapsed mid-call");
         // The lease is renewed alongside the call and the store, in the same
         // task: a Redis outage after the gateway answered must not let the
         // lease lapse while the answer waits to be stored.
-        let renew = renew_lease(&self.claims, id, token, &lost);
+        let renew = renew_lease(&self.claims, id, call.token, &lost);
         tokio::pin!(renew);
-        let call = tokio::select! {
+        let abandon = Abandon {
+            any_time: &lost,
+            before_first: &self.stop,
+        };
+        let result = tokio::select! {
             biased;
-            r = self.gateway.call(&request, key, &lost, &self.stop, earlier) => r,
+            r = self.gateway.h5pay(&request, key, abandon, earlier) => r,
             never = &mut renew => match never {},
         };
-        let call = match call {
-            Ok(c) => c,
+        let result = match result {
+            Ok(r) => r,
             Err(abandoned) if lost.is_cancelled() => {
                 debug!(attempts = abandoned.attempts, "claim lost during the call");
                 return CallEnd::ClaimLost;
@@ -348,65 +440,66 @@ impl Pipeline {
             Err(_) => {
                 // Stopping before the first attempt: give the claim back so
                 // the redelivery need not wait for the lease.
-                let released = self.claims.release(id, token, !takeover).await;
-                if let Err(e) = released {
+                if let Err(e) = self.claims.release(id, call.token, release).await {
                     debug!(error = %e, "could not release the claim; it lapses with its lease");
                 }
                 info!("stopping: handing the intent back before the gateway call");
-                return CallEnd::HandedBack;
+                return CallEnd::HandBack;
             }
         };
-        let out = Outgoing::new(ResultEvent::decided(intent, pay_time, &call, Utc::now()));
-        let event = &out.event;
+        let out = Outgoing::new(ResultEvent::decided(
+            call.intent,
+            call.pay_time,
+            &result,
+            Utc::now(),
+        ));
         // Store before publish: never give up on a decided outcome while the
         // process lives; a crash here replays through the gateway's own
         // idempotency with the identical request.
         let stored = tokio::select! {
             biased;
-            r = self.redis("store", Persist::WhileAlive, || self.claims.store(id, token, &out.body)) => r,
+            r = self.redis(RedisOp::Store, Persist::WhileAlive, || self.claims.store(id, call.token, &out.body)) => r,
             never = &mut renew => match never {},
         };
         match stored {
             Ok(true) => {
+                let event = &out.event;
                 info!(
                     status = event.status.as_str(),
                     error_kind = event.error_kind().unwrap_or(""),
-                    attempts = call.attempts,
+                    attempts = result.attempts,
                     code_url_host = event.code_url.as_deref().and_then(url_host).unwrap_or(""),
                     "outcome decided and stored"
                 );
                 CallEnd::Stored(Box::new(out))
             }
             Ok(false) => CallEnd::ClaimLost,
-            Err(RedisGaveUp::Stopping) => CallEnd::HandedBack,
+            Err(RedisGaveUp::Stopping) => CallEnd::HandBack,
             Err(RedisGaveUp::Unusable) => CallEnd::Unusable,
         }
     }
 
-    /// Publishes (confirmed), marks the stored outcome confirmed when
-    /// `mark` names the identity, and says ack.
-    async fn publish_and_ack(
+    /// Publishes the outcome's event (confirmed) and, when `mark` names the
+    /// identity, marks its stored outcome confirmed. `Ack` only then: it
+    /// does not acknowledge anything itself.
+    async fn publish_outcome<S: ResultSink>(
         &self,
         out: &Outgoing,
-        msg: &Incoming<'_>,
-        correlation: &str,
-        publisher: &Publisher,
+        d: &Delivery<'_, S>,
         mark: Option<&intent::Identity>,
     ) -> Disposition {
-        let event = &out.event;
-        if let Some(d) = self
-            .publish_until_confirmed(out, msg, correlation, publisher)
-            .await
-        {
-            return d;
+        if let Some(refused) = self.publish_until_confirmed(out, d).await {
+            return refused;
         }
-        metrics::counter!("h5pay_results_published_total", "status" => event.status.as_str())
-            .increment(1);
-        let outcome = event.error_kind().unwrap_or(event.status.as_str());
-        metrics::counter!("h5pay_intents_total", "outcome" => outcome).increment(1);
+        let event = &out.event;
+        metrics::result_published(event.status);
+        metrics::intent_settled(IntentOutcome::of(
+            event.status,
+            event.error.as_ref().map(|e| e.kind),
+        ));
         if let Some(id) = mark
             && self
-                .redis("mark_confirmed", Persist::WhileAlive, || {
+                .redis(RedisOp::MarkConfirmed, Persist::WhileAlive, || {
                     self.claims.mark_confirmed(id)
                 })
                 .await
@@ -414,7 +507,7 @@ impl Pipeline {
         {
             // The event is confirmed, only the mark is missing: the
             // redelivery replays it with duplicate: false, which is still true.
-            return self.unusable(msg);
+            return self.unusable(d.msg);
         }
         Disposition::Ack
     }
@@ -425,8 +518,7 @@ impl Pipeline {
     /// already came back once is dead-lettered at once instead of looping.
     fn unusable(&self, msg: &Incoming<'_>) -> Disposition {
         if !self.settings.delivery_limit_applies && msg.redelivered {
-            metrics::counter!("h5pay_dead_lettered_total", "reason" => "redis_unusable")
-                .increment(1);
+            metrics::dead_lettered(metrics::DeadLetter::RedisUnusable);
             Disposition::DeadLetter
         } else {
             Disposition::HandBack
@@ -439,40 +531,39 @@ impl Pipeline {
     /// decided twice), and only then is the intent handed back. A full
     /// consumer queue must not turn into a requeue storm that burns the
     /// delivery limit in milliseconds. `None`: confirmed.
-    async fn publish_until_confirmed(
+    async fn publish_until_confirmed<S: ResultSink>(
         &self,
         out: &Outgoing,
-        msg: &Incoming<'_>,
-        correlation: &str,
-        publisher: &Publisher,
+        d: &Delivery<'_, S>,
     ) -> Option<Disposition> {
         let started = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
-            let e = match publisher
-                .publish_result(&out.event, &out.body, correlation, msg.reply_to)
+            let e = match d
+                .sink
+                .publish(&out.event, &out.body, &d.correlation, d.msg.reply_to)
                 .await
             {
                 Ok(()) => return None,
                 Err(e) => e,
             };
-            metrics::counter!("h5pay_publish_failures_total").increment(1);
+            metrics::publish_failed();
             if e.channel_lost() {
                 warn!(error = %e, "result event not confirmed: the channel is gone; the intent will come again");
                 return Some(Disposition::ConnectionLost);
             }
             failures += 1;
-            let wait = match self.settings.publish_retry.next(
+            let next = self.settings.publish_retry.next(
                 failures,
                 started.elapsed(),
                 None,
                 &mut rand::rng(),
-            ) {
-                Backoff::Wait(d) => d,
+            );
+            let wait = match next {
+                Backoff::Wait(w) => w,
                 Backoff::GiveUp(_) => {
                     warn!(error = %e, failures, "result event still not confirmed after amqp.publish_retry_ms; handing the intent back");
-                    metrics::counter!("h5pay_handed_back_total", "reason" => "publish_refused")
-                        .increment(1);
+                    metrics::handed_back(HandBack::PublishRefused);
                     return Some(Disposition::HandBack);
                 }
             };
@@ -494,15 +585,10 @@ impl Pipeline {
     /// [`UNUSABLE_TRIES`] times, then given up so the intent is handed back
     /// and the delivery limit moves it to the DLQ. `persist` says whether a
     /// stop interrupts the retries.
-    async fn redis<T, F, Fut>(
-        &self,
-        op: &'static str,
-        persist: Persist,
-        f: F,
-    ) -> Result<T, RedisGaveUp>
+    async fn redis<T, F, Fut>(&self, op: RedisOp, persist: Persist, f: F) -> Result<T, RedisGaveUp>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ClaimError>>,
+        Fut: Future<Output = Result<T, ClaimError>>,
     {
         let mut delay = REDIS_RETRY_MIN;
         let mut failures = 0u32;
@@ -511,42 +597,50 @@ impl Pipeline {
             if persist == Persist::UntilStop && self.stop.is_cancelled() {
                 return Err(RedisGaveUp::Stopping);
             }
-            match f().await {
+            let e = match f().await {
                 Ok(v) => {
                     if failures > 0 {
-                        info!(op, failures, "redis answers again");
+                        info!(op = op.as_str(), failures, "redis answers again");
                     }
                     return Ok(v);
                 }
-                Err(e) => {
-                    let cause = e.label();
-                    metrics::counter!("h5pay_redis_errors_total", "op" => op, "error" => cause)
-                        .increment(1);
-                    if e.is_unusable() {
-                        unusable += 1;
-                        if unusable >= UNUSABLE_TRIES {
-                            error!(op, cause, error = %e, "redis answered something no retry can fix; handing the intent back (the delivery limit moves it to the DLQ)");
-                            metrics::counter!("h5pay_handed_back_total", "reason" => "redis_unusable").increment(1);
-                            return Err(RedisGaveUp::Unusable);
-                        }
-                    } else if failures == 0 {
-                        warn!(op, error = %e, "redis unavailable: the intent waits (no gateway call, no ack)");
-                    }
-                    failures += 1;
-                    let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                    if persist == Persist::UntilStop {
-                        tokio::select! {
-                            _ = self.stop.cancelled() => return Err(RedisGaveUp::Stopping),
-                            _ = tokio::time::sleep(jittered) => {}
-                        }
-                    } else {
-                        tokio::time::sleep(jittered).await;
-                    }
-                    delay = (delay * 2).min(REDIS_RETRY_MAX);
+                Err(e) => e,
+            };
+            let cause = e.cause();
+            metrics::redis_error(op, cause);
+            if cause.is_unusable() {
+                unusable += 1;
+                if unusable >= UNUSABLE_TRIES {
+                    error!(op = op.as_str(), cause = cause.as_str(), error = %e, "redis answered something no retry can fix; handing the intent back (the delivery limit moves it to the DLQ)");
+                    metrics::handed_back(HandBack::RedisUnusable);
+                    return Err(RedisGaveUp::Unusable);
                 }
+            } else if failures == 0 {
+                warn!(op = op.as_str(), error = %e, "redis unavailable: the intent waits (no gateway call, no ack)");
             }
+            failures += 1;
+            let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+            if persist == Persist::UntilStop {
+                tokio::select! {
+                    _ = self.stop.cancelled() => return Err(RedisGaveUp::Stopping),
+                    _ = tokio::time::sleep(jittered) => {}
+                }
+            } else {
+                tokio::time::sleep(jittered).await;
+            }
+            delay = (delay * 2).min(REDIS_RETRY_MAX);
         }
     }
+}
+
+/// One gateway call under a claim.
+struct Call<'a> {
+    intent: &'a Intent,
+    token: &'a str,
+    /// Fixed for the identity: the claim's.
+    pay_time: &'a str,
+    /// An earlier owner's lease lapsed: it may have sent this request.
+    takeover: bool,
 }
 
 /// Whether a stop interrupts a Redis step's retries.
@@ -573,7 +667,8 @@ const UNUSABLE_TRIES: u32 = 3;
 
 enum CallEnd {
     Stored(Box<Outgoing>),
-    HandedBack,
+    /// Stopping before the gateway saw the request.
+    HandBack,
     ClaimLost,
     /// Redis answered something no retry can fix.
     Unusable,
@@ -618,12 +713,6 @@ impl Outgoing {
     fn new(event: ResultEvent) -> Self {
         let body = event.to_json();
         Outgoing { event, body }
-    }
-}
-
-fn record_wait(waited: u32, since: tokio::time::Instant) {
-    if waited > 0 {
-        metrics::histogram!("h5pay_claim_wait_seconds").record(since.elapsed().as_secs_f64());
     }
 }
 

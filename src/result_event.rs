@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::gateway::types::PayType;
+use crate::gateway::wire::PayType;
 use crate::intent::{Intent, InvalidIntent, Metadata};
 use crate::outcome::{CallResult, Decision, Failure, FailureKind, GatewayAnswer, Jsapi, Status};
 
@@ -332,7 +332,7 @@ mod tests {
     fn a_replay_changes_only_duplicate() {
         let ev = ResultEvent::decided(&intent(), "p", &ready(), now());
         let stored = String::from_utf8(ev.to_json()).unwrap_or_default();
-        let r = replay(&stored, true).unwrap_or_else(|e| panic!("{e}"));
+        let r = replay(&stored, true).expect("dlq replay");
         assert!(r.duplicate);
         assert_eq!(
             ResultEvent {

@@ -32,10 +32,10 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::config::Institutions;
 use crate::gateway::sign;
-use crate::gateway::types::{PayType, json_kind};
+use crate::gateway::wire::{PayType, json_kind};
 use crate::intent::parse_pay_time;
+use crate::keys::Institutions;
 
 pub const PAY_PATH: &str = "/api/openpay/v3/h5pay";
 
@@ -211,7 +211,8 @@ pub async fn serve(
     sandbox: Arc<Sandbox>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    crate::http_server::serve(listener, app(sandbox), "sandbox", shutdown).await;
+    let server = crate::telemetry::metrics::Server::Sandbox;
+    crate::http_server::serve(listener, app(sandbox), server, shutdown).await;
 }
 
 /// The sandbox's routes.

@@ -22,11 +22,13 @@ use tracing::{error, info, warn};
 
 use crate::admin::Health;
 use crate::amqp::{self, Publisher, Settlement, Settler, TopologyError};
-use crate::breaker::Breaker;
 use crate::claim::{self, ClaimStore};
-use crate::config::{Config, KeyRing};
-use crate::gateway::GatewayClient;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::gateway::breaker::Breaker;
+use crate::keys::KeyRing;
 use crate::pipeline::{Disposition, Incoming, Pipeline, PipelineSettings};
+use crate::telemetry::metrics::{self, HandBack};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -35,7 +37,7 @@ pub enum WorkerError {
     #[error("redis.url: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
-    Gateway(#[from] crate::gateway::client::ClientError),
+    Gateway(#[from] crate::gateway::ClientError),
 }
 
 /// Everything a running worker shares.
@@ -56,7 +58,7 @@ impl Worker {
         let config = Arc::new(config);
         let s = &config.settings;
         let breaker = Arc::new(Breaker::new(&s.breaker));
-        let gateway = Arc::new(GatewayClient::new(&s.gateway, &s.retry, breaker.clone())?);
+        let gateway = Arc::new(Gateway::new(&s.gateway, &s.retry, breaker.clone())?);
         let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
         let health = Arc::new(Health::new(breaker));
         let pipeline = Arc::new(Pipeline {
@@ -158,7 +160,7 @@ impl Worker {
                     break;
                 }
                 ConsumeEnd::Lost(why) => {
-                    metrics::counter!("h5pay_amqp_reconnects_total").increment(1);
+                    metrics::amqp_reconnected();
                     warn!(reason = %why, "lost the RabbitMQ session; reconnecting");
                     // Unacked deliveries of this connection go back to the
                     // queue when it closes.
@@ -270,8 +272,7 @@ impl Worker {
     ) {
         let pipeline = self.pipeline.clone();
         self.tasks.spawn(async move {
-            metrics::gauge!("h5pay_inflight_intents").increment(1.0);
-            let started = tokio::time::Instant::now();
+            let in_flight = metrics::InFlight::start();
             let p = &delivery.properties;
             let incoming = Incoming {
                 body: &delivery.data,
@@ -291,15 +292,15 @@ impl Worker {
                 Ok(d) => d,
                 Err(_) => {
                     error!("processing an intent panicked; handing it back");
-                    metrics::counter!("h5pay_panics_total").increment(1);
-                    metrics::counter!("h5pay_handed_back_total", "reason" => "panic").increment(1);
+                    metrics::panicked();
+                    metrics::handed_back(HandBack::Panic);
                     Disposition::HandBack
                 }
             };
             let how = match disposition {
                 Disposition::Ack => Some(Settlement::Ack),
                 Disposition::DeadLetter => Some(Settlement::DeadLetter),
-                Disposition::HandBack => Some(Settlement::Requeue),
+                Disposition::HandBack => Some(Settlement::HandBack),
                 Disposition::ConnectionLost => {
                     broken.cancel();
                     None
@@ -314,8 +315,7 @@ impl Worker {
                 warn!(error = %e, ?disposition, "could not settle a delivery; rebuilding the session");
                 broken.cancel();
             }
-            metrics::histogram!("h5pay_intent_duration_seconds").record(started.elapsed().as_secs_f64());
-            metrics::gauge!("h5pay_inflight_intents").decrement(1.0);
+            drop(in_flight);
         });
     }
 

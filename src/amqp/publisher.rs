@@ -77,7 +77,7 @@ impl Replies {
         {
             Ok(_) => *slot = Some(channel),
             Err(e) => {
-                metrics::counter!("h5pay_reply_to_failures_total").increment(1);
+                crate::telemetry::metrics::reply_to_failed();
                 tracing::debug!(error = %e, "reply_to publish failed (best effort)");
             }
         }
@@ -137,8 +137,7 @@ impl Publisher {
         let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await
             .map_err(|_| PublishError::Timeout(CONFIRM_TIMEOUT))??;
-        metrics::histogram!("h5pay_publish_confirm_seconds")
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::metrics::publish_confirmed(started.elapsed());
         match outcome {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(returned)) => {

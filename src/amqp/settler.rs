@@ -1,4 +1,4 @@
-//! Settling deliveries (ack, reject, requeue) on the consumer's channel,
+//! Settling deliveries (ack, dead-letter, hand back) on the consumer's channel,
 //! with contiguous acks coalesced into one `multiple` ack.
 //!
 //! Why: every ack is a frame for the broker to parse and, on a quorum
@@ -31,8 +31,9 @@ pub enum Settlement {
     Ack,
     /// Reject without requeue: the queue dead-letters it.
     DeadLetter,
-    /// Nack with requeue: it comes again (and counts toward the delivery limit).
-    Requeue,
+    /// Hand it back (a nack with requeue): it comes again, and counts
+    /// toward the delivery limit.
+    HandBack,
 }
 
 type Reply = oneshot::Sender<Result<(), lapin::Error>>;
@@ -218,7 +219,7 @@ async fn send_one(acker: &Acker, how: Settlement) -> Result<(), lapin::Error> {
     match how {
         Settlement::Ack => acker.ack(BasicAckOptions::default()).await,
         Settlement::DeadLetter => acker.reject(BasicRejectOptions { requeue: false }).await,
-        Settlement::Requeue => {
+        Settlement::HandBack => {
             acker
                 .nack(BasicNackOptions {
                     multiple: false,
@@ -250,7 +251,7 @@ mod tests {
         let msgs = (1..=4).map(Msg::Delivered).chain([
             Msg::Settle {
                 tag: 1,
-                how: Settlement::Requeue,
+                how: Settlement::HandBack,
                 done: 1,
             },
             Msg::Settle {
@@ -295,7 +296,7 @@ mod tests {
         let ack = at("start Ack [2, 4] multiple=true");
         assert!(ack.is_some(), "{log:#?}");
         for reject in [
-            "written Requeue [1] multiple=false",
+            "written HandBack [1] multiple=false",
             "written DeadLetter [3] multiple=false",
         ] {
             let written = at(reject);
@@ -353,12 +354,12 @@ mod tests {
             &mut o,
             Msg::Settle {
                 tag: 2,
-                how: Settlement::Requeue,
+                how: Settlement::HandBack,
                 done: 2,
             },
             &mut now,
         );
-        assert_eq!(now.last(), Some(&(2, Settlement::Requeue)));
+        assert_eq!(now.last(), Some(&(2, Settlement::HandBack)));
         assert!(o.is_empty());
     }
 

@@ -1,9 +1,14 @@
-//! The topology of contract §2, as data ([`plan`]) and as the act of
-//! declaring it ([`declare`]), idempotently at start-up and after every
-//! reconnect. `deploy/rabbitmq/definitions.json` is checked against the
-//! same plan by a test.
+//! The topology of contract §2, as data ([`plan`]), as the act of
+//! declaring it ([`declare`], idempotently at start-up and after every
+//! reconnect), and of removing it ([`remove`], for the isolated topologies
+//! of the demo, tests and benchmark: [`AmqpSettings::isolated`]).
+//! `deploy/rabbitmq/definitions.json` is checked against the same plan by a
+//! test.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
@@ -207,6 +212,28 @@ pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), Topology
     // Dropping the last handle closes the channel.
     drop(ch);
     Ok(())
+}
+
+/// Deletes every queue and exchange of the plan, whatever they hold: for
+/// an isolated topology ([`AmqpSettings::isolated`]) at the end of its run.
+/// Best effort: what is already gone is not an error.
+pub async fn remove(conn: &Connection, a: &AmqpSettings) {
+    let p = plan(a);
+    for q in &p.queues {
+        // A failed delete closes its channel: one channel each.
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for x in p.exchanges.iter().rev() {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .exchange_delete(x.name.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
 }
 
 async fn declare_exchange(ch: &Channel, x: &ExchangeDecl) -> Result<(), TopologyError> {

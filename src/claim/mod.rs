@@ -17,6 +17,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use crate::config::{DuplicatePolicy, RedisSettings};
 use crate::intent::Identity;
+use crate::telemetry::metrics::RedisCause;
 
 /// The answer of the claim script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,31 @@ pub enum ClaimReply {
     Wait { lease_left: Duration },
     /// Never seen, and too old to start.
     Expired,
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// This attempt's owner token.
+    pub token: &'a str,
+    /// The parameters that must match for a repeat to be a duplicate.
+    pub fingerprint: &'a str,
+    /// The pay_time to fix if the identity is new.
+    pub pay_time: &'a str,
+    /// The intent named its pay_time: a different stored one is a conflict.
+    pub pay_time_explicit: bool,
+    /// Older than `worker.max_intent_age_secs`: not claimed if new.
+    pub too_old: bool,
+}
+
+/// How a claim whose call never started is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Nobody called the gateway for this identity: forget it entirely.
+    Forget,
+    /// A takeover: an earlier owner may have called, so every later call
+    /// must send the same request (the stored pay_time stays).
+    KeepPayTime,
 }
 
 /// What the worker does next with a claim's answer.
@@ -91,30 +117,30 @@ pub enum ClaimError {
 }
 
 impl ClaimError {
-    /// A short label for metrics: the cause.
-    pub fn label(&self) -> &'static str {
+    /// The cause, as metrics label it.
+    pub fn cause(&self) -> RedisCause {
         match self {
-            ClaimError::Redis(e) if e.is_timeout() => "timeout",
+            ClaimError::Redis(e) if e.is_timeout() => RedisCause::Timeout,
             ClaimError::Redis(e)
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
             {
-                "connection"
+                RedisCause::Connection
             }
             ClaimError::Redis(e) => match e.code() {
-                Some("WRONGTYPE") => "wrong_type",
-                Some("ERR") if is_script_error(e) => "script",
-                Some("NOPERM") => "no_permission",
-                Some("CROSSSLOT") => "cross_slot",
+                Some("WRONGTYPE") => RedisCause::WrongType,
+                Some("ERR") if is_script_error(e) => RedisCause::Script,
+                Some("NOPERM") => RedisCause::NoPermission,
+                Some("CROSSSLOT") => RedisCause::CrossSlot,
                 _ if matches!(
                     e.kind(),
                     redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
                 ) =>
                 {
-                    "reply"
+                    RedisCause::Reply
                 }
-                _ => "redis",
+                _ => RedisCause::Redis,
             },
-            ClaimError::Reply(_) => "reply",
+            ClaimError::Reply(_) => RedisCause::Reply,
         }
     }
 
@@ -124,10 +150,7 @@ impl ClaimError {
     /// (contract §5.13). Everything else (connection loss, timeouts,
     /// LOADING, TRYAGAIN, a failover's READONLY, OOM) may pass: keep trying.
     pub fn is_unusable(&self) -> bool {
-        matches!(
-            self.label(),
-            "wrong_type" | "script" | "no_permission" | "cross_slot" | "reply"
-        )
+        self.cause().is_unusable()
     }
 }
 
@@ -277,28 +300,23 @@ impl ClaimStore {
         Duration::from_millis(self.lease_ms)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         &self,
         id: &Identity,
-        token: &str,
-        fingerprint: &str,
-        pay_time: &str,
-        explicit_pay_time: bool,
-        expired: bool,
+        req: &ClaimRequest<'_>,
     ) -> Result<ClaimReply, ClaimError> {
         let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .scripts
             .claim
             .key(self.key(id))
-            .arg(token)
-            .arg(fingerprint)
-            .arg(pay_time)
-            .arg(if explicit_pay_time { "1" } else { "0" })
+            .arg(req.token)
+            .arg(req.fingerprint)
+            .arg(req.pay_time)
+            .arg(if req.pay_time_explicit { "1" } else { "0" })
             .arg(self.lease_ms)
             .arg(self.retention_secs)
-            .arg(if expired { "1" } else { "0" })
+            .arg(if req.too_old { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         parse_claim_reply(reply)
@@ -355,7 +373,7 @@ impl ClaimStore {
         &self,
         id: &Identity,
         token: &str,
-        forget: bool,
+        how: Release,
     ) -> Result<bool, ClaimError> {
         let mut conn = self.conn.clone();
         let n: i64 = self
@@ -363,7 +381,10 @@ impl ClaimStore {
             .release
             .key(self.key(id))
             .arg(token)
-            .arg(if forget { "1" } else { "0" })
+            .arg(match how {
+                Release::Forget => "1",
+                Release::KeepPayTime => "0",
+            })
             .invoke_async(&mut conn)
             .await?;
         Ok(n == 1)
@@ -375,6 +396,34 @@ impl ClaimStore {
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
+    }
+}
+
+/// Deletes every key under `prefix:` on a single Redis (the demo's, a test's
+/// or a benchmark run's own keys); returns how many. Not for a cluster,
+/// where SCAN sees one node: there the keys expire with their TTL.
+pub async fn remove_keys(url: &str, prefix: &str) -> Result<u64, RedisError> {
+    let client = redis::Client::open(url)?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut cursor = 0u64;
+    let mut removed = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(&mut c)
+            .await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK").arg(keys).query_async(&mut c).await?;
+            removed += n;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
     }
 }
 

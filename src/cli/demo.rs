@@ -12,7 +12,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
 
 use crate::amqp;
@@ -97,11 +97,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     let run_id = crate::claim::new_token()[..8].to_owned();
     let s = &mut config.settings;
     let prefix = format!("h5pay-demo-{run_id}");
-    s.amqp.intent_exchange = format!("{prefix}.intents");
-    s.amqp.intent_queue = format!("{prefix}.intents");
-    s.amqp.dead_letter_exchange = format!("{prefix}.dlx");
-    s.amqp.dead_letter_queue = format!("{prefix}.intents.dlq");
-    s.amqp.result_exchange = format!("{prefix}.results");
+    s.amqp = s.amqp.isolated(&prefix);
     s.redis.key_prefix = format!("h5pay-demo:{run_id}");
     // The floor the settings allow: the demo's keys are removed at the end.
     s.redis.retention_secs = s.min_retention_secs();
@@ -143,7 +139,6 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
         std::future::pending(),
     ));
     config.settings.gateway.url = format!("http://{addr}{}", crate::sandbox::PAY_PATH);
-    let institution = config.institutions.default_inst_no().to_owned();
     let amqp_settings = config.settings.amqp.clone();
     let redis_settings = config.settings.redis.clone();
 
@@ -278,7 +273,6 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
         },
     ];
 
-    let traces: Vec<String> = first_wave.iter().map(|c| c.trace.clone()).collect();
     let ch = intent_channel(&conn).await?;
     let mut rows: Vec<(String, String, String, String, bool)> = Vec::new();
     let mut ok = true;
@@ -389,20 +383,13 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
 
     let _ = stop_tx.send(());
     let _ = worker_task.await;
-    let keys = rows_keys(&redis_settings.key_prefix, &institution, &traces);
-    cleanup(&conn, &amqp_settings, &redis_settings, keys).await;
+    amqp::topology::remove(&conn, &amqp_settings).await;
+    let _ =
+        crate::claim::remove_keys(redis_settings.url.expose(), &redis_settings.key_prefix).await;
     drop(results);
     amqp::close(&conn, &[&ch], "demo done").await;
     sandbox_task.abort();
     Ok(ok)
-}
-
-/// The Redis keys the demo's identities used.
-fn rows_keys(prefix: &str, inst_no: &str, traces: &[String]) -> Vec<String> {
-    traces
-        .iter()
-        .map(|t| format!("{prefix}:{inst_no}:DEMO0001:{t}"))
-        .collect()
 }
 
 async fn next_event(results: &mut lapin::Consumer, trace: &str) -> Option<Value> {
@@ -483,41 +470,5 @@ async fn sandbox_calls(addr: &std::net::SocketAddr) -> String {
             v["total_calls"], v["identity_count"]
         ),
         None => "unavailable".into(),
-    }
-}
-
-/// Removes the demo's queues, exchanges and Redis keys.
-async fn cleanup(
-    conn: &lapin::Connection,
-    a: &crate::config::AmqpSettings,
-    r: &crate::config::RedisSettings,
-    keys: Vec<String>,
-) {
-    if let Ok(ch) = conn.create_channel().await {
-        for q in [
-            &a.intent_queue,
-            &a.dead_letter_queue,
-            &a.unrouted_exchange(),
-        ] {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for x in [
-            &a.intent_exchange,
-            &a.dead_letter_exchange,
-            &a.result_exchange,
-            &a.unrouted_exchange(),
-        ] {
-            let _ = ch
-                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-    }
-    if let Ok(client) = redis::Client::open(r.url.expose())
-        && let Ok(mut c) = client.get_multiplexed_async_connection().await
-        && !keys.is_empty()
-    {
-        let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
     }
 }

@@ -22,24 +22,50 @@ use crate::config::AmqpSettings;
 /// Outstanding confirms at most while publishing.
 const CONFIRM_WINDOW: usize = 1024;
 
-#[derive(Debug, Clone)]
+/// `h5pay-worker publish`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct PublishArgs {
+    #[arg(long)]
     pub inst_no: Option<String>,
+    #[arg(long)]
     pub mch_no: String,
+    /// 300/400/600 or alipay/wechat/unionpay.
+    #[arg(long)]
     pub pay_type: String,
-    /// Sent as a JSON integer when it is one, else verbatim as a string
-    /// (so invalid amounts can be tried on purpose).
+    /// In fen. Sent as a JSON integer when it is one, else verbatim as a
+    /// string (so invalid amounts can be tried on purpose).
+    #[arg(long)]
     pub amount: String,
+    #[arg(long, default_value_t = 1)]
     pub count: u64,
+    /// Wait for the result events and print them, one JSON per line.
+    #[arg(long)]
     pub wait: bool,
     /// The pay_trace_no, or with --count > 1 its prefix (`<prefix>-<i>`).
+    #[arg(long)]
     pub pay_trace_no: Option<String>,
+    #[arg(long)]
     pub open_id: Option<String>,
+    #[arg(long)]
     pub notify_url: Option<String>,
+    #[arg(long)]
     pub pay_time: Option<String>,
+    /// A JSON object echoed in the result.
+    #[arg(long, value_parser = json_value)]
     pub metadata: Option<Value>,
-    /// How long --wait waits for all results.
+    /// How long --wait waits for all results, in seconds.
+    #[arg(long = "timeout-secs", default_value = "60", value_parser = seconds)]
     pub timeout: Duration,
+}
+
+fn json_value(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("not a number of seconds: {e}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,14 +243,14 @@ pub async fn run(
         let trace = trace.clone();
         pending.push(async move { (trace, confirm.await) });
         while pending.len() >= CONFIRM_WINDOW {
-            confirmed += settle(pending.next().await)?;
+            confirmed += count_confirmed(pending.next().await)?;
             if show_progress && confirmed.is_multiple_of(step) {
                 writeln!(progress, "published {confirmed}/{total} (confirmed)")?;
             }
         }
     }
     while !pending.is_empty() {
-        confirmed += settle(pending.next().await)?;
+        confirmed += count_confirmed(pending.next().await)?;
         if show_progress && (confirmed.is_multiple_of(step) || confirmed == total) {
             writeln!(progress, "published {confirmed}/{total} (confirmed)")?;
         }
@@ -248,7 +274,8 @@ pub async fn run(
     Ok(())
 }
 
-fn settle(
+/// 1 for a confirmed intent, an error for a refused one.
+fn count_confirmed(
     next: Option<(String, Result<Confirmation, lapin::Error>)>,
 ) -> Result<usize, PublishCommandError> {
     match next {

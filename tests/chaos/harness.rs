@@ -57,10 +57,7 @@ pub fn scale() -> Scale {
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+    crate::net::free_port().expect("a free port")
 }
 
 /// A TCP proxy that can be cut (listener closed, live connections dropped:
@@ -163,7 +160,7 @@ impl Proc {
                     .unwrap_or_else(|_| Stdio::null()),
             )
             .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("process started");
         Proc { child, log }
     }
 
@@ -242,13 +239,13 @@ impl Cluster {
     pub async fn start(tag: &str, sandbox_latency_ms: u64) -> Cluster {
         let id = format!("{tag}-{}", &h5pay_worker::claim::new_token()[..8]);
         let vhost = Vhost::create(&format!("h5pay-chaos-{id}"));
-        let amqp = Proxy::start("127.0.0.1:5672".parse().unwrap_or_else(|e| panic!("{e}"))).await;
-        let redis = Proxy::start("127.0.0.1:6379".parse().unwrap_or_else(|e| panic!("{e}"))).await;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let amqp = Proxy::start("127.0.0.1:5672".parse().expect("parses")).await;
+        let redis = Proxy::start("127.0.0.1:6379".parse().expect("parses")).await;
+        let dir = tempfile::tempdir().expect("a temp dir");
         let sandbox_port = free_port();
         let sandbox_cfg = dir.path().join("sandbox.toml");
         std::fs::write(&sandbox_cfg, format!("[[institutions]]\ninst_no = \"60000001\"\nkey = \"{SANDBOX_KEY}\"\n[log]\nlevel = \"warn\"\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("file written");
         let log = dir.path().join("sandbox.log");
         let sandbox = Proc::spawn(
             Command::new(BIN)
@@ -272,12 +269,8 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        let gateway = Proxy::start(
-            format!("127.0.0.1:{sandbox_port}")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
-        .await;
+        let gateway =
+            Proxy::start(format!("127.0.0.1:{sandbox_port}").parse().expect("parses")).await;
         let config = dir.path().join("worker.toml");
         std::fs::write(
             &config,
@@ -326,7 +319,7 @@ level = "info"
                 gw = gateway.port,
             ),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("config written");
         let results = Arc::new(Mutex::new(Collected::default()));
         let collector = tokio::spawn(collect(vhost.0.clone(), results.clone()));
         // The collector declared the topology and bound its queue.
@@ -432,9 +425,8 @@ level = "info"
             self.sandbox_port
         ))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        serde_json::from_slice(&r.bytes().await.unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}"))
+        .expect("GET answered");
+        serde_json::from_slice(&r.bytes().await.unwrap_or_default()).expect("a body")
     }
 
     pub async fn dlq_depth(&self) -> u32 {
@@ -578,13 +570,10 @@ pub async fn publish_intents(
     dup_every: usize,
 ) -> Vec<String> {
     let conn = connect(vhost).await;
-    let ch = conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ch = conn.create_channel().await.expect("a channel");
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("confirm mode");
     let mut pending = Vec::new();
     let mut traces = Vec::with_capacity(count);
     for i in from..from + count {
@@ -611,13 +600,13 @@ pub async fn publish_intents(
                         .with_message_id(trace.as_str().into()),
                 )
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .expect("published");
             pending.push(c);
         }
         traces.push(trace);
     }
     for c in pending {
-        let confirm = c.await.unwrap_or_else(|e| panic!("{e}"));
+        let confirm = c.await.expect("confirmed");
         assert!(confirm.is_ack(), "intent not confirmed by the broker");
     }
     let _ = conn.close(200, "published".into()).await;

@@ -11,6 +11,8 @@
 //! broker/Redis outages, a 30 s gateway outage.
 
 mod harness;
+#[path = "../common/net.rs"]
+mod net;
 #[path = "../common/vhost.rs"]
 mod vhost;
 
@@ -182,7 +184,7 @@ async fn gateway_down_opens_the_breaker_and_parks_new_intents() {
     );
     let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("GET answered")
         .text()
         .await
         .unwrap_or_default();

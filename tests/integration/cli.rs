@@ -18,11 +18,11 @@ fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .env_remove("RUST_LOG")
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("process started");
     if let Some(mut s) = child.stdin.take() {
         let _ = s.write_all(stdin);
     }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let out = child.wait_with_output().expect("process output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -31,10 +31,7 @@ fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+    crate::net::free_port().expect("a free port")
 }
 
 /// `h5pay-worker run --config <config>` with its admin endpoints on `admin`.
@@ -52,7 +49,7 @@ fn spawn_run(
         .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("process started")
 }
 
 /// Waits (up to 10 s) for `/readyz` to answer 200.
@@ -117,7 +114,7 @@ fn sign_rejects_what_is_not_a_json_object_clearly() {
 
 #[test]
 fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
     let cases = [
         (
             "[amqp]\nurl = \"http://nope\"\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
@@ -152,7 +149,7 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).expect("file written");
         let p = path.display().to_string();
         let (code, out, err) = run_with_stdin(&["run", "--config", &p], b"");
         assert_ne!(code, 0, "{text}");
@@ -166,12 +163,12 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
     // Environment overrides are checked the same way.
     let path = dir.path().join("ok.toml");
     std::fs::write(&path, "[[institutions]]\ninst_no = \"1\"\nkey = \"k\"\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("file written");
     let out = Command::new(BIN)
         .args(["run", "--config", &path.display().to_string()])
         .env("H5PAY__AMQP__PREFETCH", "lots")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("process output");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -184,11 +181,7 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
 async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
     let env = TestEnv::new().await;
     let queue = format!("h5pay-test-{}.classic", env.id);
-    let ch = env
-        .conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ch = env.conn.create_channel().await.expect("a channel");
     ch.queue_declare(
         queue.as_str().into(),
         lapin::options::QueueDeclareOptions {
@@ -198,10 +191,10 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
         Default::default(),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    .expect("queue declared");
+    let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
     let out = tokio::process::Command::new(BIN)
         .args(["run", "--config", &path.display().to_string()])
         .env("H5PAY__AMQP__INTENT_QUEUE", &queue)
@@ -209,7 +202,7 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
     let out = tokio::time::timeout(std::time::Duration::from_secs(20), out)
         .await
         .unwrap_or_else(|_| panic!("run did not exit"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("run exited");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("queue '{queue}'")), "{err}");
@@ -222,9 +215,9 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
 async fn publish_wait_prints_the_result_events() {
     let env = TestEnv::new().await;
     let _worker = env.worker();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
     let out = tokio::process::Command::new(BIN)
         .args([
             "publish",
@@ -248,7 +241,7 @@ async fn publish_wait_prints_the_result_events() {
     let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
         .await
         .unwrap_or_else(|_| panic!("publish did not exit"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("publish exited");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -272,16 +265,16 @@ async fn publish_wait_prints_the_result_events() {
 async fn sighup_reloads_institution_keys_without_a_restart() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
     let key_file = dir.path().join("60000001.key");
-    std::fs::write(&key_file, "an-old-revoked-key\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&key_file, "an-old-revoked-key\n").expect("file written");
     let toml = base_toml(&env.id, &env.gateway_url()).replacen(
         &format!("key = \"{SANDBOX_KEY}\""),
         &format!("key_file = {:?}", key_file.display().to_string()),
         1,
     );
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, toml).expect("file written");
     let admin = free_port();
     let mut child = spawn_run(
         &path,
@@ -302,7 +295,7 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
         old.event
     );
 
-    std::fs::write(&key_file, format!("{SANDBOX_KEY}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&key_file, format!("{SANDBOX_KEY}\n")).expect("file written");
     let pid = child.id().unwrap_or_default().to_string();
     let _ = Command::new("kill").args(["-HUP", &pid]).status();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -319,7 +312,7 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
     let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
         .await
         .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the worker exited");
     assert_eq!(out.code(), Some(0));
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -336,15 +329,15 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
     let admin = free_port();
     let mut child = spawn_run(&path, admin, &[], Stdio::null());
     assert!(wait_ready(admin).await, "worker not ready");
     let body = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("GET answered")
         .text()
         .await
         .unwrap_or_default();
@@ -460,9 +453,9 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
 async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
     let admin = free_port();
     let mut first = spawn_run(&path, admin, &[], Stdio::null());
     assert!(wait_ready(admin).await, "first worker not ready");

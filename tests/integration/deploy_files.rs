@@ -48,7 +48,7 @@ fn every_yaml_and_json_file_parses() {
         );
     }
     let defs: Value = serde_json::from_str(&read("deploy/rabbitmq/definitions.json"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("definitions.json is JSON");
     assert!(defs["queues"].is_array());
 }
 
@@ -118,7 +118,7 @@ fn sorted(args: &[(&'static str, Arg)]) -> Vec<(String, Arg)> {
 #[test]
 fn the_rabbitmq_definitions_are_exactly_what_the_worker_declares() {
     let defs: Value = serde_json::from_str(&read("deploy/rabbitmq/definitions.json"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("definitions.json is JSON");
     let p = plan(&AmqpSettings::default());
     let exchanges = defs["exchanges"].as_array().cloned().unwrap_or_default();
     assert_eq!(exchanges.len(), p.exchanges.len());
@@ -222,13 +222,14 @@ fn the_configmap_config_is_valid_and_holds_no_inline_key() {
         })
         .unwrap_or_else(|| panic!("no config in the ConfigMap"));
     let settings =
-        h5pay_worker::config::parse(&toml_text, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+        h5pay_worker::config::parse(&toml_text, Vec::new()).expect("the ConfigMap config parses");
     assert!(
         settings.institutions.iter().all(|i| i.key.is_none()),
         "no inline keys in production"
     );
     let text = read("config/production.example.toml");
-    let prod = h5pay_worker::config::parse(&text, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let prod =
+        h5pay_worker::config::parse(&text, Vec::new()).expect("the production example parses");
     assert!(prod.institutions.iter().all(|i| i.key.is_none()));
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use h5pay_worker::breaker::Breaker;
 use h5pay_worker::config::{GatewaySettings, RetrySettings};
-use h5pay_worker::gateway::{GatewayClient, H5PayRequest, PayType, sign};
+use h5pay_worker::gateway::breaker::Breaker;
+use h5pay_worker::gateway::{Abandon, Gateway, H5PayRequest, PayType, sign};
 use h5pay_worker::outcome::{Decision, FailureKind};
 use h5pay_worker::sandbox::{Sandbox, SandboxOptions};
 use secrecy::SecretString;
@@ -23,15 +23,14 @@ fn key() -> SecretString {
     SecretString::from(SANDBOX_KEY)
 }
 
-fn client(url: &str, retry: RetrySettings, request_timeout_ms: u64) -> GatewayClient {
+fn client(url: &str, retry: RetrySettings, request_timeout_ms: u64) -> Gateway {
     let gateway = GatewaySettings {
         url: url.to_owned(),
         connect_timeout_ms: 500,
         request_timeout_ms,
         ..GatewaySettings::default()
     };
-    GatewayClient::new(&gateway, &retry, Arc::new(Breaker::disabled()))
-        .unwrap_or_else(|e| panic!("{e}"))
+    Gateway::new(&gateway, &retry, Arc::new(Breaker::disabled())).expect("a gateway client")
 }
 
 fn fast_retry(max_attempts: u32) -> RetrySettings {
@@ -59,7 +58,7 @@ fn req(trace: &str, amount: u64) -> H5PayRequest {
 
 async fn sandbox(hang: Duration) -> (String, Arc<Sandbox>) {
     let institutions =
-        h5pay_worker::config::Institutions::from_pairs([("60000001".to_owned(), key())])
+        h5pay_worker::keys::Institutions::from_pairs([("60000001".to_owned(), key())])
             .unwrap_or_else(|| unreachable!());
     let server = crate::support::SandboxServer::start(
         institutions,
@@ -76,16 +75,19 @@ async fn sandbox(hang: Duration) -> (String, Arc<Sandbox>) {
     )
 }
 
-async fn call(c: &GatewayClient, r: &H5PayRequest) -> h5pay_worker::outcome::CallResult {
-    c.call(
-        r,
-        &key(),
-        &CancellationToken::new(),
-        &CancellationToken::new(),
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+/// Never cancelled.
+fn keep_going(never: &CancellationToken) -> Abandon<'_> {
+    Abandon {
+        any_time: never,
+        before_first: never,
+    }
+}
+
+async fn call(c: &Gateway, r: &H5PayRequest) -> h5pay_worker::outcome::CallResult {
+    let never = CancellationToken::new();
+    c.h5pay(r, &key(), keep_going(&never), None)
+        .await
+        .expect("a decision")
 }
 
 fn kind(d: &Decision) -> String {
@@ -139,8 +141,8 @@ async fn every_sandbox_scenario_ends_as_the_contract_says() {
 #[tokio::test]
 async fn a_connect_error_is_retried_then_gateway_unavailable() {
     // A port nobody listens on.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+    let addr = listener.local_addr().expect("a local address");
     drop(listener);
     let c = client(
         &format!("http://{addr}/api/openpay/v3/h5pay"),
@@ -192,8 +194,8 @@ async fn scripted(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let app = axum::Router::new().route("/pay", axum::routing::post(handler));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        .expect("bound");
+    let addr = listener.local_addr().expect("a local address");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -387,15 +389,12 @@ async fn a_cancelled_call_is_abandoned_between_attempts() {
     ])
     .await;
     let c = client(&url, fast_retry(3), 1000);
-    let r = c
-        .call(
-            &req("C-cancel", 100),
-            &key(),
-            &cancel,
-            &CancellationToken::new(),
-            None,
-        )
-        .await;
+    let not_stopping = CancellationToken::new();
+    let abandon = Abandon {
+        any_time: &cancel,
+        before_first: &not_stopping,
+    };
+    let r = c.h5pay(&req("C-cancel", 100), &key(), abandon, None).await;
     assert_eq!(r.err().map(|a| a.attempts), Some(1));
     assert_eq!(seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 1);
 }
@@ -411,16 +410,16 @@ async fn after_a_takeover_a_first_refusal_is_outcome_unknown() {
     })])
     .await;
     let c = client(&url, fast_retry(4), 1000);
+    let never = CancellationToken::new();
     let r = c
-        .call(
+        .h5pay(
             &req("C-take", 100),
             &key(),
-            &CancellationToken::new(),
-            &CancellationToken::new(),
+            keep_going(&never),
             Some("an earlier worker's claim lapsed"),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("a decision");
     assert_eq!(
         (kind(&r.decision), r.attempts),
         ("outcome_unknown".to_owned(), 1)

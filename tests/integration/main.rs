@@ -8,6 +8,9 @@ mod cli;
 mod deploy_files;
 mod fuzz_corpus;
 mod gateway_client;
+#[path = "../common/net.rs"]
+mod net;
+mod pipeline_order;
 mod publishing;
 mod redis_cluster;
 mod sandbox_api;

@@ -18,10 +18,7 @@ impl Drop for Node {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+    crate::net::free_port().expect("a free port")
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
@@ -79,7 +76,7 @@ fn start_cluster(dir: &std::path::Path) -> (Vec<u16>, Vec<Node>) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("a status");
     assert!(status.success(), "redis-cli --cluster create failed");
     for _ in 0..200 {
         if ports
@@ -95,7 +92,7 @@ fn start_cluster(dir: &std::path::Path) -> (Vec<u16>, Vec<Node>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_claims_spread_over_nodes_and_duplicates_still_replay() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
     let (ports, _nodes) = start_cluster(dir.path());
     let env = TestEnv::start(EnvOptions {
         overrides: vec![

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::support::{SANDBOX_KEY, SECOND_KEY};
 
 async fn start(options: SandboxOptions) -> (String, std::sync::Arc<Sandbox>) {
-    let institutions = h5pay_worker::config::Institutions::from_pairs([
+    let institutions = h5pay_worker::keys::Institutions::from_pairs([
         ("60000001".to_owned(), SecretString::from(SANDBOX_KEY)),
         ("60000002".to_owned(), SecretString::from(SECOND_KEY)),
     ])
@@ -40,7 +40,7 @@ async fn post(base: &str, body: &Value) -> (u16, Value) {
         .body(serde_json::to_vec(body).unwrap_or_default())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("request sent");
     let status = r.status().as_u16();
     let bytes = r.bytes().await.unwrap_or_default();
     (
@@ -83,9 +83,7 @@ async fn a_signed_request_gets_a_signed_code_url_and_the_same_answer_again() {
     assert_eq!(second["code_url"], first["code_url"]);
     assert_eq!(sandbox.calls("60000001", "M1", "S-1"), 2);
     // The code_url leads to a page of the sandbox.
-    let page = reqwest::get(&code_url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let page = reqwest::get(&code_url).await.expect("GET answered");
     assert_eq!(page.status().as_u16(), 200);
 }
 
@@ -181,7 +179,7 @@ async fn bad_signs_fields_and_content_types_are_refused_with_a_reason() {
         .body(serde_json::to_vec(&signed(request("S-3", "100"), SANDBOX_KEY)).unwrap_or_default())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("request sent");
     let answer: Value =
         serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
     assert!(
@@ -233,7 +231,7 @@ async fn scenario_5003_hangs_the_first_call_only() {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(300))
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("a client");
     let first = client
         .post(format!("{base}{PAY_PATH}"))
         .header("content-type", "application/json")
@@ -271,7 +269,7 @@ async fn wechat_with_open_id_gets_jsapi_parameters_and_stats_count_calls() {
     assert!(verifies(&a, SANDBOX_KEY));
     let stats: Value = reqwest::get(format!("{base}/sandbox/stats?pay_trace_no=S-JS"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("GET answered")
         .json_value()
         .await;
     assert_eq!(stats["calls"]["60000001/M1/S-JS"], 1, "{stats}");
@@ -321,7 +319,7 @@ async fn unsigned_or_badly_signed_calls_are_refused_before_anything_is_recorded(
 
 #[tokio::test]
 async fn code_urls_point_at_the_configured_public_url_whatever_the_host_header_says() {
-    let institutions = h5pay_worker::config::Institutions::from_pairs([(
+    let institutions = h5pay_worker::keys::Institutions::from_pairs([(
         "60000001".to_owned(),
         SecretString::from(SANDBOX_KEY),
     )])

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 fn vectors() -> Vec<Value> {
     let text = include_str!("../data/sign-vectors.json");
-    let doc: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let doc: Value = serde_json::from_str(text).expect("JSON");
     doc["cases"].as_array().cloned().unwrap_or_default()
 }
 

@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
     ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
@@ -28,15 +27,17 @@ pub const SECOND_KEY: &str = "second-institution-key-0001";
 
 /// Settings every test starts from: fast retries, short timeouts.
 pub fn base_toml(id: &str, gateway_url: &str) -> String {
+    // A topology of the test's own (see AmqpSettings::isolated).
+    let a = h5pay_worker::config::AmqpSettings::default().isolated(&format!("h5pay-test-{id}"));
     format!(
         r#"
 [amqp]
 url = "{AMQP_URL}"
-intent_exchange = "h5pay-test-{id}.intents"
-intent_queue = "h5pay-test-{id}.intents"
-dead_letter_exchange = "h5pay-test-{id}.dlx"
-dead_letter_queue = "h5pay-test-{id}.intents.dlq"
-result_exchange = "h5pay-test-{id}.results"
+intent_exchange = "{intent_exchange}"
+intent_queue = "{intent_queue}"
+dead_letter_exchange = "{dlx}"
+dead_letter_queue = "{dlq}"
+result_exchange = "{results}"
 prefetch = 64
 
 [redis]
@@ -77,7 +78,12 @@ listen = "127.0.0.1:0"
 
 [log]
 level = "warn"
-"#
+"#,
+        intent_exchange = a.intent_exchange,
+        intent_queue = a.intent_queue,
+        dlx = a.dead_letter_exchange,
+        dlq = a.dead_letter_queue,
+        results = a.result_exchange,
     )
 }
 
@@ -92,7 +98,7 @@ pub struct SandboxServer {
 impl SandboxServer {
     /// A new sandbox on a free port, its code_urls pointing at it.
     pub async fn start(
-        institutions: h5pay_worker::config::Institutions,
+        institutions: h5pay_worker::keys::Institutions,
         options: SandboxOptions,
     ) -> SandboxServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -235,13 +241,13 @@ impl TestEnv {
             env,
             Source::BuiltIn,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the base settings load");
         let conn = Connection::connect(&amqp_url, ConnectionProperties::default())
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ at {amqp_url}: {e} (run `make services`)"));
         h5pay_worker::amqp::declare(&conn, &config.settings.amqp)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("topology declared");
         TestEnv {
             id,
             config,
@@ -281,7 +287,7 @@ impl TestEnv {
     }
 
     pub fn worker_with(&self, config: Config) -> RunningWorker {
-        let worker = Worker::new(config).unwrap_or_else(|e| panic!("{e}"));
+        let worker = Worker::new(config).expect("a worker");
         let health = worker.health();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(worker.run(async {
@@ -305,14 +311,10 @@ impl TestEnv {
     }
 
     pub async fn publisher(&self) -> Channel {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ch = self.conn.create_channel().await.expect("a channel");
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("confirm mode");
         ch
     }
 
@@ -342,11 +344,7 @@ impl TestEnv {
 
     /// Messages waiting in a queue.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ch = self.conn.create_channel().await.expect("a channel");
         ch.queue_declare(
             queue.into(),
             QueueDeclareOptions {
@@ -362,14 +360,10 @@ impl TestEnv {
 
     /// Takes one message from a queue (acknowledged).
     pub async fn get(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ch = self.conn.create_channel().await.expect("a channel");
         ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("basic.get")
     }
 
     /// Takes one message from a queue, waiting up to 10 s for it.
@@ -385,11 +379,7 @@ impl TestEnv {
 
     /// Deletes an exchange behind the worker's back (fault injection).
     pub async fn delete_exchange(&self, name: &str) {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ch = self.conn.create_channel().await.expect("a channel");
         ch.exchange_delete(name.into(), ExchangeDeleteOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -397,7 +387,7 @@ impl TestEnv {
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(REDIS_URL)
-            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("a Redis client")
             .get_multiplexed_async_connection()
             .await
             .unwrap_or_else(|e| panic!("Redis at {REDIS_URL}: {e} (run `make services`)"))
@@ -440,55 +430,13 @@ impl Drop for TestEnv {
     }
 }
 
+/// Removes a test's queues, exchanges and Redis keys.
 pub async fn cleanup(a: h5pay_worker::config::AmqpSettings, prefix: String) {
-    if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
-        if let Ok(ch) = conn.create_channel().await {
-            for q in [
-                &a.intent_queue,
-                &a.dead_letter_queue,
-                &a.unrouted_exchange(),
-            ] {
-                let _ = ch
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for x in [
-                &a.intent_exchange,
-                &a.dead_letter_exchange,
-                &a.result_exchange,
-                &a.unrouted_exchange(),
-            ] {
-                let _ = ch
-                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-        }
+    if let Ok(conn) = Connection::connect(a.url.expose(), ConnectionProperties::default()).await {
+        h5pay_worker::amqp::topology::remove(&conn, &a).await;
         let _ = conn.close(200, "test cleanup".into()).await;
     }
-    if let Ok(client) = redis::Client::open(REDIS_URL)
-        && let Ok(mut c) = client.get_multiplexed_async_connection().await
-    {
-        let mut cursor: u64 = 0;
-        loop {
-            let reply: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}:*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await;
-            let Ok((next, keys)) = reply else { break };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> =
-                    redis::cmd("DEL").arg(keys).query_async(&mut c).await;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-    }
+    let _ = h5pay_worker::claim::remove_keys(REDIS_URL, &prefix).await;
 }
 
 pub async fn publish_on(ch: &Channel, exchange: &str, body: &[u8], props: BasicProperties) {
@@ -504,9 +452,9 @@ pub async fn publish_on(ch: &Channel, exchange: &str, body: &[u8], props: BasicP
             props.with_delivery_mode(2),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("published")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("confirmed");
     assert_eq!(confirm, Confirmation::Ack(None), "intent not confirmed");
 }
 
@@ -583,10 +531,7 @@ impl Received {
 
 impl Results {
     pub async fn bind(conn: &Connection, exchange: &str, key: &str) -> Results {
-        let ch = conn
-            .create_channel()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ch = conn.create_channel().await.expect("a channel");
         let q = ch
             .queue_declare(
                 "".into(),
@@ -598,7 +543,7 @@ impl Results {
                 FieldTable::default(),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("a results queue");
         ch.queue_bind(
             q.name().clone(),
             ShortString::from(exchange),
@@ -607,7 +552,7 @@ impl Results {
             FieldTable::default(),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("bound to the results");
         let consumer = ch
             .basic_consume(
                 q.name().clone(),
@@ -616,7 +561,7 @@ impl Results {
                 FieldTable::default(),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("consuming results");
         Results { consumer }
     }
 
@@ -660,6 +605,21 @@ impl Results {
         if let Some(r) = self.next(quiet).await {
             panic!("unexpected result event: {}", r.event);
         }
+    }
+}
+
+/// A claim as a worker makes it for a new intent without pay_time.
+pub fn claim_request<'a>(
+    token: &'a str,
+    fingerprint: &'a str,
+    pay_time: &'a str,
+) -> h5pay_worker::claim::ClaimRequest<'a> {
+    h5pay_worker::claim::ClaimRequest {
+        token,
+        fingerprint,
+        pay_time,
+        pay_time_explicit: false,
+        too_old: false,
     }
 }
 

@@ -8,10 +8,10 @@ use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use serde_json::{Value, json};
 
-use h5pay_worker::claim::ClaimReply;
+use h5pay_worker::claim::{ClaimReply, Release};
 use h5pay_worker::intent::Identity;
 
-use crate::support::{TestEnv, WAIT, intent};
+use crate::support::{TestEnv, WAIT, claim_request, intent};
 
 fn id(mch: &str, trace: &str) -> Identity {
     Identity {
@@ -201,11 +201,11 @@ async fn an_outcome_stored_before_a_crash_is_replayed_unconfirmed_then_as_duplic
     let reply = claims
         .claim(
             &identity,
-            "dead-worker",
-            &fingerprint_of(&intent("CRASH-1", "M1", 100)),
-            "20261126101500",
-            false,
-            false,
+            &claim_request(
+                "dead-worker",
+                &fingerprint_of(&intent("CRASH-1", "M1", 100)),
+                "20261126101500",
+            ),
         )
         .await;
     assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })), "{reply:?}");
@@ -278,7 +278,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
     let identity = id("M1", "STALL-1");
     let fp = fingerprint_of(&intent("STALL-1", "M1", 100));
     let first = claims
-        .claim(&identity, "owner-a", &fp, "20261126000000", false, false)
+        .claim(&identity, &claim_request("owner-a", &fp, "20261126000000"))
         .await;
     assert!(
         matches!(
@@ -291,7 +291,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
         "{first:?}"
     );
     let live = claims
-        .claim(&identity, "owner-b", &fp, "20261126999999", false, false)
+        .claim(&identity, &claim_request("owner-b", &fp, "20261126999999"))
         .await;
     assert!(
         matches!(live, Ok(ClaimReply::Wait { .. })),
@@ -299,7 +299,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     match claims
-        .claim(&identity, "owner-b", &fp, "20261126999999", false, false)
+        .claim(&identity, &claim_request("owner-b", &fp, "20261126999999"))
         .await
     {
         Ok(ClaimReply::Claimed { pay_time, takeover }) => {
@@ -325,7 +325,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
         "the stalled owner must lose"
     );
     assert!(matches!(
-        claims.release(&identity, "owner-a", true).await,
+        claims.release(&identity, "owner-a", Release::Forget).await,
         Ok(false)
     ));
     assert!(matches!(
@@ -335,7 +335,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
         Ok(true)
     ));
     match claims
-        .claim(&identity, "owner-c", &fp, "x", false, false)
+        .claim(&identity, &claim_request("owner-c", &fp, "x"))
         .await
     {
         Ok(ClaimReply::Done { event, confirmed }) => {
@@ -442,11 +442,7 @@ async fn a_queue_declared_with_other_arguments_stops_the_worker_with_a_clear_err
     let env = TestEnv::new().await;
     let mut config = env.config.clone();
     config.settings.amqp.intent_queue = format!("h5pay-test-{}.mismatch", env.id);
-    let ch = env
-        .conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ch = env.conn.create_channel().await.expect("a channel");
     ch.queue_declare(
         config.settings.amqp.intent_queue.as_str().into(),
         QueueDeclareOptions {
@@ -456,7 +452,7 @@ async fn a_queue_declared_with_other_arguments_stops_the_worker_with_a_clear_err
         Default::default(),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("queue declared");
     let mut worker = env.worker_with(config.clone());
     let err = match tokio::time::timeout(Duration::from_secs(10), &mut worker.task).await {
         Ok(Ok(Err(e))) => e.to_string(),
@@ -470,11 +466,7 @@ async fn a_queue_declared_with_other_arguments_stops_the_worker_with_a_clear_err
         err.contains("x-queue-type") || err.contains("inequivalent"),
         "{err}"
     );
-    let ch = env
-        .conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ch = env.conn.create_channel().await.expect("a channel");
     let _ = ch
         .queue_delete(
             config.settings.amqp.intent_queue.as_str().into(),
@@ -491,18 +483,14 @@ async fn claimed_by_a_dead_owner(env: &TestEnv, trace: &str, amount: u64, lease_
         .claim_store_with_lease(lease_ms)
         .claim(
             &id("M1", trace),
-            "dead-owner",
-            &fp,
-            "20261126080000",
-            false,
-            false,
+            &claim_request("dead-owner", &fp, "20261126080000"),
         )
         .await;
     assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })), "{reply:?}");
 }
 
 fn fingerprint_of(v: &Value) -> String {
-    let inst = h5pay_worker::config::Institutions::from_pairs([(
+    let inst = h5pay_worker::keys::Institutions::from_pairs([(
         "60000001".to_owned(),
         secrecy::SecretString::from("k"),
     )])

@@ -33,11 +33,11 @@ async fn many_intents_become_ready_with_one_gateway_call_each() {
                 props,
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("published");
         confirms.push(c);
     }
     for c in confirms {
-        assert!(c.await.unwrap_or_else(|e| panic!("{e}")).is_ack());
+        assert!(c.await.expect("confirmed").is_ack());
     }
     let got = results.take(n as usize, Duration::from_secs(60)).await;
     let mut traces = HashSet::new();
@@ -480,11 +480,7 @@ async fn correlation_id_and_reply_to_follow_the_intent() {
     let mut results = env.results().await;
     let _worker = env.worker();
     // A reply queue of the test's own.
-    let ch = env
-        .conn
-        .create_channel()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ch = env.conn.create_channel().await.expect("a channel");
     let reply = ch
         .queue_declare(
             "".into(),
@@ -495,7 +491,7 @@ async fn correlation_id_and_reply_to_follow_the_intent() {
             Default::default(),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("queue declared");
     let body = |t: &str| serde_json::to_vec(&intent(t, "M1", 100)).unwrap_or_default();
     env.publish_with(
         &body("COR-1"),
@@ -610,9 +606,9 @@ async fn an_intent_published_to_the_default_exchange_with_the_queue_name_is_proc
             BasicProperties::default().with_delivery_mode(2),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("published")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("confirmed");
     assert_eq!(confirm, lapin::Confirmation::Ack(None));
     let r = results.take(1, WAIT).await.remove(0);
     assert_eq!(

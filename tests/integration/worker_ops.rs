@@ -6,7 +6,7 @@ use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use serde_json::Value;
 
-use crate::support::{EnvOptions, TestEnv, WAIT, intent};
+use crate::support::{EnvOptions, TestEnv, WAIT, claim_request, intent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
@@ -43,7 +43,7 @@ async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!health.readiness().0, "/readyz turns 503 at once");
     assert!(
-        stopping.await.unwrap_or_else(|e| panic!("{e}")).is_ok(),
+        stopping.await.expect("the stop task ran").is_ok(),
         "a graceful stop exits cleanly"
     );
     let finished = results.take(5, WAIT).await;
@@ -68,7 +68,7 @@ async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_no_gateway_call_is_made_and_the_intent_waits() {
     // A port where nothing listens stands for an unreachable Redis.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
     let port = dead.local_addr().map(|a| a.port()).unwrap_or_default();
     drop(dead);
     let env = TestEnv::new().await;
@@ -100,13 +100,13 @@ async fn without_redis_no_gateway_call_is_made_and_the_intent_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer_over_http_and_metrics_have_the_contract_names() {
-    let _ = h5pay_worker::telemetry::metrics();
+    let _ = h5pay_worker::telemetry::recorder();
     let env = TestEnv::new().await;
     let mut results = env.results().await;
     let worker = env.worker();
     let (addr, serve) = h5pay_worker::admin::bind("127.0.0.1:0", worker.health.clone())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("bound");
     let server = tokio::spawn(serve);
     worker.ready().await;
     env.publish_json(&intent("MET-1", "M1", 100)).await;
@@ -115,7 +115,7 @@ async fn admin_endpoints_answer_over_http_and_metrics_have_the_contract_names() 
     let get = |path: &'static str| async move {
         let r = reqwest::get(format!("http://{addr}{path}"))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("GET answered");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     };
     assert_eq!(get("/healthz").await.0, 200);
@@ -197,15 +197,15 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
                 props,
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("published")
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("confirmed");
         assert!(c.is_ack());
     }
     let mut out = Vec::new();
     let n = h5pay_worker::cli::dlq::list(&a, 10, false, &mut out)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("dlq list");
     let text = String::from_utf8_lossy(&out).to_string();
     assert_eq!(n, 2, "{text}");
     assert!(
@@ -222,7 +222,7 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
     let mut out = Vec::new();
     let would = h5pay_worker::cli::dlq::replay(&a, replay_options(true), &mut out)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("dry run");
     assert_eq!(would, 1);
     assert_eq!(
         env.queue_depth(&a.dead_letter_queue).await,
@@ -235,7 +235,7 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
     let mut out = Vec::new();
     let moved = h5pay_worker::cli::dlq::replay(&a, replay_options(false), &mut out)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("replay");
     assert_eq!(moved, 1, "{}", String::from_utf8_lossy(&out));
     let r = results.take(1, WAIT).await.remove(0);
     assert_eq!(r.event["pay_trace_no"], "DLQ-1");
@@ -286,6 +286,7 @@ async fn a_result_that_cannot_be_routed_anywhere_sends_the_intent_to_the_dlq_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
     use h5pay_worker::claim::ClaimError;
+    use h5pay_worker::telemetry::metrics::RedisCause;
     let env = TestEnv::new().await;
     let claims = env.claim_store();
     let identity = h5pay_worker::intent::Identity {
@@ -301,12 +302,12 @@ async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
         .await
         .expect("SET");
     let wrong = claims
-        .claim(&identity, "t", "fp", "20261126000000", false, false)
+        .claim(&identity, &claim_request("t", "fp", "20261126000000"))
         .await
         .expect_err("a claim on a string fails");
     assert_eq!(
-        (wrong.label(), wrong.is_unusable()),
-        ("wrong_type", true),
+        (wrong.cause(), wrong.is_unusable()),
+        (RedisCause::WrongType, true),
         "{wrong}"
     );
 
@@ -315,8 +316,8 @@ async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
         .await;
     let script = ClaimError::from(script.expect_err("the script fails"));
     assert_eq!(
-        (script.label(), script.is_unusable()),
-        ("script", true),
+        (script.cause(), script.is_unusable()),
+        (RedisCause::Script, true),
         "{script}"
     );
 
@@ -333,7 +334,7 @@ async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
         .renew(&identity, "t")
         .await
         .expect_err("no Redis there");
-    assert!(!refused.is_unusable(), "{} ({})", refused, refused.label());
+    assert!(!refused.is_unusable(), "{refused} ({:?})", refused.cause());
     let _: () = redis::cmd("DEL")
         .arg(claims.key(&identity))
         .query_async(&mut r)

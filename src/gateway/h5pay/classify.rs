@@ -1,117 +1,18 @@
-//! Classification of one HTTP exchange with the gateway (contract §4, §5.6,
-//! §5.7): a final decision, or a transient failure that may be retried.
-//! Pure functions: no I/O, no clock.
-
-use std::time::Duration;
+//! Classification of one h5pay exchange (contract §4, §5.6, §5.7): what
+//! the gateway decided, or a transient failure that may be retried. Pure
+//! functions: no I/O, no clock.
 
 use secrecy::SecretString;
 
-use super::sign;
-use super::types::{H5PayRequest, H5PayResponse, ReceivedResponse};
+use super::H5PayDecided;
+use crate::gateway::sign;
+use crate::gateway::signed_call::{
+    Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix, status_class,
+    transient, transport_verdict,
+};
+use crate::gateway::wire::{H5PayRequest, H5PayResponse, ReceivedResponse};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer, Jsapi, Payable};
 use crate::text::gateway_text;
-
-/// What one attempt produced on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exchange<'a> {
-    /// No connection was made: the request never left this process.
-    ConnectFailed(String),
-    /// The request may have been sent (a timeout or a broken connection
-    /// after connecting), so it may have reached the gateway.
-    SendFailed { timed_out: bool, detail: String },
-    /// An HTTP answer.
-    Answered {
-        status: u16,
-        retry_after: Option<Duration>,
-        body: &'a [u8],
-    },
-}
-
-/// The class of an HTTP status, before the body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
-    /// 2xx: read the body.
-    Success,
-    /// 408, 429, 5xx: try again. `reached` says whether the gateway may have
-    /// acted on the request (5xx: yes; 408/429: it says it did not).
-    Transient { reached: bool },
-    /// Other 4xx: the gateway refused; never retried.
-    Refused,
-    /// 1xx/3xx: not an answer of this API (redirects are not followed: a
-    /// signed POST must not wander). Treated as a bad response.
-    Unexpected,
-}
-
-/// "Is this retriable?" for an HTTP status. Kept apart from the backoff
-/// policy and from body parsing so its table can be tested on its own.
-pub fn status_class(status: u16) -> StatusClass {
-    match status {
-        200..=299 => StatusClass::Success,
-        408 | 429 => StatusClass::Transient { reached: false },
-        500..=599 => StatusClass::Transient { reached: true },
-        400..=499 => StatusClass::Refused,
-        _ => StatusClass::Unexpected,
-    }
-}
-
-/// Why a transient failure happened; decides the final kind when retries
-/// run out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransientKind {
-    /// Connect errors, timeouts, 408/429/5xx: `gateway_unavailable`.
-    Unavailable,
-    /// Not the documented answer: `bad_response`.
-    BadResponse,
-}
-
-/// The verdict on one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The gateway decided. `refusal` marks a return_code FAIL or a 4xx,
-    /// which after an attempt that may have reached the gateway is no longer
-    /// a clean rejection (see [`settle_refusal`]).
-    Final {
-        decision: Decision,
-        refusal: bool,
-        answer: Option<GatewayAnswer>,
-        trade_no: Option<String>,
-    },
-    /// May be retried with the identical request.
-    Transient {
-        kind: TransientKind,
-        /// The attempt may have reached the gateway.
-        reached: bool,
-        message: String,
-        retry_after: Option<Duration>,
-        answer: Option<GatewayAnswer>,
-    },
-}
-
-fn transient(
-    kind: TransientKind,
-    reached: bool,
-    message: String,
-    retry_after: Option<Duration>,
-    answer: Option<GatewayAnswer>,
-) -> Verdict {
-    Verdict::Transient {
-        kind,
-        reached,
-        message,
-        retry_after,
-        answer,
-    }
-}
-
-fn answer_of(status: u16, r: Option<&H5PayResponse>) -> GatewayAnswer {
-    let text = |v: &Option<String>| v.as_deref().map(gateway_text);
-    GatewayAnswer {
-        return_code: r.and_then(|r| text(&r.return_code)),
-        result_code: r.and_then(|r| text(&r.result_code)),
-        return_msg: r.and_then(|r| text(&r.return_msg)),
-        http_status: status,
-    }
-}
 
 /// What an answer is checked against besides the request it answers.
 #[derive(Debug, Clone, Copy)]
@@ -123,81 +24,49 @@ pub struct Expect<'a> {
     pub http_links: bool,
 }
 
-/// Classifies one exchange.
-pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>) -> Verdict {
-    let (status, retry_after, body) = match exchange {
-        Exchange::ConnectFailed(detail) => {
-            return transient(
-                TransientKind::Unavailable,
-                false,
-                format!("cannot connect to the gateway: {detail}"),
-                None,
-                None,
-            );
-        }
-        Exchange::SendFailed { timed_out, detail } => {
-            let what = if *timed_out {
-                "the gateway did not answer in time"
-            } else {
-                "the connection to the gateway broke"
-            };
-            return transient(
-                TransientKind::Unavailable,
-                true,
-                format!("{what}: {detail}"),
-                None,
-                None,
-            );
-        }
-        Exchange::Answered {
-            status,
-            retry_after,
-            body,
-        } => (*status, *retry_after, *body),
-    };
+/// The verdict on one h5pay exchange.
+pub type H5PayVerdict = Verdict<H5PayDecided>;
 
-    // Parse early so that refusals and errors carry the gateway's own message.
-    let parsed = ReceivedResponse::parse(body);
-    let fields = parsed.as_ref().ok().map(|r| &r.fields);
-    let answer = Some(answer_of(status, fields));
-    let msg_suffix = fields
-        .and_then(|f| f.return_msg.as_deref())
-        .map(|m| format!(": {}", gateway_text(m)))
-        .unwrap_or_default();
-
-    match status_class(status) {
-        StatusClass::Transient { reached } => {
-            return transient(
-                TransientKind::Unavailable,
-                reached,
-                format!("gateway answered HTTP {status}{msg_suffix}"),
-                retry_after,
-                answer,
-            );
-        }
-        StatusClass::Refused => {
-            return Verdict::Final {
-                decision: Decision::Failed(Failure::new(
-                    FailureKind::GatewayRejected,
-                    format!("gateway refused the request with HTTP {status}{msg_suffix}"),
-                )),
-                refusal: true,
-                answer,
-                trade_no: None,
-            };
-        }
-        StatusClass::Unexpected => {
-            return transient(
-                TransientKind::BadResponse,
-                true,
-                format!("gateway answered HTTP {status}, which this API never does"),
-                None,
-                answer,
-            );
-        }
-        StatusClass::Success => {}
+fn decided(decision: Decision, refusal: bool, answer: Option<GatewayAnswer>) -> H5PayVerdict {
+    Verdict::Final {
+        value: H5PayDecided {
+            decision,
+            refusal,
+            trade_no: None,
+        },
+        answer,
     }
+}
 
+/// Classifies one exchange.
+pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>) -> H5PayVerdict {
+    if let Some(v) = transport_verdict(exchange) {
+        return v;
+    }
+    let Exchange::Answered { status, body, .. } = exchange else {
+        return transient(
+            TransientKind::BadResponse,
+            true,
+            "no answer to classify".to_owned(),
+            None,
+            None,
+        );
+    };
+    let status = *status;
+    // Parse early so that refusals carry the gateway's own message.
+    let parsed = ReceivedResponse::parse(body);
+    let answer = answer_of(status, parsed.as_ref().ok().map(|r| &r.raw));
+    if status_class(status) == StatusClass::Refused {
+        let message = format!(
+            "gateway refused the request with HTTP {status}{}",
+            message_suffix(&answer)
+        );
+        return decided(
+            Decision::Failed(Failure::new(FailureKind::GatewayRejected, message)),
+            true,
+            Some(answer),
+        );
+    }
     let response = match parsed {
         Ok(r) => r,
         Err(e) => {
@@ -206,11 +75,11 @@ pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>
                 true,
                 gateway_text(&e.to_string()),
                 None,
-                answer,
+                Some(answer),
             );
         }
     };
-    classify_body(&response, sent, expect, answer)
+    classify_body(&response, sent, expect, Some(answer))
 }
 
 fn classify_body(
@@ -218,20 +87,19 @@ fn classify_body(
     sent: &H5PayRequest,
     expect: Expect<'_>,
     answer: Option<GatewayAnswer>,
-) -> Verdict {
+) -> H5PayVerdict {
     let verify_key = expect.verify_key;
     let f = &response.fields;
     let bad = |message: String, answer: Option<GatewayAnswer>| {
         transient(TransientKind::BadResponse, true, message, None, answer)
     };
-    let bad_signature = |e: sign::VerifyError, answer: Option<GatewayAnswer>| Verdict::Final {
-        decision: Decision::Failed(Failure::new(
-            FailureKind::BadSignature,
-            format!("response signature check failed: {e}"),
-        )),
-        refusal: false,
-        answer,
-        trade_no: None,
+    let bad_signature = |e: sign::VerifyError, answer: Option<GatewayAnswer>| {
+        let message = format!("response signature check failed: {e}");
+        decided(
+            Decision::Failed(Failure::new(FailureKind::BadSignature, message)),
+            false,
+            answer,
+        )
     };
     let msg = gateway_text(f.return_msg.as_deref().unwrap_or(""));
 
@@ -245,15 +113,12 @@ fn classify_body(
             {
                 return bad_signature(e, answer);
             }
-            Verdict::Final {
-                decision: Decision::Failed(Failure::new(
-                    FailureKind::GatewayRejected,
-                    format!("gateway refused the request: return_code FAIL: {msg}"),
-                )),
-                refusal: true,
+            let message = format!("gateway refused the request: return_code FAIL: {msg}");
+            decided(
+                Decision::Failed(Failure::new(FailureKind::GatewayRejected, message)),
+                true,
                 answer,
-                trade_no: None,
-            }
+            )
         }
         Some("SUCCESS") => {
             if let Some(key) = verify_key
@@ -287,10 +152,12 @@ fn classify_body(
                 None => return bad("SUCCESS answer without a result_code".to_owned(), answer),
             };
             Verdict::Final {
-                decision,
-                refusal: false,
+                value: H5PayDecided {
+                    decision,
+                    refusal: false,
+                    trade_no,
+                },
                 answer,
-                trade_no,
             }
         }
         Some(other) => bad(
@@ -478,7 +345,11 @@ pub fn seconds_timestamp(ts: String) -> String {
 /// After an attempt that may have reached the gateway, a later refusal (the
 /// gateway's duplicate-pay_trace_no check looks like any other) means the
 /// order may exist without us knowing its code_url: `outcome_unknown`.
-pub fn settle_refusal(decision: Decision, refusal: bool, reached_before: Option<&str>) -> Decision {
+pub fn refusal_after_reaching(
+    decision: Decision,
+    refusal: bool,
+    reached_before: Option<&str>,
+) -> Decision {
     match (decision, refusal, reached_before) {
         (Decision::Failed(f), true, Some(earlier)) => Decision::Failed(Failure::new(
             FailureKind::OutcomeUnknown,
@@ -495,7 +366,7 @@ pub fn settle_refusal(decision: Decision, refusal: bool, reached_before: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::types::PayType;
+    use crate::gateway::wire::PayType;
     use serde_json::{Value, json};
 
     fn key() -> SecretString {
@@ -543,7 +414,7 @@ mod tests {
         serde_json::to_vec(&m).unwrap_or_default()
     }
 
-    fn classify_body_bytes(status: u16, body: &[u8]) -> Verdict {
+    fn classify_body_bytes(status: u16, body: &[u8]) -> H5PayVerdict {
         classify(
             &Exchange::Answered {
                 status,
@@ -558,18 +429,22 @@ mod tests {
         )
     }
 
-    fn kind_of(v: &Verdict) -> String {
+    fn kind_of(v: &H5PayVerdict) -> String {
         match v {
             Verdict::Final {
-                decision: Decision::Failed(f),
-                refusal,
+                value:
+                    H5PayDecided {
+                        decision: Decision::Failed(f),
+                        refusal,
+                        ..
+                    },
                 ..
             } => format!(
                 "final:{}{}",
                 f.kind.as_str(),
                 if *refusal { ":refusal" } else { "" }
             ),
-            Verdict::Final { decision, .. } => format!("final:{}", decision.status().as_str()),
+            Verdict::Final { value, .. } => format!("final:{}", value.decision.status().as_str()),
             Verdict::Transient { kind, reached, .. } => {
                 format!("transient:{kind:?}:reached={reached}")
             }
@@ -577,33 +452,8 @@ mod tests {
     }
 
     #[test]
-    fn http_status_table() {
-        let table = [
-            (200, StatusClass::Success),
-            (204, StatusClass::Success),
-            (301, StatusClass::Unexpected),
-            (400, StatusClass::Refused),
-            (401, StatusClass::Refused),
-            (404, StatusClass::Refused),
-            (408, StatusClass::Transient { reached: false }),
-            (409, StatusClass::Refused),
-            (422, StatusClass::Refused),
-            (429, StatusClass::Transient { reached: false }),
-            (500, StatusClass::Transient { reached: true }),
-            (501, StatusClass::Transient { reached: true }),
-            (502, StatusClass::Transient { reached: true }),
-            (503, StatusClass::Transient { reached: true }),
-            (504, StatusClass::Transient { reached: true }),
-            (100, StatusClass::Unexpected),
-        ];
-        for (status, want) in table {
-            assert_eq!(status_class(status), want, "HTTP {status}");
-        }
-    }
-
-    #[test]
     fn classification_table() {
-        let cases: Vec<(&str, Verdict, &str)> = vec![
+        let cases: Vec<(&str, H5PayVerdict, &str)> = vec![
             ("connect error", classify(&Exchange::ConnectFailed("refused".into()), &request(), UNVERIFIED), "transient:Unavailable:reached=false"),
             ("timeout", classify(&Exchange::SendFailed { timed_out: true, detail: "t".into() }, &request(), UNVERIFIED), "transient:Unavailable:reached=true"),
             ("ready", classify_body_bytes(200, &signed(success(json!({})))), "final:ready"),
@@ -684,9 +534,12 @@ mod tests {
         for body in cases {
             let (message, answer) = match classify_body_bytes(200, &body) {
                 Verdict::Final {
-                    decision: Decision::Failed(f),
+                    value:
+                        H5PayDecided {
+                            decision: Decision::Failed(f),
+                            ..
+                        },
                     answer,
-                    ..
                 } => (f.message, answer),
                 Verdict::Transient {
                     message, answer, ..
@@ -735,8 +588,12 @@ mod tests {
         })));
         match classify_body_bytes(200, &body) {
             Verdict::Final {
-                decision: Decision::Ready(p),
-                trade_no,
+                value:
+                    H5PayDecided {
+                        decision: Decision::Ready(p),
+                        trade_no,
+                        ..
+                    },
                 ..
             } => {
                 assert_eq!(trade_no.as_deref(), Some("TN1"));
@@ -764,14 +621,17 @@ mod tests {
     #[test]
     fn a_refusal_after_a_reaching_attempt_is_outcome_unknown() {
         let rejected = Decision::Failed(Failure::new(FailureKind::GatewayRejected, "FAIL"));
-        let settled = settle_refusal(rejected.clone(), true, Some("HTTP 503"));
+        let settled = refusal_after_reaching(rejected.clone(), true, Some("HTTP 503"));
         assert!(
             matches!(settled, Decision::Failed(ref f) if f.kind == FailureKind::OutcomeUnknown)
         );
-        assert_eq!(settle_refusal(rejected.clone(), true, None), rejected);
+        assert_eq!(
+            refusal_after_reaching(rejected.clone(), true, None),
+            rejected
+        );
         let pay_fail = Decision::Failed(Failure::new(FailureKind::PaymentFailed, "PAY_FAIL"));
         assert_eq!(
-            settle_refusal(pay_fail.clone(), false, Some("HTTP 503")),
+            refusal_after_reaching(pay_fail.clone(), false, Some("HTTP 503")),
             pay_fail
         );
     }

@@ -1,320 +1,15 @@
-//! Intake (contract §3): message bytes → a validated [`Intent`], an
-//! [`InvalidIntent`] naming every bad field, or [`Unreadable`] for what
-//! cannot be an intent at all.
+//! Every rule of contract §3, one parser per field; every broken rule is
+//! collected, so an `invalid_intent` event names them all.
 
-use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::config::Institutions;
-use crate::gateway::types::{H5PayRequest, PayType, json_kind};
+use super::{
+    FieldError, Identity, Intent, InvalidIntent, MAX_METADATA_BYTES, Metadata, ReadObject,
+    is_identifier, parse_pay_time,
+};
+use crate::gateway::wire::{PayType, json_kind};
+use crate::keys::Institutions;
 use crate::text::clip;
-
-/// Largest body accepted as an intent.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Largest `metadata`, serialised.
-pub const MAX_METADATA_BYTES: usize = 4 * 1024;
-
-/// A body that cannot be an intent: it is dead-lettered, not answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unreadable {
-    #[error("body is {0} bytes, over the 64 KiB limit")]
-    TooLarge(usize),
-    #[error("body is not UTF-8: {0}")]
-    NotUtf8(String),
-    #[error("body is not JSON: {0}")]
-    NotJson(String),
-    #[error("body is {0}, not a JSON object")]
-    NotObject(&'static str),
-}
-
-impl Unreadable {
-    /// A metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Unreadable::TooLarge(_) => "too_large",
-            Unreadable::NotUtf8(_) => "not_utf8",
-            Unreadable::NotJson(_) => "not_json",
-            Unreadable::NotObject(_) => "not_object",
-        }
-    }
-}
-
-/// A JSON object as read from an intent body: every top-level field a
-/// standard JSON parser can represent, the raw text of `metadata` (echoed
-/// exactly as received), and the fields it cannot represent.
-///
-/// The body is first read as an object of raw values, which accepts what
-/// the JSON grammar accepts; each value is then parsed on its own. So a
-/// number beyond a 64-bit float (`1e400`), nesting deeper than 128 levels
-/// or a lone surrogate escape (`"\ud800"`) spoils only its own field: the
-/// object is still an intent, answered with an `invalid_intent` event that
-/// names the field, not dead-lettered.
-#[derive(Debug, Default)]
-pub struct ReadObject<'a> {
-    pub fields: Map<String, Value>,
-    /// `metadata` as received, when it is in `fields`.
-    metadata: Option<&'a RawValue>,
-    /// Fields a standard parser cannot represent, with why.
-    pub unrepresentable: Vec<FieldError>,
-}
-
-impl ReadObject<'_> {
-    /// A field's value, with `null` and `""` read as absent.
-    pub fn present(&self, field: &str) -> Option<&Value> {
-        present(&self.fields, field)
-    }
-}
-
-/// The object's top level: raw keys and values, borrowed from the body.
-struct RawPairs<'a>(Vec<(&'a RawValue, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for RawPairs<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Pairs;
-        impl<'de> serde::de::Visitor<'de> for Pairs {
-            type Value = RawPairs<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(pair) = map.next_entry::<&RawValue, &RawValue>()? {
-                    pairs.push(pair);
-                }
-                Ok(RawPairs(pairs))
-            }
-        }
-        d.deserialize_map(Pairs)
-    }
-}
-
-/// Reads the body as a JSON object, or says why it cannot be an intent.
-pub fn read(body: &[u8]) -> Result<ReadObject<'_>, Unreadable> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Unreadable::TooLarge(body.len()));
-    }
-    let text = std::str::from_utf8(body).map_err(|e| Unreadable::NotUtf8(e.to_string()))?;
-    let pairs = match serde_json::from_str::<RawPairs<'_>>(text) {
-        Ok(p) => p,
-        Err(e) => return Err(not_an_object(text, e)),
-    };
-    let mut out = ReadObject::default();
-    for (raw_key, raw_value) in pairs.0 {
-        let key = match serde_json::from_str::<String>(raw_key.get()) {
-            Ok(k) => k,
-            Err(e) => {
-                out.unrepresentable
-                    .push(FieldError::new("(a field name)", unrepresentable(&e)));
-                continue;
-            }
-        };
-        match serde_json::from_str::<Value>(raw_value.get()) {
-            Ok(v) => {
-                if key == "metadata" {
-                    out.metadata = Some(raw_value);
-                }
-                out.fields.insert(key, v);
-            }
-            Err(e) => {
-                if key == "metadata" {
-                    out.metadata = None;
-                }
-                out.fields.remove(&key);
-                out.unrepresentable
-                    .push(FieldError::new(key, unrepresentable(&e)));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Why a body that is not a readable JSON object is not one.
-fn not_an_object(text: &str, e: serde_json::Error) -> Unreadable {
-    // The raw reader refuses only what is not JSON, or JSON of another type.
-    if e.classify() != serde_json::error::Category::Data {
-        return Unreadable::NotJson(e.to_string());
-    }
-    let kind = match text.trim_start().as_bytes().first() {
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b'n') => "null",
-        Some(b't' | b'f') => "a boolean",
-        _ => "a number",
-    };
-    Unreadable::NotObject(kind)
-}
-
-/// What a standard parser could not represent in a value that is valid JSON.
-fn unrepresentable(e: &serde_json::Error) -> String {
-    let m = e.to_string();
-    if m.contains("number out of range") {
-        "contains a number beyond the range of a 64-bit float".to_owned()
-    } else if m.contains("recursion limit") {
-        "is nested deeper than 128 levels".to_owned()
-    } else if m.contains("surrogate") || m.contains("hex escape") {
-        "contains a lone surrogate escape (like \\ud800), which is no Unicode character".to_owned()
-    } else {
-        format!("cannot be read: {m}")
-    }
-}
-
-/// The identity of an intent: deduplication keys on all three.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub inst_no: String,
-    pub mch_no: String,
-    pub pay_trace_no: String,
-}
-
-/// A valid intent, normalised.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Intent {
-    pub identity: Identity,
-    pub pay_type: PayType,
-    /// In fen, 1..=gateway.max_amount.
-    pub total_amount: u64,
-    /// An explicit `pay_time`; when absent the worker fixes one at claim time.
-    pub pay_time: Option<String>,
-    pub open_id: Option<String>,
-    pub notify_url: Option<String>,
-    /// Echoed in the result, never sent to the gateway.
-    pub metadata: Option<Metadata>,
-}
-
-impl Intent {
-    /// A digest of the parameters that must match for a repeat of this
-    /// identity to be a duplicate rather than a conflict (contract §4):
-    /// compared after normalisation, so `wechat` = `400` and `"100"` = `100`.
-    pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            self.pay_type.code(),
-            &self.total_amount.to_string(),
-            self.open_id.as_deref().unwrap_or(""),
-            self.notify_url.as_deref().unwrap_or(""),
-        ] {
-            // Length-prefixed so that no two field splits hash alike.
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        hex::encode(&h.finalize()[..16])
-    }
-
-    /// The gateway request, with the `pay_time` fixed for this identity.
-    pub fn request(&self, pay_time: &str) -> H5PayRequest {
-        H5PayRequest {
-            inst_no: self.identity.inst_no.clone(),
-            mch_no: self.identity.mch_no.clone(),
-            pay_type: self.pay_type,
-            pay_trace_no: self.identity.pay_trace_no.clone(),
-            pay_time: pay_time.to_owned(),
-            total_amount: self.total_amount,
-            open_id: self.open_id.clone(),
-            notify_url: self.notify_url.clone(),
-        }
-    }
-}
-
-/// One broken rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// `metadata` as received (insignificant whitespace removed): numbers of any
-/// size or precision, key order and escapes are echoed exactly.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Metadata(Box<RawValue>);
-
-impl Metadata {
-    /// The JSON text.
-    pub fn get(&self) -> &str {
-        self.0.get()
-    }
-
-    /// Metadata from a JSON value (tools and tests).
-    pub fn from_value(v: &Value) -> Option<Metadata> {
-        serde_json::value::to_raw_value(v).ok().map(Metadata)
-    }
-
-    /// The received text without whitespace between tokens.
-    fn from_received(raw: &RawValue) -> Option<Metadata> {
-        RawValue::from_string(minify(raw.get())).ok().map(Metadata)
-    }
-}
-
-impl PartialEq for Metadata {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-/// Removes whitespace between JSON tokens, leaving strings untouched.
-fn minify(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// An intent that breaks rules of §3. Keeps whatever fields were valid so
-/// the result event can still carry them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InvalidIntent {
-    pub errors: Vec<FieldError>,
-    pub inst_no: Option<String>,
-    pub mch_no: Option<String>,
-    pub pay_trace_no: Option<String>,
-    pub pay_type: Option<PayType>,
-    pub total_amount: Option<u64>,
-    pub pay_time: Option<String>,
-    pub metadata: Option<Metadata>,
-}
-
-impl InvalidIntent {
-    /// `field: problem; field: problem`, every bad field named.
-    pub fn message(&self) -> String {
-        let parts: Vec<String> = self
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect();
-        format!("invalid intent: {}", parts.join("; "))
-    }
-}
 
 /// What validation needs from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -326,7 +21,7 @@ pub struct Rules<'a> {
 }
 
 /// A field's value, with `null` and `""` read as absent.
-fn present<'a>(obj: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+pub(super) fn present<'a>(obj: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     match obj.get(field) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -446,14 +141,6 @@ fn optional<T>(
     parse: impl Fn(&Value) -> Result<T, String>,
 ) -> Result<Option<T>, String> {
     obj.present(field).map(parse).transpose()
-}
-
-/// `[0-9A-Za-z_-]{1,max}`: the identity alphabet of the contract.
-pub fn is_identifier(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn identifier(v: &Value, max: usize) -> Result<String, String> {
@@ -602,58 +289,10 @@ pub fn check_notify_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `yyyyMMddHHmmss` as a real calendar time (no leap seconds).
-pub fn parse_pay_time(s: &str) -> Option<chrono::NaiveDateTime> {
-    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
-    let date = NaiveDate::from_ymd_opt(n(0..4)? as i32, n(4..6)?, n(6..8)?)?;
-    let (h, mi, se) = (n(8..10)?, n(10..12)?, n(12..14)?);
-    if se > 59 {
-        return None;
-    }
-    date.and_hms_opt(h, mi, se)
-}
-
-/// `now` written as `yyyyMMddHHmmss` in `offset`: the pay_time the worker
-/// fixes for an intent without one.
-pub fn format_pay_time(now: DateTime<Utc>, offset: FixedOffset) -> String {
-    now.with_timezone(&offset)
-        .format("%Y%m%d%H%M%S")
-        .to_string()
-}
-
-/// When the intent was made: the AMQP `timestamp` (seconds), else its
-/// `pay_time` read in `offset`.
-pub fn intent_time(
-    amqp_timestamp: Option<u64>,
-    pay_time: Option<&str>,
-    offset: FixedOffset,
-) -> Option<DateTime<Utc>> {
-    if let Some(ts) = amqp_timestamp {
-        return DateTime::from_timestamp(i64::try_from(ts).ok()?, 0);
-    }
-    let naive = parse_pay_time(pay_time?)?;
-    offset
-        .from_local_datetime(&naive)
-        .single()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// Whether an intent made at `made` is older than `max_age_secs` (0: never).
-pub fn is_expired(made: Option<DateTime<Utc>>, now: DateTime<Utc>, max_age_secs: u64) -> bool {
-    match made {
-        Some(t) if max_age_secs > 0 => {
-            (now - t).num_seconds() > i64::try_from(max_age_secs).unwrap_or(i64::MAX)
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intent::read;
     use secrecy::SecretString;
     use serde_json::json;
 
@@ -672,7 +311,7 @@ mod tests {
     fn check_with(v: Value, default_mch_no: Option<&str>) -> Result<Intent, Box<InvalidIntent>> {
         let inst = institutions();
         let body = serde_json::to_vec(&v).unwrap_or_default();
-        let obj = read(&body).unwrap_or_else(|e| panic!("{e}"));
+        let obj = read(&body).expect("an object");
         validate(
             &obj,
             Rules {
@@ -700,31 +339,6 @@ mod tests {
             Ok(i) => panic!("accepted: {i:?}"),
             Err(e) => e.errors.iter().map(|e| e.field.clone()).collect(),
         }
-    }
-
-    #[test]
-    fn unreadable_bodies_are_told_apart() {
-        assert_eq!(
-            read(&vec![b' '; MAX_BODY_BYTES + 1]).err(),
-            Some(Unreadable::TooLarge(MAX_BODY_BYTES + 1))
-        );
-        assert!(matches!(read(b"\xff\xfe{}"), Err(Unreadable::NotUtf8(_))));
-        assert!(matches!(read(b"{\"a\":"), Err(Unreadable::NotJson(_))));
-        assert_eq!(
-            read(b"[1,2]").err(),
-            Some(Unreadable::NotObject("an array"))
-        );
-        assert_eq!(
-            read(b"\"x\"").err(),
-            Some(Unreadable::NotObject("a string"))
-        );
-        assert_eq!(read(b"null").err(), Some(Unreadable::NotObject("null")));
-        assert!(read(b"{}").is_ok());
-        // Exactly 64 KiB is allowed.
-        let mut at_limit = b"{\"pad\":\"".to_vec();
-        at_limit.resize(MAX_BODY_BYTES - 2, b'x');
-        at_limit.extend_from_slice(b"\"}");
-        assert!(read(&at_limit).is_ok());
     }
 
     #[test]
@@ -912,7 +526,7 @@ mod tests {
         let body = "{\"pay_trace_no\":\"T1\",\"mch_no\":\"M1\",\"pay_type\":\"wechat\",\"total_amount\":1,\n \
             \"metadata\": { \"z\": 123456789012345678901234567890, \"p\": 0.1000000000000000055511151231257827,\n \
             \"a\": \"x \\\" y\\n\", \"e\": 1E+2, \"u\": \"\\u00e9\" } }";
-        let obj = read(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let obj = read(body.as_bytes()).expect("an object");
         let i =
             validate(&obj, rules(&institutions())).unwrap_or_else(|e| panic!("{}", e.message()));
         assert_eq!(
@@ -963,20 +577,5 @@ mod tests {
         let e = check(with("open_id", json!("o"))).map(|i| i.fingerprint());
         let f = check(with("notify_url", json!("http://o/"))).map(|i| i.fingerprint());
         assert_ne!(e.ok(), f.ok());
-    }
-
-    #[test]
-    fn pay_time_and_expiry() {
-        let cst = FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!());
-        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        assert_eq!(format_pay_time(now, cst), "20231115061320");
-        let made = intent_time(None, Some("20231115060320"), cst);
-        assert_eq!(made, DateTime::from_timestamp(1_699_999_400, 0));
-        assert!(is_expired(made, now, 300));
-        assert!(!is_expired(made, now, 600));
-        assert!(!is_expired(made, now, 0), "0 means no expiry");
-        let by_amqp = intent_time(Some(1_699_999_990), Some("20231115060320"), cst);
-        assert!(!is_expired(by_amqp, now, 300), "the AMQP timestamp wins");
-        assert!(!is_expired(intent_time(None, None, cst), now, 1));
     }
 }

@@ -126,7 +126,7 @@ impl Breaker {
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
         };
-        metrics::gauge!("h5pay_breaker_state").set(public.gauge());
+        crate::telemetry::metrics::breaker_state(public);
         self.changed.send_replace(public);
     }
 
@@ -224,7 +224,7 @@ impl Breaker {
                 inner.open_for = self.open_min;
                 let until = Instant::now() + inner.open_for;
                 self.set(&mut inner, State::Open { until });
-                metrics::counter!("h5pay_breaker_opened_total").increment(1);
+                crate::telemetry::metrics::breaker_opened();
                 tracing::warn!(
                     consecutive_failures = inner.consecutive_failures,
                     open_ms = inner.open_for.as_millis() as u64,

@@ -1,0 +1,237 @@
+//! The processes a run starts (sandbox, worker, skeleton) and what /proc
+//! says about them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lapin::Connection;
+
+use crate::driver::{Names, cleanup, declare, measure};
+use crate::report::RunReport;
+use crate::{Opts, SANDBOX_KEY};
+
+pub use crate::net::free_port;
+
+pub fn worker_bin(opts: &Opts) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &opts.worker_bin {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("h5pay-worker");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release) or pass --worker-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> std::io::Result<TempDir> {
+        let p = std::env::temp_dir().join(format!("h5pay-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn config_toml(opts: &Opts, n: &Names, gateway: &str, admin_port: u16) -> String {
+    format!(
+        r#"[amqp]
+url = "{amqp}"
+intent_exchange = "{ex}"
+intent_queue = "{q}"
+dead_letter_exchange = "{dlx}"
+dead_letter_queue = "{dlq}"
+result_exchange = "{res}"
+prefetch = {prefetch}
+queue_type = "{queue_type}"
+
+[redis]
+url = "{redis}"
+key_prefix = "{prefix}"
+retention_secs = 3600
+
+[gateway]
+url = "{gateway}"
+
+[[institutions]]
+inst_no = "60000001"
+key = "{SANDBOX_KEY}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[log]
+format = "json"
+level = "{level}"
+"#,
+        amqp = opts.amqp_url,
+        ex = n.amqp.intent_exchange,
+        q = n.amqp.intent_queue,
+        dlx = n.amqp.dead_letter_exchange,
+        dlq = n.amqp.dead_letter_queue,
+        res = n.amqp.result_exchange,
+        prefetch = opts.prefetch,
+        queue_type = opts.queue_type,
+        redis = opts.redis_url,
+        prefix = n.key_prefix,
+        level = opts.log_level,
+    )
+}
+
+/// /proc facts about a child process.
+pub fn proc_stats(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ")".
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat; here 11 and 12 after ")".
+    let cpu_secs = (ticks(11) + ticks(12)) as f64 / 100.0;
+    (hwm_kib, cpu_secs)
+}
+
+pub async fn wait_ready(admin_port: u16) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{admin_port}/readyz");
+    for _ in 0..300 {
+        if let Ok(r) = reqwest::get(&url).await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the worker did not become ready within 30 s")
+}
+
+pub async fn wait_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("port {port} did not open")
+}
+
+pub async fn run_worker(
+    opts: &Opts,
+    conn: &Connection,
+    bin: &std::path::Path,
+    dir: &TempDir,
+    gateway: &str,
+) -> anyhow::Result<RunReport> {
+    let n = Names::new("w", opts);
+    declare(conn, &n).await?;
+    let admin_port = free_port()?;
+    let cfg = dir.path().join("worker.toml");
+    std::fs::write(&cfg, config_toml(opts, &n, gateway, admin_port))?;
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the worker")?;
+    let pid = child.id();
+    let worker = ChildGuard(child);
+    wait_ready(admin_port).await?;
+    eprintln!(
+        "worker: {} intents, gateway latency {} ms, prefetch {}{}",
+        opts.intents,
+        opts.latency_ms,
+        opts.prefetch,
+        if opts.rate > 0 {
+            format!(", paced at {}/s", opts.rate)
+        } else {
+            String::new()
+        }
+    );
+    let r = measure("worker", conn, &n, opts, pid).await;
+    drop(worker);
+    cleanup(conn, &n, &opts.redis_url).await;
+    r
+}
+
+pub async fn run_skeleton(
+    opts: &Opts,
+    conn: &Connection,
+    gateway: &str,
+) -> anyhow::Result<RunReport> {
+    let n = Names::new("s", opts);
+    declare(conn, &n).await?;
+    let me = std::env::current_exe()?;
+    let child = Command::new(me)
+        .args([
+            "--prefetch",
+            &opts.prefetch.to_string(),
+            "--amqp-url",
+            &opts.amqp_url,
+            "--redis-url",
+            &opts.redis_url,
+        ])
+        .args([
+            "skeleton",
+            "--queue",
+            &n.amqp.intent_queue,
+            "--result-exchange",
+            &n.amqp.result_exchange,
+            "--gateway",
+            gateway,
+            "--key-prefix",
+            &n.key_prefix,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the skeleton")?;
+    let pid = child.id();
+    let skel = ChildGuard(child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("skeleton: {} intents", opts.intents);
+    let r = measure("skeleton", conn, &n, opts, pid).await;
+    drop(skel);
+    cleanup(conn, &n, &opts.redis_url).await;
+    r
+}

@@ -1,0 +1,124 @@
+//! What a run measured, and the table, medians and JSON lines printed from it.
+
+use std::io::Write;
+
+use crate::Opts;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub what: String,
+    pub intents: usize,
+    pub latency_ms: u64,
+    pub prefetch: u16,
+    pub rate: u64,
+    pub seconds: f64,
+    pub intents_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    pub max_ms: f64,
+    pub peak_rss_mib: f64,
+    pub cpu_secs: f64,
+    pub cpu_us_per_intent: f64,
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// A run's figures.
+pub fn report(what: &str, opts: &Opts, seconds: f64, lat: &[f64], proc: (u64, f64)) -> RunReport {
+    let (count, (rss_kib, cpu)) = (opts.intents, proc);
+    RunReport {
+        what: what.to_owned(),
+        intents: count,
+        latency_ms: opts.latency_ms,
+        prefetch: opts.prefetch,
+        rate: opts.rate,
+        seconds,
+        intents_per_sec: count as f64 / seconds.max(1e-9),
+        p50_ms: percentile(lat, 0.50),
+        p99_ms: percentile(lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+        peak_rss_mib: rss_kib as f64 / 1024.0,
+        cpu_secs: cpu,
+        cpu_us_per_intent: cpu * 1e6 / count as f64,
+    }
+}
+
+/// The table on stdout, the medians over `--runs`, the JSON lines.
+pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "{:<9} {:>8} {:>7} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "run",
+        "intents",
+        "lat_ms",
+        "prefetch",
+        "rate",
+        "intents/s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "rss_MiB",
+        "cpu_us/int"
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{:<9} {:>8} {:>7} {:>8} {:>6} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.1}",
+            r.what,
+            r.intents,
+            r.latency_ms,
+            r.prefetch,
+            r.rate,
+            r.intents_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.peak_rss_mib,
+            r.cpu_us_per_intent
+        )?;
+    }
+    let median = |what: &str| -> Option<(f64, f64, f64)> {
+        let mut v: Vec<f64> = reports
+            .iter()
+            .filter(|r| r.what == what)
+            .map(|r| r.intents_per_sec)
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some((*v.get(v.len() / 2)?, *v.first()?, *v.last()?))
+    };
+    if opts.runs > 1 {
+        for what in ["worker", "skeleton"] {
+            if let Some((m, lo, hi)) = median(what) {
+                writeln!(
+                    out,
+                    "{what}: median {m:.0} intents/s (min {lo:.0}, max {hi:.0}) over {} runs",
+                    opts.runs
+                )?;
+            }
+        }
+    }
+    if let (Some((w, ..)), Some((s, ..))) = (median("worker"), median("skeleton")) {
+        writeln!(
+            out,
+            "worker / skeleton throughput (medians): {:.2}",
+            w / s.max(1e-9)
+        )?;
+    }
+    if let Some(path) = &opts.json {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        for r in reports {
+            writeln!(f, "{}", serde_json::to_string(r)?)?;
+        }
+    }
+    Ok(())
+}

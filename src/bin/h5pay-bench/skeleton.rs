@@ -1,0 +1,163 @@
+//! The I/O-only pipeline skeleton (`h5pay-bench skeleton`): this machine's
+//! ceiling for the worker's I/O, measured in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use h5pay_worker::amqp::{Settlement, Settler};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::{Opts, SANDBOX_KEY};
+
+/// Per-stage time sums of the skeleton (µs), printed as means every 5000
+/// intents: where an intent's prefetch slot goes besides the gateway.
+static STAGE_US: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static STAGE_N: AtomicU64 = AtomicU64::new(0);
+
+/// The I/O of the worker's pipeline and nothing else: consume, claim
+/// (1 script), one HTTP POST, store (1 script), confirmed publish, mark
+/// (1 script), ack (through the worker's settler).
+pub async fn run(
+    opts: Opts,
+    queue: String,
+    result_exchange: String,
+    gateway: String,
+    key_prefix: String,
+) -> anyhow::Result<()> {
+    let conn = Connection::connect(&opts.amqp_url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(opts.prefetch, BasicQosOptions::default())
+        .await?;
+    let pch = conn.create_channel().await?;
+    pch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let redis = redis::Client::open(opts.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let http = reqwest::Client::builder().build()?;
+    let claim = Arc::new(redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], 'own', ARGV[1], 'st', 'c') redis.call('EXPIRE', KEYS[1], 3600) return 1",
+    ));
+    let store = Arc::new(redis::Script::new(
+        "if redis.call('HGET', KEYS[1], 'own') ~= ARGV[1] then return 0 end redis.call('HSET', KEYS[1], 'st', 'd', 'ev', ARGV[2]) return 1",
+    ));
+    let mark = Arc::new(redis::Script::new(
+        "redis.call('HSET', KEYS[1], 'cf', '1') return 1",
+    ));
+    let key = SecretString::from(SANDBOX_KEY);
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "skeleton".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let shared = Arc::new((pch, http, gateway, result_exchange, key_prefix, key));
+    // Acks are settled as the worker settles them (contiguous ones coalesced).
+    let settler = Settler::start();
+    while let Some(d) = consumer.next().await {
+        let d = d?;
+        settler.delivered(d.delivery_tag);
+        let settler = settler.clone();
+        let shared = shared.clone();
+        let (claim, store, mark) = (claim.clone(), store.clone(), mark.clone());
+        let mut redis = redis.clone();
+        tokio::spawn(async move {
+            let mut t = Instant::now();
+            let mut lap = |i: usize| {
+                let now = Instant::now();
+                STAGE_US[i].fetch_add((now - t).as_micros() as u64, Relaxed);
+                t = now;
+            };
+            let (pch, http, gateway, result_exchange, key_prefix, key) = &*shared;
+            let v: Value = serde_json::from_slice(&d.data).unwrap_or_default();
+            let trace = v["pay_trace_no"].as_str().unwrap_or("x").to_owned();
+            let k = format!("{key_prefix}:{trace}");
+            let _: i64 = claim
+                .key(&k)
+                .arg("tok")
+                .invoke_async(&mut redis)
+                .await
+                .unwrap_or(0);
+            lap(0);
+            let mut req = serde_json::Map::new();
+            for (f, val) in [
+                ("inst_no", "60000001"),
+                ("mch_no", "BENCH01"),
+                ("pay_type", "400"),
+                ("pay_trace_no", trace.as_str()),
+                ("pay_time", "20261126000000"),
+                ("total_amount", "100"),
+            ] {
+                req.insert(f.into(), json!(val));
+            }
+            let s = h5pay_worker::gateway::sign::sign(&req, key);
+            req.insert("sign".into(), json!(s));
+            let body = serde_json::to_vec(&req).unwrap_or_default();
+            let answer = match http
+                .post(gateway.as_str())
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => r.bytes().await.unwrap_or_default(),
+                Err(_) => Default::default(),
+            };
+            lap(1);
+            let _: i64 = store
+                .key(&k)
+                .arg("tok")
+                .arg(answer.as_ref())
+                .invoke_async(&mut redis)
+                .await
+                .unwrap_or(0);
+            lap(2);
+            let event = serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
+                .unwrap_or_default();
+            if let Ok(c) = pch
+                .basic_publish(
+                    result_exchange.as_str().into(),
+                    "h5pay.result.ready.BENCH01".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &event,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+            {
+                let _ = c.await;
+            }
+            lap(3);
+            let _: i64 = mark.key(&k).invoke_async(&mut redis).await.unwrap_or(0);
+            lap(4);
+            let _ = settler
+                .settle(d.delivery_tag, d.acker.clone(), Settlement::Ack)
+                .await;
+            lap(5);
+            let n = STAGE_N.fetch_add(1, Relaxed) + 1;
+            if n.is_multiple_of(5000) {
+                let avg: Vec<String> = STAGE_US
+                    .iter()
+                    .map(|s| format!("{:.2}", s.load(Relaxed) as f64 / n as f64 / 1000.0))
+                    .collect();
+                eprintln!(
+                    "skeleton stage means over {n} intents, ms (claim http store publish+confirm mark ack): {}",
+                    avg.join(" ")
+                );
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `h5pay-worker run`: the worker, its admin endpoints, and key rotation
+//! on SIGHUP.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::{Config, SecretUrl};
+use crate::keys::KeyRing;
+use crate::signals::{self, Hangups};
+use crate::worker::{Worker, WorkerError};
+use crate::{admin, telemetry};
+
+/// Runs the worker until SIGTERM/SIGINT. `source` is the settings file,
+/// read again on SIGHUP.
+pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, WorkerError> {
+    // Before anything else: a signal during start-up is handled, not fatal.
+    let (stop, hangups) = signals::install();
+    telemetry::init_logging(&config.settings.log);
+    let _ = telemetry::recorder();
+    let listen = config.settings.admin.listen.clone();
+    tracing::info!(
+        source = ?config.source,
+        amqp = %config.settings.amqp.url,
+        redis = %config.settings.redis.url,
+        gateway = %SecretUrl::new(config.settings.gateway.url.clone()),
+        institutions = ?config.institutions,
+        "h5pay-worker starting"
+    );
+    let worker = Worker::new(config)?;
+    // A second worker on one host with the default port must still work:
+    // without its endpoints (said loudly), not without its intents.
+    let admin_task = match admin::bind(&listen, worker.health()).await {
+        Ok((addr, admin_server)) => {
+            tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
+            Some(tokio::spawn(admin_server))
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                listen = %listen,
+                "admin.listen cannot be bound: /healthz, /readyz and /metrics are off for this process"
+            );
+            None
+        }
+    };
+    let upkeep = tokio::spawn(admin::metrics_upkeep());
+    let reloader = tokio::spawn(reload_keys_on_hangup(hangups, source, worker.keys()));
+    let result = worker.run(stop.recv()).await;
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    upkeep.abort();
+    reloader.abort();
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Key rotation without a restart: on SIGHUP the settings are read again
+/// (file and environment) and, if valid, the institution keys are replaced.
+/// Other settings take effect only at the next start.
+async fn reload_keys_on_hangup(mut hangups: Hangups, source: Option<PathBuf>, keys: Arc<KeyRing>) {
+    while hangups.next().await {
+        match Config::load(source.as_deref()) {
+            Ok(c) => {
+                let inst_nos: Vec<String> = c
+                    .institutions
+                    .inst_nos()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                keys.replace(c.institutions);
+                tracing::info!(
+                    ?inst_nos,
+                    "SIGHUP: institution keys reloaded (other settings need a restart)"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: settings not reloaded; the current keys stay"
+            ),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `h5pay-worker sandbox`: the gateway simulator as a process of its own.
+
+use std::time::Duration;
+
+use crate::keys::Institutions;
+use crate::sandbox::{self, Sandbox, SandboxOptions};
+
+/// `h5pay-worker sandbox`'s own arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: String,
+    /// Added to every answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Share of calls answered HTTP 503 at random (0.0-1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Where payers reach the sandbox: the base of every code_url
+    /// (default: http:// and the address it listens on).
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxCommandError {
+    #[error("--error-rate must be between 0.0 and 1.0")]
+    ErrorRate,
+    #[error("--public-url must be an absolute http(s) URL")]
+    PublicUrl,
+    #[error("--listen {listen}: {source}")]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+}
+
+/// Serves until SIGTERM/SIGINT.
+pub async fn run(institutions: Institutions, args: SandboxArgs) -> Result<(), SandboxCommandError> {
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        return Err(SandboxCommandError::ErrorRate);
+    }
+    if let Some(u) = &args.public_url
+        && !matches!(url::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https"))
+    {
+        return Err(SandboxCommandError::PublicUrl);
+    }
+    let listen_error = |source| SandboxCommandError::Listen {
+        listen: args.listen.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| sandbox::local_url(addr));
+    let sandbox = Sandbox::new(
+        institutions,
+        SandboxOptions {
+            latency: Duration::from_millis(args.latency_ms),
+            error_rate: args.error_rate,
+            public_url: public_url.clone(),
+            ..SandboxOptions::default()
+        },
+    );
+    tracing::info!(%addr, %public_url, latency_ms = args.latency_ms, error_rate = args.error_rate, "sandbox gateway listening");
+    sandbox::serve(listener, sandbox, crate::signals::stopped()).await;
+    Ok(())
+}

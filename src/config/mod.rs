@@ -1,0 +1,452 @@
+//! Settings (contract §6): a TOML file, then `H5PAY__SECTION__KEY`
+//! environment overrides ([`env`]), then validation ([`validate`], no I/O),
+//! then the institutions' keys ([`crate::keys`], the I/O). Every problem is
+//! reported as one line naming the key in dotted form, and never with a
+//! secret's value.
+//!
+//! * [`settings`]: one struct per section, with its defaults.
+//! * [`env`]: the file plus the environment overlay, deserialised.
+//! * [`validate`]: the rules.
+//! * [`secret_url`]: URLs whose passwords never reach a log.
+
+mod env;
+mod secret_url;
+mod settings;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use env::{env_key_exists, parse};
+pub use secret_url::SecretUrl;
+pub use settings::*;
+
+use crate::keys::Institutions;
+
+/// The built-in local defaults, used when no file is named and
+/// `config/default.toml` is not in the working directory.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+pub const DEFAULT_PATH: &str = "config/default.toml";
+
+/// A bad configuration: the key in dotted form and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the settings came from, for the start-up log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    BuiltIn,
+}
+
+/// Settings with their keys resolved: what the process runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub institutions: Institutions,
+    pub source: Source,
+}
+
+impl Config {
+    /// Loads from `path` (or `config/default.toml`, or the built-in
+    /// defaults when that file is absent) and the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (text, source) = match path {
+            Some(p) => (read_file(p)?, Source::File(p.to_owned())),
+            None if Path::new(DEFAULT_PATH).exists() => (
+                read_file(Path::new(DEFAULT_PATH))?,
+                Source::File(DEFAULT_PATH.into()),
+            ),
+            None => (DEFAULT_TOML.to_owned(), Source::BuiltIn),
+        };
+        Self::from_parts(&text, std::env::vars(), source)
+    }
+
+    /// Loads from TOML text and an explicit environment.
+    pub fn from_parts(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        source: Source,
+    ) -> Result<Config, ConfigError> {
+        let settings = parse(toml_text, env)?;
+        settings.validate()?;
+        let env_lookup = |name: &str| std::env::var(name).ok();
+        let institutions = crate::keys::resolve(&settings, &env_lookup)?;
+        Ok(Config {
+            settings,
+            institutions,
+            source,
+        })
+    }
+}
+
+fn read_file(p: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(p)
+        .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::time::Duration;
+
+    const MIN: &str = "[[institutions]]\ninst_no = \"60000001\"\nkey = \"k-secret-1\"\n";
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_parts(
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            Source::BuiltIn,
+        )
+    }
+
+    fn error_of(text: &str, env: &[(&str, &str)]) -> ConfigError {
+        match load(text, env) {
+            Err(e) => e,
+            Ok(c) => panic!("accepted: {:?}", c.settings),
+        }
+    }
+
+    #[test]
+    fn the_shipped_default_loads_with_every_contract_default() {
+        let c = load(DEFAULT_TOML, &[]).expect("settings load");
+        let s = &c.settings;
+        assert_eq!(s.amqp.url.expose(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(s.amqp.queue_type, QueueType::Quorum);
+        assert_eq!((s.amqp.delivery_limit, s.amqp.prefetch), (5, 256));
+        assert_eq!(s.redis.key_prefix, "h5pay:intent");
+        assert_eq!(
+            (s.redis.lease_ms, s.redis.retention_secs),
+            (30_000, 604_800)
+        );
+        assert_eq!(s.gateway.url, "http://127.0.0.1:8090/api/openpay/v3/h5pay");
+        assert_eq!(s.retry.max_attempts, 6);
+        assert_eq!(s.worker.duplicates, DuplicatePolicy::Republish);
+        assert_eq!(s.admin.listen, "127.0.0.1:9464");
+        assert_eq!(c.institutions.default_inst_no(), "60000001");
+        assert!(c.institutions.key("60000001").is_some());
+    }
+
+    #[test]
+    fn a_file_may_name_only_what_it_changes() {
+        let c = load(&format!("[amqp]\nprefetch = 10\n{MIN}"), &[]).expect("settings load");
+        assert_eq!(c.settings.amqp.prefetch, 10);
+        assert_eq!(c.settings.amqp.intent_queue, "h5pay.intents");
+        assert_eq!(c.settings.retry.max_elapsed_ms, 60_000);
+    }
+
+    #[test]
+    fn environment_overrides_are_typed_like_the_defaults() {
+        let c = load(
+            MIN,
+            &[
+                ("H5PAY__AMQP__PREFETCH", "512"),
+                ("H5PAY__AMQP__URL", "amqps://u:p@mq.example:5671/prod"),
+                ("H5PAY__GATEWAY__VERIFY_RESPONSE_SIGN", "false"),
+                ("H5PAY__RETRY__MULTIPLIER", "1.5"),
+                ("H5PAY__WORKER__DEFAULT_MCH_NO", "12345"),
+                ("H5PAY__INSTITUTIONS__1__INST_NO", "60000002"),
+                (
+                    "H5PAY__INSTITUTIONS__1__KEY_ENV",
+                    "TEST_KEY_VAR_THAT_IS_SET",
+                ),
+                ("H5PAY__WORKER__DEFAULT_INST_NO", "60000001"),
+                ("UNRELATED", "x"),
+            ],
+        );
+        // key_env resolves from the process environment: not set here.
+        let e = c.err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.key, "institutions[1].key_env");
+        let c = load(
+            MIN,
+            &[
+                ("H5PAY__AMQP__PREFETCH", "512"),
+                ("H5PAY__GATEWAY__VERIFY_RESPONSE_SIGN", "false"),
+                ("H5PAY__RETRY__MULTIPLIER", "1.5"),
+                ("H5PAY__WORKER__DEFAULT_MCH_NO", "12345"),
+            ],
+        )
+        .expect("settings load");
+        assert_eq!(c.settings.amqp.prefetch, 512);
+        assert!(!c.settings.gateway.verify_response_sign);
+        assert_eq!(c.settings.retry.multiplier, 1.5);
+        assert_eq!(c.settings.worker.default_mch_no, "12345");
+    }
+
+    #[test]
+    fn bad_config_names_the_key_in_dotted_form() {
+        type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                format!("[amqp]\nurl = \"http://x\"\n{MIN}"),
+                vec![],
+                "amqp.url",
+            ),
+            (
+                format!("[amqp]\nurl = \"not a url\"\n{MIN}"),
+                vec![],
+                "amqp.url",
+            ),
+            (
+                format!("[amqp]\nprefetch = 0\n{MIN}"),
+                vec![],
+                "amqp.prefetch",
+            ),
+            (
+                format!("[amqp]\nprefetch = 70000\n{MIN}"),
+                vec![],
+                "amqp.prefetch",
+            ),
+            (
+                format!("[amqp]\nqueue_type = \"stream\"\n{MIN}"),
+                vec![],
+                "amqp.queue_type",
+            ),
+            (format!("[amqp]\nbogus = 1\n{MIN}"), vec![], "amqp.bogus"),
+            (format!("[nope]\nx = 1\n{MIN}"), vec![], "nope"),
+            (
+                format!("[redis]\nurl = \"mysql://x\"\n{MIN}"),
+                vec![],
+                "redis.url",
+            ),
+            (
+                format!("[redis]\nlease_ms = \"long\"\n{MIN}"),
+                vec![],
+                "redis.lease_ms",
+            ),
+            (
+                format!("[gateway]\nurl = \"ftp://x/y\"\n{MIN}"),
+                vec![],
+                "gateway.url",
+            ),
+            (
+                format!("[retry]\nmultiplier = 0.5\n{MIN}"),
+                vec![],
+                "retry.multiplier",
+            ),
+            (
+                format!("[retry]\nmax_attempts = 0\n{MIN}"),
+                vec![],
+                "retry.max_attempts",
+            ),
+            (
+                format!("[worker]\ntimezone_offset = \"CST\"\n{MIN}"),
+                vec![],
+                "worker.timezone_offset",
+            ),
+            (
+                format!("[worker]\nduplicates = \"ignore\"\n{MIN}"),
+                vec![],
+                "worker.duplicates",
+            ),
+            (
+                format!("[admin]\nlisten = \"nowhere\"\n{MIN}"),
+                vec![],
+                "admin.listen",
+            ),
+            (
+                format!("[log]\nformat = \"xml\"\n{MIN}"),
+                vec![],
+                "log.format",
+            ),
+            ("".to_owned(), vec![], "institutions"),
+            (
+                "[[institutions]]\ninst_no = \"60000001\"\n".to_owned(),
+                vec![],
+                "institutions[0].key",
+            ),
+            (
+                "[[institutions]]\ninst_no = \"6 1\"\nkey = \"k\"\n".to_owned(),
+                vec![],
+                "institutions[0].inst_no",
+            ),
+            (
+                format!("{MIN}key_env = \"X\"\n"),
+                vec![],
+                "institutions[0].key",
+            ),
+            (
+                format!("{MIN}[[institutions]]\ninst_no = \"60000001\"\nkey = \"k2\"\n"),
+                vec![],
+                "institutions[1].inst_no",
+            ),
+            (
+                "[[institutions]]\ninst_no = \"1\"\nkey_file = \"/nonexistent/key\"\n".to_owned(),
+                vec![],
+                "institutions[0].key_file",
+            ),
+            (
+                MIN.to_owned(),
+                vec![("H5PAY__AMQP__PREFECH", "1")],
+                "amqp.prefech",
+            ),
+            (
+                MIN.to_owned(),
+                vec![("H5PAY__AMQP__PREFETCH", "many")],
+                "amqp.prefetch",
+            ),
+            (
+                MIN.to_owned(),
+                vec![("H5PAY__INSTITUTIONS__5__KEY", "x")],
+                "institutions[5].key",
+            ),
+            ("[amqp\nurl=1".to_owned(), vec![], "config"),
+            (
+                format!("{MIN}[[institutions]]\ninst_no = \"60000002\"\nkey = \"k2\"\n"),
+                vec![],
+                "worker.default_inst_no",
+            ),
+            (
+                format!("[worker]\ndefault_inst_no = \"99\"\n{MIN}"),
+                vec![],
+                "worker.default_inst_no",
+            ),
+            (
+                format!("[redis]\nlease_ms = 4999\n{MIN}"),
+                vec![],
+                "redis.lease_ms",
+            ),
+            (
+                format!("[redis]\nretention_secs = 3599\n{MIN}"),
+                vec![],
+                "redis.retention_secs",
+            ),
+            (
+                format!("[redis]\nretention_secs = 7200\n[retry]\nmax_elapsed_ms = 3600000\n{MIN}"),
+                vec![],
+                "redis.retention_secs",
+            ),
+            (
+                format!("[amqp]\npublish_retry_ms = 0\n{MIN}"),
+                vec![],
+                "amqp.publish_retry_ms",
+            ),
+        ];
+        for (text, env, key) in cases {
+            let e = error_of(&text, &env);
+            assert_eq!(e.key, key, "{text:?} {env:?} -> {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_a_key() {
+        let secret = "k-secret-1";
+        let texts = [
+            "[[institutions]]\ninst_no = \"60000001\"\nkey = 12345\n".to_owned(),
+            format!("[[institutions]]\ninst_no = \"60000001\"\nkey = \"{secret}\n"),
+            format!("[[institutions]]\ninst_no = \"6 0\"\nkey = \"{secret}\"\n"),
+            format!(
+                "[[institutions]]\ninst_no = \"60000001\"\nkey = \"{secret}\"\nkey_env = \"A\"\n"
+            ),
+        ];
+        for t in &texts {
+            let e = error_of(t, &[]);
+            assert!(
+                !e.to_string().contains(secret) && !e.to_string().contains("12345"),
+                "{e}"
+            );
+        }
+        let c = load(MIN, &[]).expect("settings load");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(!debug.contains("guest:guest"), "password in {debug}");
+    }
+
+    #[test]
+    fn an_environment_key_source_replaces_the_files() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("k");
+        std::fs::write(&path, "from-file\n").expect("file written");
+        let c = load(
+            DEFAULT_TOML,
+            &[(
+                "H5PAY__INSTITUTIONS__0__KEY_FILE",
+                &path.display().to_string(),
+            )],
+        )
+        .expect("display");
+        let key = c
+            .institutions
+            .key("60000001")
+            .map(|k| k.expose_secret().to_owned());
+        assert_eq!(key.as_deref(), Some("from-file"));
+    }
+
+    #[test]
+    fn key_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "file-key\n").expect("file written");
+        let text = format!(
+            "[[institutions]]\ninst_no = \"9\"\nkey_file = {:?}\n",
+            path.display().to_string()
+        );
+        let c = load(&text, &[]).expect("settings load");
+        let key = c
+            .institutions
+            .key("9")
+            .map(|k| k.expose_secret().to_owned());
+        assert_eq!(key.as_deref(), Some("file-key"));
+    }
+
+    #[test]
+    fn the_default_institution_is_named_once_there_are_two_and_never_by_order() {
+        let two = |first: &str, second: &str| {
+            format!(
+                "[worker]\ndefault_inst_no = \"60000002\"\n\
+                 [[institutions]]\ninst_no = \"{first}\"\nkey = \"k1\"\n\
+                 [[institutions]]\ninst_no = \"{second}\"\nkey = \"k2\"\n"
+            )
+        };
+        for text in [two("60000001", "60000002"), two("60000002", "60000001")] {
+            let c = load(&text, &[]).expect("settings load");
+            assert_eq!(c.institutions.default_inst_no(), "60000002");
+        }
+        let one = load(MIN, &[]).expect("settings load");
+        assert_eq!(one.institutions.default_inst_no(), "60000001");
+    }
+
+    #[test]
+    fn the_redis_response_timeout_leaves_room_for_two_failed_renewals() {
+        let c = load(&format!("[redis]\nlease_ms = 5000\n{MIN}"), &[]).expect("settings load");
+        let r = &c.settings.redis;
+        assert_eq!(r.response_timeout(), Duration::from_secs(1));
+        // Renewals every third of the lease: two may fail, each within the
+        // timeout, and the third still lands before the lease lapses.
+        assert!(2 * (r.lease() / 3) + r.response_timeout() < r.lease());
+        assert_eq!(
+            RedisSettings::default().response_timeout(),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(
+            parse_offset("+08:00").map(|o| o.local_minus_utc()),
+            Some(8 * 3600)
+        );
+        assert_eq!(
+            parse_offset("-05:30").map(|o| o.local_minus_utc()),
+            Some(-(5 * 3600 + 1800))
+        );
+        assert_eq!(parse_offset("Z").map(|o| o.local_minus_utc()), Some(0));
+        for bad in ["8", "+8:00", "+24:00", "+08:60", "08:00", "+0a:00"] {
+            assert!(parse_offset(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The settings structs and their defaults: what `config/default.toml`
+//! shows, one struct per section. Durations are `*_ms` / `*_secs`
+//! integers with a method returning `Duration`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::SecretUrl;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    pub url: SecretUrl,
+    pub intent_exchange: String,
+    pub intent_queue: String,
+    pub queue_type: QueueType,
+    /// Deliveries before a quorum queue dead-letters an intent.
+    pub delivery_limit: u32,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    pub result_exchange: String,
+    /// Intents in progress at once (unacknowledged deliveries).
+    pub prefetch: u16,
+    /// How long a result event the broker refuses (nack, return, confirm
+    /// timeout) is published again, with backoff, before the intent is
+    /// handed back: a full consumer queue must not burn the delivery limit.
+    pub publish_retry_ms: u64,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        AmqpSettings {
+            url: SecretUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            intent_exchange: "h5pay.intents".into(),
+            intent_queue: "h5pay.intents".into(),
+            queue_type: QueueType::Quorum,
+            delivery_limit: 5,
+            dead_letter_exchange: "h5pay.dlx".into(),
+            dead_letter_queue: "h5pay.intents.dlq".into(),
+            result_exchange: "h5pay.results".into(),
+            prefetch: 256,
+            publish_retry_ms: 60_000,
+        }
+    }
+}
+
+impl AmqpSettings {
+    /// The alternate exchange (and its queue) of the result exchange.
+    pub fn unrouted_exchange(&self) -> String {
+        format!("{}.unrouted", self.result_exchange)
+    }
+
+    pub fn publish_retry(&self) -> Duration {
+        Duration::from_millis(self.publish_retry_ms)
+    }
+
+    /// The same settings with every name under `prefix` (`<prefix>.intents`,
+    /// `<prefix>.dlx`, ...): a topology of its own for a demo, a test or a
+    /// benchmark run, removed afterwards with [`crate::amqp::topology::remove`].
+    pub fn isolated(&self, prefix: &str) -> AmqpSettings {
+        AmqpSettings {
+            intent_exchange: format!("{prefix}.intents"),
+            intent_queue: format!("{prefix}.intents"),
+            dead_letter_exchange: format!("{prefix}.dlx"),
+            dead_letter_queue: format!("{prefix}.intents.dlq"),
+            result_exchange: format!("{prefix}.results"),
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    pub url: SecretUrl,
+    pub key_prefix: String,
+    /// Claim lease; renewed at a third of it while the gateway call runs.
+    pub lease_ms: u64,
+    /// How long a decided outcome is kept for replays.
+    pub retention_secs: u64,
+    /// `url` is a seed node of a Redis Cluster (the other nodes are
+    /// discovered).
+    pub cluster: bool,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: SecretUrl::new("redis://127.0.0.1:6379/0"),
+            key_prefix: "h5pay:intent".into(),
+            lease_ms: 30_000,
+            retention_secs: 604_800,
+            cluster: false,
+        }
+    }
+}
+
+/// The shortest claim lease: renewals run every third of it, and each may
+/// take up to the response timeout below, so two renewals in a row can fail
+/// before another worker may take over a live call.
+pub const MIN_LEASE_MS: u64 = 5_000;
+
+impl RedisSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// How long one Redis command may take before it counts as failed: 2 s,
+    /// or a fifth of the lease if that is shorter, so a slow renewal is
+    /// over (and retried) well before the lease could lapse.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(2).min(self.lease() / 5)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub verify_response_sign: bool,
+    /// Largest accepted `total_amount`, in fen.
+    pub max_amount: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            url: "http://127.0.0.1:8090/api/openpay/v3/h5pay".into(),
+            connect_timeout_ms: 3000,
+            request_timeout_ms: 10_000,
+            verify_response_sign: true,
+            max_amount: 100_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub initial_ms: u64,
+    pub multiplier: f64,
+    pub max_interval_ms: u64,
+    pub max_attempts: u32,
+    pub max_elapsed_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            initial_ms: 200,
+            multiplier: 2.0,
+            max_interval_ms: 5000,
+            max_attempts: 6,
+            max_elapsed_ms: 60_000,
+        }
+    }
+}
+
+/// The gateway circuit breaker (see `breaker.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    pub enabled: bool,
+    /// Consecutive transient failures, across all intents, that open it.
+    pub failure_threshold: u32,
+    /// How long it stays open before one real attempt probes the gateway.
+    pub open_ms: u64,
+    /// The open period doubles after each failed probe, up to this.
+    pub max_open_ms: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            enabled: true,
+            failure_threshold: 20,
+            open_ms: 2000,
+            max_open_ms: 30_000,
+        }
+    }
+}
+
+/// One institution as written in the file. Exactly one key source.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstitutionSettings {
+    #[serde(default)]
+    pub inst_no: String,
+    /// Inline key: for the sandbox only.
+    #[serde(default, skip_serializing)]
+    pub key: Option<SecretString>,
+    /// Name of an environment variable holding the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Path of a file holding the key (trailing whitespace ignored).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for InstitutionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstitutionSettings")
+            .field("inst_no", &self.inst_no)
+            .field("key", &self.key.as_ref().map(|_| "[REDACTED]"))
+            .field("key_env", &self.key_env)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// Publish the stored event again (with `duplicate: true` once confirmed).
+    Republish,
+    /// Acknowledge a replay of an already-confirmed outcome silently.
+    Drop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// The institution of intents without `inst_no`; required when more
+    /// than one is configured, so that reordering or reloading
+    /// institutions never changes an intent's identity.
+    pub default_inst_no: String,
+    pub default_mch_no: String,
+    pub timezone_offset: String,
+    pub duplicates: DuplicatePolicy,
+    pub max_intent_age_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            default_inst_no: String::new(),
+            default_mch_no: String::new(),
+            timezone_offset: "+08:00".into(),
+            duplicates: DuplicatePolicy::Republish,
+            max_intent_age_secs: 0,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The parsed offset; validated at load time, UTC+8 if called before.
+    pub fn offset(&self) -> FixedOffset {
+        parse_offset(&self.timezone_offset).unwrap_or_else(china_standard_time)
+    }
+}
+
+fn china_standard_time() -> FixedOffset {
+    const UTC8: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+        Some(o) => o,
+        None => panic!("UTC+8 is a valid offset"),
+    };
+    UTC8
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    pub listen: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Everything the process is configured with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub gateway: GatewaySettings,
+    pub retry: RetrySettings,
+    pub breaker: BreakerSettings,
+    pub institutions: Vec<InstitutionSettings>,
+    pub worker: WorkerSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+}
+
+/// Parses `+08:00` / `-05:30` / `Z`.
+pub fn parse_offset(s: &str) -> Option<FixedOffset> {
+    if s == "Z" || s == "z" {
+        return FixedOffset::east_opt(0);
+    }
+    let b = s.as_bytes();
+    if b.len() != 6 || b[3] != b':' {
+        return None;
+    }
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let num = |r: std::ops::Range<usize>| -> Option<i32> {
+        let t = &s[r];
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (h, m) = (num(1..3)?, num(4..6)?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+impl Settings {
+    /// The shortest `redis.retention_secs` these settings allow. A stored
+    /// outcome must outlive every redelivery of its intent, or a redelivery
+    /// would call the gateway again with a new pay_time: a second order.
+    /// One delivery can take at most the gateway budget, a lease (a
+    /// takeover's wait) and the publish retries; the intent can be
+    /// delivered `delivery_limit` times. Twice that, and never less than an
+    /// hour (a requeued intent may wait behind a backlog).
+    pub fn min_retention_secs(&self) -> u64 {
+        let per_delivery_ms = self
+            .retry
+            .max_elapsed_ms
+            .saturating_add(self.redis.lease_ms)
+            .saturating_add(self.amqp.publish_retry_ms)
+            .saturating_add(self.worker.shutdown_grace_secs.saturating_mul(1000));
+        let path_secs = per_delivery_ms
+            .saturating_mul(u64::from(self.amqp.delivery_limit))
+            .saturating_mul(2)
+            / 1000;
+        path_secs.max(3600)
+    }
+}

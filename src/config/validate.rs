@@ -1,0 +1,204 @@
+//! Validation: every rule of the settings that needs no I/O, each error
+//! naming its key in dotted form. Reading the institutions' keys (files,
+//! environment variables) is a separate step: [`crate::keys::resolve`].
+
+use std::net::SocketAddr;
+
+use super::{ConfigError, MIN_LEASE_MS, Settings, parse_offset};
+use crate::intent::is_identifier;
+
+impl Settings {
+    /// Checks every rule that needs no I/O; [`Settings::resolve_keys`]
+    /// then reads the keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self.amqp;
+        check_url(a.url.expose(), "amqp.url", &["amqp", "amqps"])?;
+        if a.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
+            // The parser's message may quote the URL, password included.
+            return Err(err(
+                "amqp.url",
+                "not a valid AMQP URI (amqp://user:pass@host:port/vhost)",
+            ));
+        }
+        for (key, name) in [
+            ("amqp.intent_exchange", &a.intent_exchange),
+            ("amqp.intent_queue", &a.intent_queue),
+            ("amqp.dead_letter_exchange", &a.dead_letter_exchange),
+            ("amqp.dead_letter_queue", &a.dead_letter_queue),
+            ("amqp.result_exchange", &a.result_exchange),
+        ] {
+            // Room for the ".unrouted" suffix within AMQP's 255-byte names.
+            if name.is_empty() || name.len() > 240 || name.starts_with("amq.") {
+                return Err(err(key, "must be 1-240 bytes and not start with \"amq.\""));
+            }
+        }
+        if a.delivery_limit == 0 {
+            return Err(err("amqp.delivery_limit", "must be at least 1"));
+        }
+        if a.prefetch == 0 {
+            return Err(err("amqp.prefetch", "must be 1-65535"));
+        }
+        if a.publish_retry_ms == 0 {
+            return Err(err("amqp.publish_retry_ms", "must be at least 1"));
+        }
+        let r = &self.redis;
+        check_url(r.url.expose(), "redis.url", &["redis", "rediss"])?;
+        if r.key_prefix.is_empty() || r.key_prefix.contains(char::is_whitespace) {
+            return Err(err(
+                "redis.key_prefix",
+                "must be non-empty, without whitespace",
+            ));
+        }
+        if r.lease_ms < MIN_LEASE_MS {
+            return Err(err(
+                "redis.lease_ms",
+                format!(
+                    "must be at least {MIN_LEASE_MS} (renewed every third of it; a slow renewal \
+                     must not let another worker take over a live call)"
+                ),
+            ));
+        }
+        let floor = self.min_retention_secs();
+        if r.retention_secs < floor {
+            return Err(err(
+                "redis.retention_secs",
+                format!(
+                    "must be at least {floor}: a stored outcome must outlive every redelivery of \
+                     its intent (an hour, or twice amqp.delivery_limit times the longest a \
+                     delivery can take if that is longer)"
+                ),
+            ));
+        }
+        let g = &self.gateway;
+        check_url(&g.url, "gateway.url", &["http", "https"])?;
+        if g.connect_timeout_ms == 0 {
+            return Err(err("gateway.connect_timeout_ms", "must be at least 1"));
+        }
+        if g.request_timeout_ms == 0 {
+            return Err(err("gateway.request_timeout_ms", "must be at least 1"));
+        }
+        if g.max_amount == 0 {
+            return Err(err("gateway.max_amount", "must be at least 1"));
+        }
+        let rt = &self.retry;
+        if rt.initial_ms == 0 {
+            return Err(err("retry.initial_ms", "must be at least 1"));
+        }
+        if !rt.multiplier.is_finite() || rt.multiplier < 1.0 {
+            return Err(err("retry.multiplier", "must be a number >= 1.0"));
+        }
+        if rt.max_interval_ms == 0 {
+            return Err(err("retry.max_interval_ms", "must be at least 1"));
+        }
+        if rt.max_attempts == 0 {
+            return Err(err("retry.max_attempts", "must be at least 1"));
+        }
+        if rt.max_elapsed_ms == 0 {
+            return Err(err("retry.max_elapsed_ms", "must be at least 1"));
+        }
+        let b = &self.breaker;
+        if b.failure_threshold == 0 {
+            return Err(err("breaker.failure_threshold", "must be at least 1"));
+        }
+        if b.open_ms == 0 || b.max_open_ms < b.open_ms {
+            return Err(err(
+                "breaker.open_ms",
+                "must be at least 1 and at most breaker.max_open_ms",
+            ));
+        }
+        let w = &self.worker;
+        if !w.default_mch_no.is_empty() && !is_identifier(&w.default_mch_no, 32) {
+            return Err(err(
+                "worker.default_mch_no",
+                "must be empty or 1-32 chars of [0-9A-Za-z_-]",
+            ));
+        }
+        if parse_offset(&w.timezone_offset).is_none() {
+            return Err(err("worker.timezone_offset", "must look like +08:00"));
+        }
+        if self.admin.listen.parse::<SocketAddr>().is_err() {
+            return Err(err(
+                "admin.listen",
+                "must be an address like 127.0.0.1:9464",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(err(
+                "log.level",
+                "must be a level (info, debug, ...) or a tracing filter",
+            ));
+        }
+        self.check_institutions()
+    }
+
+    /// The institutions' names and key sources, and the default: the rules
+    /// that need no I/O.
+    fn check_institutions(&self) -> Result<(), ConfigError> {
+        if self.institutions.is_empty() {
+            return Err(err(
+                "institutions",
+                "at least one [[institutions]] entry is required",
+            ));
+        }
+        for (i, inst) in self.institutions.iter().enumerate() {
+            let at = |k: &str| format!("institutions[{i}].{k}");
+            if !is_identifier(&inst.inst_no, 32) {
+                return Err(err(at("inst_no"), "must be 1-32 chars of [0-9A-Za-z_-]"));
+            }
+            if self.institutions[..i]
+                .iter()
+                .any(|other| other.inst_no == inst.inst_no)
+            {
+                return Err(err(
+                    at("inst_no"),
+                    format!("{} is configured twice", inst.inst_no),
+                ));
+            }
+            let sources = [
+                inst.key.is_some(),
+                inst.key_env.is_some(),
+                inst.key_file.is_some(),
+            ];
+            match sources.iter().filter(|s| **s).count() {
+                0 => return Err(err(at("key"), "missing: set key, key_env or key_file")),
+                1 => {}
+                _ => return Err(err(at("key"), "set only one of key, key_env and key_file")),
+            }
+        }
+        match self.worker.default_inst_no.as_str() {
+            "" if self.institutions.len() > 1 => Err(err(
+                "worker.default_inst_no",
+                "required when more than one institution is configured (an intent \
+                 without inst_no must not change identity when institutions are reordered)",
+            )),
+            "" => Ok(()),
+            named if self.institutions.iter().any(|i| i.inst_no == named) => Ok(()),
+            named => Err(err(
+                "worker.default_inst_no",
+                format!("{named:?} is not a configured institution"),
+            )),
+        }
+    }
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(key, message)
+}
+
+fn check_url(raw: &str, key: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let u = url::Url::parse(raw).map_err(|e| ConfigError::new(key, format!("not a URL: {e}")))?;
+    if !schemes.contains(&u.scheme()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "scheme must be {}, not {:?}",
+                schemes.join(" or "),
+                u.scheme()
+            ),
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key, "needs a host"));
+    }
+    Ok(())
+}

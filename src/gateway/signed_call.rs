@@ -1,0 +1,609 @@
+//! The HTTP edge to the gateway, shared by every endpoint (h5pay, and the
+//! lifecycle's queryorder and closeorder): one pooled reqwest client with
+//! timeouts and no redirects, a size cap on answers, and the attempt loop —
+//! the same signed body on every attempt, the breaker before a first
+//! attempt, backoff between attempts ([`RetryPolicy`]), a metric per
+//! attempt. What an answer *means* is the endpoint's classifier: a pure
+//! function from an [`Exchange`] to a [`Verdict`].
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::breaker::Breaker;
+use super::retry::{Backoff, GiveUpReason, RetryPolicy};
+use crate::config::{GatewaySettings, RetrySettings};
+use crate::outcome::GatewayAnswer;
+use crate::telemetry::metrics::{self, AttemptOutcome, Transient};
+use crate::text::gateway_text;
+
+/// Bodies larger than this are not an answer of this API.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("gateway.url: {0}")]
+    Url(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// The call was abandoned before a decision (the claim was lost, or the
+/// worker is stopping before the first attempt); nothing may be stored or
+/// published for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("gateway call abandoned after {attempts} attempts, before a decision")]
+pub struct Abandoned {
+    /// Attempts already made: 0 means the gateway never saw this call.
+    pub attempts: u32,
+}
+
+/// What one attempt produced on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchange<'a> {
+    /// No connection was made: the request never left this process.
+    ConnectFailed(String),
+    /// The request may have been sent (a timeout or a broken connection
+    /// after connecting), so it may have reached the gateway.
+    SendFailed { timed_out: bool, detail: String },
+    /// An HTTP answer.
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: &'a [u8],
+    },
+}
+
+/// The class of an HTTP status, before the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 2xx: read the body.
+    Success,
+    /// 408, 429, 5xx: try again. `reached` says whether the gateway may have
+    /// acted on the request (5xx: yes; 408/429: it says it did not).
+    Transient { reached: bool },
+    /// Other 4xx: the gateway refused; never retried.
+    Refused,
+    /// 1xx/3xx: not an answer of this API (redirects are not followed: a
+    /// signed POST must not wander). Treated as a bad response.
+    Unexpected,
+}
+
+/// "Is this retriable?" for an HTTP status. Kept apart from the backoff
+/// policy and from body parsing so its table can be tested on its own.
+pub fn status_class(status: u16) -> StatusClass {
+    match status {
+        200..=299 => StatusClass::Success,
+        408 | 429 => StatusClass::Transient { reached: false },
+        500..=599 => StatusClass::Transient { reached: true },
+        400..=499 => StatusClass::Refused,
+        _ => StatusClass::Unexpected,
+    }
+}
+
+/// Why a transient failure happened; decides the final kind when retries
+/// run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransientKind {
+    /// Connect errors, timeouts, 408/429/5xx: `gateway_unavailable`.
+    Unavailable,
+    /// Not the documented answer: `bad_response`.
+    BadResponse,
+}
+
+/// The verdict on one attempt: decided (`F`, the endpoint's own result),
+/// or a transient failure that may be retried with the identical request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict<F> {
+    Final {
+        value: F,
+        answer: Option<GatewayAnswer>,
+    },
+    Transient {
+        kind: TransientKind,
+        /// The attempt may have reached the gateway.
+        reached: bool,
+        message: String,
+        retry_after: Option<Duration>,
+        answer: Option<GatewayAnswer>,
+    },
+}
+
+/// A decided value names its outcome in `h5pay_gateway_requests_total`.
+pub trait Decided {
+    fn outcome_label(&self) -> &'static str;
+}
+
+pub fn transient<F>(
+    kind: TransientKind,
+    reached: bool,
+    message: String,
+    retry_after: Option<Duration>,
+    answer: Option<GatewayAnswer>,
+) -> Verdict<F> {
+    Verdict::Transient {
+        kind,
+        reached,
+        message,
+        retry_after,
+        answer,
+    }
+}
+
+/// The summary of an answer an event carries: its codes and message, cut
+/// to the length an event may carry.
+pub fn answer_of(status: u16, raw: Option<&Map<String, Value>>) -> GatewayAnswer {
+    let text = |k: &str| {
+        raw.and_then(|m| match m.get(k) {
+            Some(Value::String(s)) => Some(gateway_text(s)),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    GatewayAnswer {
+        return_code: text("return_code"),
+        result_code: text("result_code"),
+        return_msg: text("return_msg"),
+        http_status: status,
+    }
+}
+
+/// The verdict on what every endpoint treats alike: no connection, a lost
+/// answer, a transient or unexpected HTTP status. `None`: the answer is a
+/// 2xx or a 4xx, which the endpoint decides on.
+pub fn transport_verdict<F>(exchange: &Exchange<'_>) -> Option<Verdict<F>> {
+    let (status, retry_after, body) = match exchange {
+        Exchange::ConnectFailed(detail) => {
+            return Some(transient(
+                TransientKind::Unavailable,
+                false,
+                format!("cannot connect to the gateway: {detail}"),
+                None,
+                None,
+            ));
+        }
+        Exchange::SendFailed { timed_out, detail } => {
+            let what = if *timed_out {
+                "the gateway did not answer in time"
+            } else {
+                "the connection to the gateway broke"
+            };
+            return Some(transient(
+                TransientKind::Unavailable,
+                true,
+                format!("{what}: {detail}"),
+                None,
+                None,
+            ));
+        }
+        Exchange::Answered {
+            status,
+            retry_after,
+            body,
+        } => (*status, *retry_after, *body),
+    };
+    match status_class(status) {
+        StatusClass::Transient { reached } => {
+            let raw = serde_json::from_slice::<Map<String, Value>>(body).ok();
+            let answer = answer_of(status, raw.as_ref());
+            Some(transient(
+                TransientKind::Unavailable,
+                reached,
+                format!("gateway answered HTTP {status}{}", message_suffix(&answer)),
+                retry_after,
+                Some(answer),
+            ))
+        }
+        StatusClass::Unexpected => Some(transient(
+            TransientKind::BadResponse,
+            true,
+            format!("gateway answered HTTP {status}, which this API never does"),
+            None,
+            Some(answer_of(status, None)),
+        )),
+        StatusClass::Success | StatusClass::Refused => None,
+    }
+}
+
+/// `: <return_msg>` when the answer carried one.
+pub fn message_suffix(answer: &GatewayAnswer) -> String {
+    answer
+        .return_msg
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended<F> {
+    /// The gateway decided.
+    Decided(F),
+    /// Transient failures until the budget ran out.
+    GaveUp {
+        kind: TransientKind,
+        message: String,
+        why: GiveUpReason,
+    },
+}
+
+/// A call to one endpoint, retries included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Called<F> {
+    pub ended: Ended<F>,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// The first attempt that may have reached the gateway (or what the
+    /// caller said of an attempt before this call), described.
+    pub reached: Option<String>,
+    /// The last answer received, if any was.
+    pub answer: Option<GatewayAnswer>,
+}
+
+/// When a call may be abandoned.
+#[derive(Debug, Clone, Copy)]
+pub struct Abandon<'a> {
+    /// At any point between attempts (a lost claim).
+    pub any_time: &'a CancellationToken,
+    /// Only while no attempt has been made (a stop hands such intents back).
+    pub before_first: &'a CancellationToken,
+}
+
+/// The signed-call client: one per process, shared by every endpoint.
+pub struct SignedClient {
+    http: reqwest::Client,
+    policy: RetryPolicy,
+    breaker: Arc<Breaker>,
+}
+
+impl SignedClient {
+    pub fn new(
+        gateway: &GatewaySettings,
+        retry: &RetrySettings,
+        breaker: Arc<Breaker>,
+    ) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(gateway.connect_timeout_ms))
+            .timeout(Duration::from_millis(gateway.request_timeout_ms))
+            // A signed payment request is never re-sent somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("h5pay-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(SignedClient {
+            http,
+            policy: RetryPolicy::from(retry),
+            breaker,
+        })
+    }
+
+    /// POSTs `body` to `url` until `classify` decides, retrying transient
+    /// failures with the identical body (contract §5.6). The breaker holds
+    /// back first attempts only (§5.11): a call that has made an attempt
+    /// keeps its own schedule and budget, so it ends on time whatever the
+    /// breaker says, and a failed probe is the probing call's first attempt.
+    /// `earlier` says an attempt before this call (another worker's, whose
+    /// claim was taken over) may have reached the gateway.
+    pub async fn call<F: Decided>(
+        &self,
+        url: &reqwest::Url,
+        body: bytes::Bytes,
+        classify: impl Fn(&Exchange<'_>) -> Verdict<F>,
+        abandon: Abandon<'_>,
+        earlier: Option<&str>,
+    ) -> Result<Called<F>, Abandoned> {
+        let mut attempts = 0u32;
+        // Time this call has spent on the gateway: its attempts and the
+        // waits between them, not a wait at the breaker before the first.
+        let mut spent = Duration::ZERO;
+        let mut reached: Option<String> = earlier.map(str::to_owned);
+        let mut last_answer: Option<GatewayAnswer> = None;
+        loop {
+            let (verdict, took, label) = self
+                .attempt(url, &body, &classify, attempts, abandon)
+                .await?;
+            attempts += 1;
+            spent += took;
+            let (kind, may_have_reached, message, retry_after, answer) = match verdict {
+                Verdict::Final { value, answer } => {
+                    return Ok(Called {
+                        ended: Ended::Decided(value),
+                        attempts,
+                        reached,
+                        answer: answer.or(last_answer),
+                    });
+                }
+                Verdict::Transient {
+                    kind,
+                    reached,
+                    message,
+                    retry_after,
+                    answer,
+                } => (kind, reached, message, retry_after, answer),
+            };
+            if may_have_reached && reached.is_none() {
+                reached = Some(format!("attempt {attempts}: {message}"));
+            }
+            if answer.is_some() {
+                last_answer = answer;
+            }
+            // Decided before sleeping: the thread-local rng must not live
+            // across the wait.
+            let next = self
+                .policy
+                .next(attempts, spent, retry_after, &mut rand::rng());
+            let wait = match next {
+                Backoff::Wait(d) => d,
+                Backoff::GiveUp(why) => {
+                    return Ok(Called {
+                        ended: Ended::GaveUp { kind, message, why },
+                        attempts,
+                        reached,
+                        answer: last_answer,
+                    });
+                }
+            };
+            tracing::debug!(attempt = attempts, delay_ms = wait.as_millis() as u64, %message, "gateway attempt failed; retrying");
+            metrics::gateway_retry(label);
+            tokio::select! {
+                biased;
+                _ = abandon.any_time.cancelled() => return Err(Abandoned { attempts }),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            spent += wait;
+        }
+    }
+
+    /// One attempt: through the breaker if it is the first, sent, classified,
+    /// reported to the breaker and counted. Returns the verdict, the time
+    /// the attempt took, and its transient label (for the retry metric).
+    async fn attempt<F: Decided>(
+        &self,
+        url: &reqwest::Url,
+        body: &bytes::Bytes,
+        classify: &impl Fn(&Exchange<'_>) -> Verdict<F>,
+        made: u32,
+        abandon: Abandon<'_>,
+    ) -> Result<(Verdict<F>, Duration, Transient), Abandoned> {
+        let permit = if made == 0 {
+            Some(tokio::select! {
+                biased;
+                _ = abandon.any_time.cancelled() => return Err(Abandoned { attempts: made }),
+                _ = abandon.before_first.cancelled() => return Err(Abandoned { attempts: made }),
+                p = self.breaker.acquire() => p,
+            })
+        } else if abandon.any_time.is_cancelled() {
+            return Err(Abandoned { attempts: made });
+        } else {
+            None
+        };
+        let started = Instant::now();
+        // A debug-level span: free at info level, the attempt number on
+        // every line when debugging.
+        let sent = self
+            .send(url, body.clone())
+            .instrument(tracing::debug_span!("attempt", n = made + 1))
+            .await;
+        let took = started.elapsed();
+        let verdict = classify(&sent.as_exchange());
+        let (outcome, label) = match &verdict {
+            Verdict::Final { value, .. } => (
+                AttemptOutcome::Decided(value.outcome_label()),
+                Transient::BadResponse,
+            ),
+            Verdict::Transient { kind, .. } => {
+                let label = sent.transient(*kind);
+                (AttemptOutcome::Transient(label), label)
+            }
+        };
+        let is_transient = matches!(outcome, AttemptOutcome::Transient(_));
+        match permit {
+            Some(p) => p.record(is_transient),
+            None => self.breaker.record(is_transient),
+        }
+        metrics::gateway_attempt(outcome, took);
+        Ok((verdict, took, label))
+    }
+
+    async fn send(&self, url: &reqwest::Url, body: bytes::Bytes) -> Sent {
+        let result = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => return Sent::from_error(&e),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let mut buf = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Sent::Answered {
+                            status,
+                            retry_after,
+                            // Not JSON we accept: classified as a bad response.
+                            body: b"response body over the size limit".to_vec(),
+                        };
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Sent::from_error(&e),
+            }
+        }
+        Sent::Answered {
+            status,
+            retry_after,
+            body: buf,
+        }
+    }
+}
+
+/// An attempt's result with its body owned.
+enum Sent {
+    ConnectFailed(String),
+    SendFailed {
+        timed_out: bool,
+        detail: String,
+    },
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: Vec<u8>,
+    },
+}
+
+impl Sent {
+    fn from_error(e: &reqwest::Error) -> Sent {
+        // Not reqwest's own text: it quotes the URL, which may carry
+        // credentials. The causes (hyper, io) do not.
+        let what = if e.is_connect() {
+            "connect error"
+        } else if e.is_timeout() {
+            "timed out"
+        } else if e.is_body() || e.is_decode() {
+            "error reading the answer"
+        } else {
+            "request failed"
+        };
+        let detail = match e.source() {
+            Some(cause) => format!("{what}: {}", error_chain(cause)),
+            None => what.to_owned(),
+        };
+        if e.is_connect() {
+            Sent::ConnectFailed(detail)
+        } else {
+            Sent::SendFailed {
+                timed_out: e.is_timeout(),
+                detail,
+            }
+        }
+    }
+
+    fn as_exchange(&self) -> Exchange<'_> {
+        match self {
+            Sent::ConnectFailed(d) => Exchange::ConnectFailed(d.clone()),
+            Sent::SendFailed { timed_out, detail } => Exchange::SendFailed {
+                timed_out: *timed_out,
+                detail: detail.clone(),
+            },
+            Sent::Answered {
+                status,
+                retry_after,
+                body,
+            } => Exchange::Answered {
+                status: *status,
+                retry_after: *retry_after,
+                body,
+            },
+        }
+    }
+
+    /// The metric label of a transient failure of this attempt.
+    fn transient(&self, kind: TransientKind) -> Transient {
+        match (kind, self) {
+            (TransientKind::BadResponse, _) => Transient::BadResponse,
+            (_, Sent::ConnectFailed(_)) => Transient::ConnectError,
+            (
+                _,
+                Sent::SendFailed {
+                    timed_out: true, ..
+                },
+            ) => Transient::Timeout,
+            (_, Sent::SendFailed { .. }) => Transient::IoError,
+            (_, Sent::Answered { status, .. }) if *status >= 500 => Transient::Http5xx,
+            _ => Transient::Throttled,
+        }
+    }
+}
+
+/// The error and its causes on one line ("error sending request: connection refused").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// `Retry-After`: delta-seconds or an HTTP-date.
+pub fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - now;
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_status_table() {
+        let table = [
+            (200, StatusClass::Success),
+            (204, StatusClass::Success),
+            (301, StatusClass::Unexpected),
+            (400, StatusClass::Refused),
+            (401, StatusClass::Refused),
+            (404, StatusClass::Refused),
+            (408, StatusClass::Transient { reached: false }),
+            (409, StatusClass::Refused),
+            (422, StatusClass::Refused),
+            (429, StatusClass::Transient { reached: false }),
+            (500, StatusClass::Transient { reached: true }),
+            (501, StatusClass::Transient { reached: true }),
+            (502, StatusClass::Transient { reached: true }),
+            (503, StatusClass::Transient { reached: true }),
+            (504, StatusClass::Transient { reached: true }),
+            (100, StatusClass::Unexpected),
+        ];
+        for (status, want) in table {
+            assert_eq!(status_class(status), want, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:49:30Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Thu, 26 Nov 2026 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 26 Nov 2026 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+}

@@ -1,0 +1,429 @@
+//! Every metric of the product in one place, the way Vector keeps its
+//! internal events: one function per thing that happens, label values from
+//! enums, and every series registered at zero from the same lists
+//! ([`register`]), so `/metrics` shows what OPERATIONS.md alerts on from
+//! the first scrape and the names cannot drift between files.
+
+use std::time::Duration;
+
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::gateway::breaker::BreakerState;
+use crate::outcome::{FailureKind, Status};
+
+/// A label value with the full list of its values (for [`register`]).
+pub trait Label: Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+}
+
+macro_rules! label {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        impl Label for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+/// How an intent message was settled (`h5pay_intents_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentOutcome {
+    Ready,
+    InProcess,
+    Failed(FailureKind),
+    /// Cannot be an intent at all: dead-lettered.
+    Unreadable,
+    /// `worker.duplicates = "drop"`: acknowledged without publishing.
+    DuplicateDropped,
+}
+
+impl IntentOutcome {
+    pub fn of(status: Status, failure: Option<FailureKind>) -> Self {
+        match (status, failure) {
+            (_, Some(kind)) => IntentOutcome::Failed(kind),
+            (Status::Ready, None) => IntentOutcome::Ready,
+            (Status::InProcess, None) => IntentOutcome::InProcess,
+            // A failed event always carries its kind; never reached.
+            (Status::Failed, None) => IntentOutcome::Unreadable,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            IntentOutcome::Ready => "ready",
+            IntentOutcome::InProcess => "in_process",
+            IntentOutcome::Failed(kind) => kind.as_str(),
+            IntentOutcome::Unreadable => "unreadable",
+            IntentOutcome::DuplicateDropped => "duplicate_dropped",
+        }
+    }
+
+    fn all() -> impl Iterator<Item = IntentOutcome> {
+        [
+            IntentOutcome::Ready,
+            IntentOutcome::InProcess,
+            IntentOutcome::Unreadable,
+            IntentOutcome::DuplicateDropped,
+        ]
+        .into_iter()
+        .chain(FailureKind::ALL.iter().map(|k| IntentOutcome::Failed(*k)))
+    }
+}
+
+/// What one gateway attempt ended as (`h5pay_gateway_requests_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The gateway decided: `ready`, `in_process`, or a failure kind.
+    Decided(&'static str),
+    Transient(Transient),
+}
+
+impl AttemptOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Decided(s) => s,
+            AttemptOutcome::Transient(t) => t.as_str(),
+        }
+    }
+}
+
+label! {
+    /// Why an attempt may be retried (`h5pay_gateway_retries_total{reason}`,
+    /// and the transient values of `h5pay_gateway_requests_total{outcome}`).
+    Transient {
+        ConnectError => "connect_error",
+        Timeout => "timeout",
+        IoError => "io_error",
+        Http5xx => "http_5xx",
+        /// HTTP 408 or 429.
+        Throttled => "throttled",
+        BadResponse => "bad_response",
+    }
+}
+
+/// The decided values of `h5pay_gateway_requests_total{outcome}`.
+const DECIDED: [&str; 5] = [
+    "ready",
+    "in_process",
+    "payment_failed",
+    "gateway_rejected",
+    "bad_signature",
+];
+
+label! {
+    /// `h5pay_dedup_total{kind}`.
+    Dedup {
+        /// A stored outcome replayed.
+        Replay => "replay",
+        /// Same identity, other parameters.
+        Conflict => "conflict",
+        /// Another worker held the identity.
+        Wait => "wait",
+    }
+}
+
+label! {
+    /// `h5pay_dead_lettered_total{reason}`.
+    DeadLetter {
+        TooLarge => "too_large",
+        NotUtf8 => "not_utf8",
+        NotJson => "not_json",
+        NotObject => "not_object",
+        /// A classic intent queue: an unusable Redis reply, delivered again.
+        RedisUnusable => "redis_unusable",
+    }
+}
+
+label! {
+    /// `h5pay_handed_back_total{reason}`: intents requeued after trying.
+    HandBack {
+        /// The result was refused for `amqp.publish_retry_ms`.
+        PublishRefused => "publish_refused",
+        /// Redis answered something no retry fixes.
+        RedisUnusable => "redis_unusable",
+        StoredUnreadable => "stored_unreadable",
+        Panic => "panic",
+    }
+}
+
+label! {
+    /// The `op` of `h5pay_redis_errors_total`.
+    RedisOp {
+        Claim => "claim",
+        Store => "store",
+        MarkConfirmed => "mark_confirmed",
+    }
+}
+
+label! {
+    /// The `error` of `h5pay_redis_errors_total`: the cause.
+    RedisCause {
+        Timeout => "timeout",
+        Connection => "connection",
+        /// Any other error retrying may fix.
+        Redis => "redis",
+        WrongType => "wrong_type",
+        Script => "script",
+        NoPermission => "no_permission",
+        CrossSlot => "cross_slot",
+        Reply => "reply",
+    }
+}
+
+impl RedisCause {
+    /// A reply asking again will not change (contract §5.13).
+    pub fn is_unusable(self) -> bool {
+        !matches!(
+            self,
+            RedisCause::Timeout | RedisCause::Connection | RedisCause::Redis
+        )
+    }
+}
+
+label! {
+    /// The `server` of `h5pay_http_connections_refused_total`.
+    Server {
+        Admin => "admin",
+        Sandbox => "sandbox",
+    }
+}
+
+pub const INTENTS: &str = "h5pay_intents_total";
+pub const RESULTS_PUBLISHED: &str = "h5pay_results_published_total";
+pub const GATEWAY_REQUESTS: &str = "h5pay_gateway_requests_total";
+pub const GATEWAY_REQUEST_DURATION: &str = "h5pay_gateway_request_duration_seconds";
+pub const GATEWAY_RETRIES: &str = "h5pay_gateway_retries_total";
+pub const DEDUP: &str = "h5pay_dedup_total";
+pub const INFLIGHT: &str = "h5pay_inflight_intents";
+pub const INTENT_DURATION: &str = "h5pay_intent_duration_seconds";
+pub const DEAD_LETTERED: &str = "h5pay_dead_lettered_total";
+pub const HANDED_BACK: &str = "h5pay_handed_back_total";
+pub const BREAKER_STATE: &str = "h5pay_breaker_state";
+pub const BREAKER_OPENED: &str = "h5pay_breaker_opened_total";
+pub const CLAIM_WAIT: &str = "h5pay_claim_wait_seconds";
+pub const CLAIM_TAKEOVERS: &str = "h5pay_claim_takeovers_total";
+pub const CLAIM_LOST: &str = "h5pay_claim_lost_total";
+pub const PUBLISH_CONFIRM: &str = "h5pay_publish_confirm_seconds";
+pub const PUBLISH_FAILURES: &str = "h5pay_publish_failures_total";
+pub const REPLY_TO_FAILURES: &str = "h5pay_reply_to_failures_total";
+pub const REDIS_ERRORS: &str = "h5pay_redis_errors_total";
+pub const AMQP_RECONNECTS: &str = "h5pay_amqp_reconnects_total";
+pub const PANICS: &str = "h5pay_panics_total";
+pub const READY: &str = "h5pay_ready";
+pub const HTTP_REFUSED: &str = "h5pay_http_connections_refused_total";
+
+pub fn intent_settled(outcome: IntentOutcome) {
+    counter!(INTENTS, "outcome" => outcome.as_str()).increment(1);
+}
+
+pub fn result_published(status: Status) {
+    counter!(RESULTS_PUBLISHED, "status" => status.as_str()).increment(1);
+}
+
+pub fn gateway_attempt(outcome: AttemptOutcome, took: Duration) {
+    counter!(GATEWAY_REQUESTS, "outcome" => outcome.as_str()).increment(1);
+    histogram!(GATEWAY_REQUEST_DURATION).record(took.as_secs_f64());
+}
+
+pub fn gateway_retry(reason: Transient) {
+    counter!(GATEWAY_RETRIES, "reason" => reason.as_str()).increment(1);
+}
+
+pub fn dedup(kind: Dedup) {
+    counter!(DEDUP, "kind" => kind.as_str()).increment(1);
+}
+
+pub fn dead_lettered(reason: DeadLetter) {
+    counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
+}
+
+pub fn handed_back(reason: HandBack) {
+    counter!(HANDED_BACK, "reason" => reason.as_str()).increment(1);
+}
+
+pub fn breaker_state(state: BreakerState) {
+    gauge!(BREAKER_STATE).set(state.gauge());
+}
+
+pub fn breaker_opened() {
+    counter!(BREAKER_OPENED).increment(1);
+}
+
+pub fn claim_waited(took: Duration) {
+    histogram!(CLAIM_WAIT).record(took.as_secs_f64());
+}
+
+pub fn claim_taken_over() {
+    counter!(CLAIM_TAKEOVERS).increment(1);
+}
+
+pub fn claim_lost() {
+    counter!(CLAIM_LOST).increment(1);
+}
+
+pub fn publish_confirmed(took: Duration) {
+    histogram!(PUBLISH_CONFIRM).record(took.as_secs_f64());
+}
+
+pub fn publish_failed() {
+    counter!(PUBLISH_FAILURES).increment(1);
+}
+
+pub fn reply_to_failed() {
+    counter!(REPLY_TO_FAILURES).increment(1);
+}
+
+pub fn redis_error(op: RedisOp, cause: RedisCause) {
+    counter!(REDIS_ERRORS, "op" => op.as_str(), "error" => cause.as_str()).increment(1);
+}
+
+pub fn amqp_reconnected() {
+    counter!(AMQP_RECONNECTS).increment(1);
+}
+
+pub fn panicked() {
+    counter!(PANICS).increment(1);
+}
+
+pub fn ready(ready: bool) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn http_connection_refused(server: Server) {
+    counter!(HTTP_REFUSED, "server" => server.as_str()).increment(1);
+}
+
+/// A delivery in progress: counted in `h5pay_inflight_intents` until
+/// dropped, when its time from delivery to settlement is recorded.
+#[must_use]
+pub struct InFlight(tokio::time::Instant);
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        gauge!(INFLIGHT).increment(1.0);
+        InFlight(tokio::time::Instant::now())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        histogram!(INTENT_DURATION).record(self.0.elapsed().as_secs_f64());
+        gauge!(INFLIGHT).decrement(1.0);
+    }
+}
+
+fn zero<L: Label>(name: &'static str, label: &'static str) {
+    for v in L::ALL {
+        counter!(name, label => v.as_str()).absolute(0);
+    }
+}
+
+/// Registers every series at zero (the exporter renders only what was
+/// touched), from the same lists the functions above count with.
+pub(super) fn register() {
+    for outcome in IntentOutcome::all() {
+        counter!(INTENTS, "outcome" => outcome.as_str()).absolute(0);
+    }
+    for status in [Status::Ready, Status::InProcess, Status::Failed] {
+        counter!(RESULTS_PUBLISHED, "status" => status.as_str()).absolute(0);
+    }
+    for decided in DECIDED {
+        counter!(GATEWAY_REQUESTS, "outcome" => decided).absolute(0);
+    }
+    zero::<Transient>(GATEWAY_REQUESTS, "outcome");
+    zero::<Transient>(GATEWAY_RETRIES, "reason");
+    zero::<Dedup>(DEDUP, "kind");
+    zero::<DeadLetter>(DEAD_LETTERED, "reason");
+    zero::<HandBack>(HANDED_BACK, "reason");
+    zero::<Server>(HTTP_REFUSED, "server");
+    for op in RedisOp::ALL {
+        for cause in RedisCause::ALL {
+            counter!(REDIS_ERRORS, "op" => op.as_str(), "error" => cause.as_str()).absolute(0);
+        }
+    }
+    for name in [
+        BREAKER_OPENED,
+        CLAIM_TAKEOVERS,
+        CLAIM_LOST,
+        PUBLISH_FAILURES,
+        REPLY_TO_FAILURES,
+        AMQP_RECONNECTS,
+        PANICS,
+    ] {
+        counter!(name).absolute(0);
+    }
+    for name in [INFLIGHT, BREAKER_STATE, READY] {
+        gauge!(name).set(0.0);
+    }
+    for name in [
+        GATEWAY_REQUEST_DURATION,
+        PUBLISH_CONFIRM,
+        CLAIM_WAIT,
+        INTENT_DURATION,
+    ] {
+        // Registering the handle is enough for the exporter to list it.
+        let _ = histogram!(name);
+    }
+}
+
+pub(super) fn describe() {
+    describe_counter!(
+        INTENTS,
+        "Intent messages settled, by outcome (status or error kind)"
+    );
+    describe_counter!(
+        RESULTS_PUBLISHED,
+        "Result events confirmed by the broker, by status"
+    );
+    describe_counter!(GATEWAY_REQUESTS, "Gateway HTTP attempts, by outcome");
+    describe_histogram!(GATEWAY_REQUEST_DURATION, "Gateway HTTP attempt duration");
+    describe_counter!(GATEWAY_RETRIES, "Gateway retries scheduled, by reason");
+    describe_counter!(DEDUP, "Deduplication events: replay, conflict, wait");
+    describe_gauge!(INFLIGHT, "Deliveries being processed");
+    describe_histogram!(
+        INTENT_DURATION,
+        "Delivery to settlement (ack, reject, requeue)"
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        "Messages dead-lettered by the worker, by reason"
+    );
+    describe_counter!(
+        HANDED_BACK,
+        "Intents handed back (requeued) after trying, by reason: publish_refused, redis_unusable, stored_unreadable, panic"
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Gateway circuit breaker: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(BREAKER_OPENED, "Times the gateway circuit breaker opened");
+    describe_histogram!(CLAIM_WAIT, "Time spent waiting for another worker's claim");
+    describe_counter!(CLAIM_TAKEOVERS, "Expired claims taken over");
+    describe_counter!(CLAIM_LOST, "Claims lost to another worker during a call");
+    describe_histogram!(PUBLISH_CONFIRM, "Time from publish to broker confirm");
+    describe_counter!(PUBLISH_FAILURES, "Result publishes not confirmed");
+    describe_counter!(
+        REPLY_TO_FAILURES,
+        "Best-effort reply_to copies the broker refused"
+    );
+    describe_counter!(
+        REDIS_ERRORS,
+        "Redis operations that failed, by operation and cause"
+    );
+    describe_counter!(AMQP_RECONNECTS, "RabbitMQ sessions rebuilt after a failure");
+    describe_counter!(
+        PANICS,
+        "Intents whose processing panicked (handed back; a bug to report)"
+    );
+    describe_gauge!(READY, "1 while /readyz answers 200");
+    describe_counter!(
+        HTTP_REFUSED,
+        "HTTP connections closed at once because the server had its maximum open, by server"
+    );
+}
