@@ -1,7 +1,7 @@
 # h5pay-worker: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build demo test services lint fmt bench chaos fuzz sandbox run clean
+.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz sandbox run clean
 
 all: build
 
@@ -17,7 +17,9 @@ demo: services
 	$(CARGO) run --locked --quiet -- demo
 
 ## test: every unit and integration test, against the local RabbitMQ and Redis
+##       (and headless Chromium for the payment page: installed when missing)
 test: services
+	./scripts/ensure-browser.sh
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
 
@@ -29,11 +31,18 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## bench: end-to-end throughput and latency against an I/O-only skeleton (see BENCHMARKS.md)
-##        e.g. make bench BENCH_ARGS="--latency-ms 50 --runs 3"
+## bench: end-to-end throughput and latency against an I/O-only skeleton, then the
+##        notify receiver at 1,000/s and at its maximum (see BENCHMARKS.md)
+##        e.g. make bench BENCH_ARGS="--latency-ms 50 --runs 3" NOTIFY_BENCH_ARGS="--rate 2000"
 bench: services
 	$(CARGO) build --locked --release --bins
 	$(CARGO) run --locked --release --quiet --bin h5pay-bench -- $(BENCH_ARGS)
+	$(CARGO) run --locked --release --quiet --bin h5pay-bench -- notify $(NOTIFY_BENCH_ARGS)
+
+## bench-notify: only the notify receiver's benchmark
+bench-notify: services
+	$(CARGO) build --locked --release --bins
+	$(CARGO) run --locked --release --quiet --bin h5pay-bench -- notify $(NOTIFY_BENCH_ARGS)
 
 ## chaos: the full fault suite (CI runs a short version within `make test`); see RELIABILITY.md
 chaos: services

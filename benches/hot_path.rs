@@ -54,7 +54,7 @@ fn benches(c: &mut Criterion) {
     let Ok(valid) = intent::validate(&obj, rules) else {
         unreachable!("the benchmark intent is valid")
     };
-    let req = valid.request("20261126101500");
+    let req = valid.request("20261126101500", None);
     c.bench_function("sign_request_body", |b| {
         b.iter(|| black_box(req.signed_body(&key)))
     });

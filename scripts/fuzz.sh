@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every parser of untrusted bytes (see fuzz/).
-# Usage: scripts/fuzz.sh [target ...]   (default: all four)
+# Usage: scripts/fuzz.sh [target ...]   (default: all five)
 #   FUZZ_SECONDS  time per target (default 600)
 # Needs a nightly toolchain (libFuzzer's sanitizer flags) and cargo-fuzz,
 # which this script installs from crates.io when it is missing. A crash is
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-600}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(intake gateway_answer sign_verify config)
+[ ${#targets[@]} -gt 0 ] || targets=(intake gateway_answer sign_verify config notify)
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: a nightly toolchain is needed (rustup toolchain install nightly)" >&2

@@ -25,21 +25,35 @@ pub const REDIS_FRESHNESS: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_millis(500);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What readiness is made of; shared by the worker and the admin server.
+/// What readiness is made of; shared by a process and its admin server.
 pub struct Health {
+    /// The worker: consuming intents. The notify receiver: connected to
+    /// RabbitMQ with a publisher ready.
     consuming: AtomicBool,
     stopping: AtomicBool,
     redis_ok_at: Mutex<Option<Instant>>,
-    breaker: Arc<Breaker>,
+    /// The worker's gateway breaker (shown, never a reason to be unready).
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl Health {
+    /// The worker's health.
     pub fn new(breaker: Arc<Breaker>) -> Self {
         Health {
             consuming: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             redis_ok_at: Mutex::new(None),
-            breaker,
+            breaker: Some(breaker),
+        }
+    }
+
+    /// The notify receiver's health: RabbitMQ connected, Redis reachable.
+    pub fn receiver() -> Self {
+        Health {
+            consuming: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            redis_ok_at: Mutex::new(None),
+            breaker: None,
         }
     }
 
@@ -63,13 +77,23 @@ impl Health {
         let age = last.map(|t| t.elapsed());
         let redis = age.is_some_and(|a| a <= REDIS_FRESHNESS);
         let ready = consuming && redis && !stopping;
-        let detail = json!({
-            "ready": ready,
-            "stopping": stopping,
-            "amqp": {"consuming": consuming},
-            "redis": {"reachable": redis, "last_ping_ms_ago": age.map(|a| a.as_millis() as u64)},
-            "breaker": self.breaker.state().as_str(),
-        });
+        let redis =
+            json!({"reachable": redis, "last_ping_ms_ago": age.map(|a| a.as_millis() as u64)});
+        let detail = match &self.breaker {
+            Some(b) => json!({
+                "ready": ready,
+                "stopping": stopping,
+                "amqp": {"consuming": consuming},
+                "redis": redis,
+                "breaker": b.state().as_str(),
+            }),
+            None => json!({
+                "ready": ready,
+                "stopping": stopping,
+                "amqp": {"connected": consuming},
+                "redis": redis,
+            }),
+        };
         (ready, detail)
     }
 }

@@ -56,7 +56,7 @@ pub fn intake(data: &[u8]) {
             assert!(intent::is_identifier(&id.mch_no, 32));
             assert!((1..=100_000_000).contains(&i.total_amount));
             let body = i
-                .request("20261126101500")
+                .request("20261126101500", i.notify_url.as_deref())
                 .signed_body(&SecretString::from(KEY));
             assert!(serde_json::from_slice::<Map<String, Value>>(&body).is_ok());
             if let Some(m) = &i.metadata {
@@ -205,4 +205,112 @@ pub fn config(data: &[u8]) {
             }
         }
     }
+}
+
+/// A notify body, as anyone on the internet can send it: read, verified as
+/// received, then signed with the key of the institution it names and
+/// verified again; its identity, evidence and differences from a known
+/// payment; and the anomaly event built from it, read back.
+pub fn notify(data: &[u8]) {
+    use crate::notify::parse;
+    use crate::payment::event::{Anomaly, AnomalyKind, Facts, PaymentEvent, Sent, Source};
+    use crate::payment::{Evidence, Known, PaymentState, View};
+
+    let institutions = institutions();
+    let Ok(mut m) = parse::read(data) else {
+        return;
+    };
+    assert!(m.values().all(|v| !v.is_object() && !v.is_array()));
+    if let Ok(inst) = parse::verify(&m, &institutions) {
+        assert!(institutions.key(&inst).is_some());
+    }
+    let inst_no = parse::text(&m, "inst_no")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| institutions.default_inst_no().to_owned());
+    let Some(key) = institutions.key(&inst_no) else {
+        assert!(
+            parse::verify(&m, &institutions).is_err(),
+            "an unknown institution verified"
+        );
+        return;
+    };
+    m.remove("sign");
+    let signature = sign::sign(&m, key);
+    m.insert("sign".into(), Value::String(signature));
+    assert_eq!(
+        parse::verify(&m, &institutions).as_deref(),
+        Ok(inst_no.as_str())
+    );
+
+    let id = parse::identity(&m, &inst_no);
+    for f in [&id.mch_no, &id.pay_trace_no] {
+        assert!(f == "_" || intent::is_identifier(f, 64), "{f:?}");
+    }
+    match parse::evidence(&m) {
+        Ok(Evidence::Paid { trade_no }) => {
+            assert_eq!(
+                parse::text(&m, "result_code").as_deref(),
+                Some("PAY_SUCCESS")
+            );
+            assert!(trade_no.is_none_or(|t| !t.is_empty()));
+        }
+        Ok(_) => {}
+        Err(message) => assert!(message.chars().count() <= 300, "{message}"),
+    }
+    let sent = Sent {
+        pay_type: PayType::Wechat,
+        total_amount: 100,
+        notify_url: None,
+        correlation_id: "c-1".into(),
+        metadata: None,
+    };
+    let view = View {
+        known: Known::Followed(PaymentState::Open),
+        raw_state: "open".into(),
+        sent: Some(sent),
+        pay_time: Some("20261126101500".into()),
+        trade_no: Some("T-1".into()),
+        outcome: None,
+        unconfirmed: None,
+        notifies: 0,
+    };
+    let wrong = parse::mismatches(&m, &view);
+    // Exactly the notifies that echo what was sent match.
+    let echoes = parse::text(&m, "total_amount").is_some_and(|t| {
+        t.bytes().all(|b| b.is_ascii_digit()) && t.trim_start_matches('0') == "100"
+    }) && parse::text(&m, "pay_time").is_none_or(|p| p == "20261126101500")
+        && parse::text(&m, "trade_no").is_none_or(|t| t.is_empty() || t == "T-1");
+    assert_eq!(wrong.is_empty(), echoes, "{wrong:?}");
+    for w in &wrong {
+        assert!(w.chars().count() <= 400, "{w}");
+    }
+    let facts = Facts {
+        identity: &id,
+        sent: view.sent.as_ref(),
+        pay_time: view.pay_time.as_deref(),
+        trade_no: view.trade_no.as_deref(),
+    };
+    let anomaly = Anomaly {
+        kind: AnomalyKind::Mismatch,
+        message: wrong.join("; "),
+    };
+    let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+    let ev = PaymentEvent::anomaly(
+        &facts,
+        anomaly,
+        Some(PaymentState::Open),
+        Source::Notify,
+        data,
+        now,
+    );
+    let back = serde_json::from_slice::<PaymentEvent>(&ev.to_json());
+    assert_eq!(
+        back.ok().as_ref(),
+        Some(&ev),
+        "the event reads back as itself"
+    );
+    assert_eq!(
+        ev.routing_key(),
+        format!("h5pay.payment.anomaly.{}", id.mch_no)
+    );
 }

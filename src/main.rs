@@ -50,6 +50,15 @@ enum Command {
     },
     /// Sandbox + worker in one process: a tour of every outcome.
     Demo(ConfigArg),
+    /// Run the notify receiver (the gateway's payment notifications).
+    Notify(ConfigArg),
+    /// What the worker knows of one payment.
+    Inspect {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: cli::inspect::InspectArgs,
+    },
     /// Inspect or replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -166,6 +175,17 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             quiet_logs(&config);
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
             cli::publish::run(&config.settings.amqp, &args, &mut out, &mut err).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { config, args } => {
+            let config = load(&config)?;
+            quiet_logs(&config);
+            cli::inspect::run(&config, &args, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify(c) => {
+            let config = load(&c)?;
+            cli::notify::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         // Handled before the runtime starts.

@@ -17,13 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::amqp::{PublishError, Publisher};
-use crate::claim::{self, ClaimError, ClaimRequest, ClaimStore, Release, Step};
+use crate::claim::{self, ClaimError, ClaimRequest, ClaimStore, Release, Step, StoredOutcome};
 use crate::config::{Config, DuplicatePolicy, QueueType};
 use crate::gateway::retry::{Backoff, RetryPolicy};
 use crate::gateway::{Abandon, Gateway};
 use crate::intent::{self, Intent, InvalidIntent, Rules, Unreadable};
 use crate::keys::{Institutions, KeyRing};
 use crate::outcome::{Failure, FailureKind};
+use crate::payment::Sent;
+use crate::payment::store::is_followed;
 use crate::result_event::{self, ResultEvent};
 use crate::telemetry::metrics::{self, Dedup, HandBack, IntentOutcome, Label, RedisOp};
 
@@ -84,6 +86,8 @@ impl ResultSink for Publisher {
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
     pub default_mch_no: Option<String>,
+    /// `notify.public_url`: the notify_url sent for intents that bring none.
+    pub notify_url: Option<String>,
     /// Backoff for result publishes the broker refuses.
     pub publish_retry: RetryPolicy,
     /// The intent queue counts deliveries (a quorum queue's delivery limit).
@@ -99,6 +103,7 @@ impl PipelineSettings {
         let s = &c.settings;
         PipelineSettings {
             default_mch_no: Some(s.worker.default_mch_no.clone()).filter(|m| !m.is_empty()),
+            notify_url: Some(s.notify.public_url.clone()).filter(|u| !u.is_empty()),
             publish_retry: RetryPolicy {
                 initial: Duration::from_millis(100),
                 multiplier: 2.0,
@@ -256,12 +261,27 @@ impl Pipeline {
             .unwrap_or_else(|| intent::format_pay_time(now, self.settings.offset));
         let fingerprint = intent.fingerprint();
         let token = claim::new_token();
+        // What is sent, stored with a new claim: a retry or a takeover sends
+        // the same notify_url, and a payment event can be built even before
+        // the outcome is stored.
+        let sent = Sent {
+            pay_type: intent.pay_type,
+            total_amount: intent.total_amount,
+            notify_url: intent
+                .notify_url
+                .clone()
+                .or_else(|| self.settings.notify_url.clone()),
+            correlation_id: d.correlation.clone(),
+            metadata: intent.metadata.clone(),
+        };
+        let sent_json = serde_json::to_string(&sent).unwrap_or_default();
         let request = ClaimRequest {
             token: &token,
             fingerprint: &fingerprint,
             pay_time: &candidate_pay_time,
             pay_time_explicit: intent.pay_time.is_some(),
             too_old: intent::is_expired(made, now, self.settings.max_intent_age_secs),
+            sent: &sent_json,
         };
         let id = &intent.identity;
         let mut waiting = Waiting::new();
@@ -314,16 +334,31 @@ impl Pipeline {
                     let failure = Failure::new(FailureKind::Expired, message);
                     return self.refuse(intent, failure, d).await;
                 }
-                Step::Call { pay_time, takeover } => {
+                Step::Call {
+                    pay_time,
+                    takeover,
+                    sent: stored,
+                } => {
                     waiting.over();
                     if takeover {
                         metrics::claim_taken_over();
                         info!("took over an expired claim; sending the identical request");
                     }
+                    // The claim's notify_url: for a takeover, the one the
+                    // earlier owner sent (a claim stored before it was kept
+                    // sends the intent's own).
+                    let notify_url = if stored.is_empty() {
+                        intent.notify_url.clone()
+                    } else {
+                        serde_json::from_str::<Sent>(&stored)
+                            .map(|s| s.notify_url)
+                            .unwrap_or_else(|_| sent.notify_url.clone())
+                    };
                     let call = Call {
                         intent,
                         token: &token,
                         pay_time: &pay_time,
+                        notify_url: notify_url.as_deref(),
                         takeover,
                     };
                     match self.call_and_store(&call, institutions).await {
@@ -412,7 +447,7 @@ impl Pipeline {
             return CallEnd::HandBack;
         };
         let lost = CancellationToken::new();
-        let request = call.intent.request(call.pay_time);
+        let request = call.intent.request(call.pay_time, call.notify_url);
         // After a takeover the earlier owner may have sent this very request.
         let earlier = call
             .takeover
@@ -456,9 +491,14 @@ impl Pipeline {
         // Store before publish: never give up on a decided outcome while the
         // process lives; a crash here replays through the gateway's own
         // idempotency with the identical request.
+        let outcome = StoredOutcome {
+            event: &out.body,
+            followed: is_followed(out.event.status, out.event.error.as_ref().map(|e| e.kind)),
+            trade_no: result.trade_no.as_deref(),
+        };
         let stored = tokio::select! {
             biased;
-            r = self.redis(RedisOp::Store, Persist::WhileAlive, || self.claims.store(id, call.token, &out.body)) => r,
+            r = self.redis(RedisOp::Store, Persist::WhileAlive, || self.claims.store(id, call.token, &outcome)) => r,
             never = &mut renew => match never {},
         };
         match stored {
@@ -639,6 +679,8 @@ struct Call<'a> {
     token: &'a str,
     /// Fixed for the identity: the claim's.
     pay_time: &'a str,
+    /// Fixed for the identity: the claim's.
+    notify_url: Option<&'a str>,
     /// An earlier owner's lease lapsed: it may have sent this request.
     takeover: bool,
 }

@@ -37,7 +37,7 @@ pub struct ResultEvent {
 }
 
 /// 32 lowercase hex chars over the given parts, each length-prefixed.
-fn digest_id(parts: &[&[u8]]) -> String {
+pub(crate) fn digest_id(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -46,7 +46,7 @@ fn digest_id(parts: &[&[u8]]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-fn timestamp(now: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

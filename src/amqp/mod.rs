@@ -1,6 +1,7 @@
 //! The AMQP edge: connecting, declaring the topology, publishing with
 //! publisher confirms, and settling deliveries. Consuming lives in [`crate::worker`].
 
+pub mod link;
 pub mod publisher;
 pub mod settler;
 pub mod topology;

@@ -8,6 +8,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::time::Instant;
 
+use crate::payment::apply::{Outgoing, PaymentSink};
 use crate::result_event::ResultEvent;
 
 /// How long a broker confirm may take before the publish counts as failed.
@@ -23,6 +24,8 @@ pub enum PublishError {
     Returned(String),
     #[error("no broker confirm within {0:?}")]
     Timeout(Duration),
+    #[error("not connected to RabbitMQ")]
+    Unavailable,
 }
 
 impl PublishError {
@@ -114,13 +117,49 @@ impl Publisher {
         correlation_id: &str,
         reply_to: Option<&str>,
     ) -> Result<(), PublishError> {
-        let props = properties(event, correlation_id);
+        let mut headers = vec![("x-status", event.status.as_str())];
+        if let Some(kind) = event.error_kind() {
+            headers.push(("x-error-kind", kind));
+        }
+        let props = properties(
+            &event.event_id,
+            crate::result_event::SCHEMA,
+            &headers,
+            correlation_id,
+        );
+        let reply = reply_to.and_then(|q| ShortString::try_new(q).ok());
+        self.publish_confirmed(&event.routing_key(), body, props, reply)
+            .await
+    }
+
+    /// Publishes a payment event (contract §10) and waits for the confirm.
+    pub async fn publish_payment(&self, out: Outgoing<'_>) -> Result<(), PublishError> {
+        let headers = [("x-state", out.state.as_str())];
+        let props = properties(
+            out.event_id,
+            crate::payment::event::SCHEMA,
+            &headers,
+            out.correlation_id,
+        );
+        self.publish_confirmed(out.routing_key, out.body, props, None)
+            .await
+    }
+
+    /// Publishes to the result exchange, mandatory, and waits (bounded) for
+    /// the broker's confirm; a copy goes to `reply`, best effort.
+    async fn publish_confirmed(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+        reply: Option<ShortString>,
+    ) -> Result<(), PublishError> {
         let started = Instant::now();
         let confirm = self
             .channel
             .basic_publish(
                 self.exchange.clone(),
-                ShortString::from(event.routing_key()),
+                ShortString::from(routing_key),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
@@ -129,7 +168,7 @@ impl Publisher {
                 props.clone(),
             )
             .await?;
-        if let Some(queue) = reply_to.and_then(|q| ShortString::try_new(q).ok()) {
+        if let Some(queue) = reply {
             // Not mandatory, not confirmed: the reply queue may be gone, and
             // that must not hold the intent back.
             self.replies.publish(queue, body, props).await;
@@ -148,27 +187,36 @@ impl Publisher {
     }
 }
 
-fn properties(event: &ResultEvent, correlation_id: &str) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "x-status".into(),
-        AMQPValue::LongString(LongString::from(event.status.as_str())),
-    );
-    if let Some(kind) = event.error_kind() {
-        headers.insert(
-            "x-error-kind".into(),
-            AMQPValue::LongString(LongString::from(kind)),
-        );
+impl PaymentSink for Publisher {
+    fn publish_payment(
+        &self,
+        out: Outgoing<'_>,
+    ) -> impl std::future::Future<Output = Result<(), PublishError>> + Send {
+        Publisher::publish_payment(self, out)
+    }
+}
+
+/// The properties of an event: persistent JSON, `message_id = event_id`,
+/// the schema as `type`, its headers, the correlation_id.
+fn properties(
+    event_id: &str,
+    schema: &str,
+    headers: &[(&str, &str)],
+    correlation_id: &str,
+) -> BasicProperties {
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        table.insert((*k).into(), AMQPValue::LongString(LongString::from(*v)));
     }
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
-        .with_message_id(ShortString::from(event.event_id.as_str()))
+        .with_message_id(ShortString::from(event_id))
         .with_timestamp(now)
         .with_app_id("h5pay-worker".into())
-        .with_type(ShortString::from(crate::result_event::SCHEMA))
-        .with_headers(headers);
+        .with_type(ShortString::from(schema))
+        .with_headers(table);
     if let Ok(c) = ShortString::try_new(correlation_id) {
         props = props.with_correlation_id(c);
     }

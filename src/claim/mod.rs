@@ -23,9 +23,15 @@ use crate::telemetry::metrics::RedisCause;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimReply {
     /// This worker owns the identity now and may call the gateway with
-    /// `pay_time`. `takeover`: an earlier owner's lease had expired, so the
-    /// gateway may already have seen this request.
-    Claimed { pay_time: String, takeover: bool },
+    /// `pay_time` and what was stored as sent with the claim (`sent`, JSON;
+    /// empty for a claim made before it was stored). `takeover`: an earlier
+    /// owner's lease had expired, so the gateway may already have seen this
+    /// request.
+    Claimed {
+        pay_time: String,
+        takeover: bool,
+        sent: String,
+    },
     /// An outcome is stored; `confirmed` once its event was confirmed.
     Done { event: String, confirmed: bool },
     /// Seen before with other parameters (or another explicit pay_time).
@@ -49,6 +55,19 @@ pub struct ClaimRequest<'a> {
     pub pay_time_explicit: bool,
     /// Older than `worker.max_intent_age_secs`: not claimed if new.
     pub too_old: bool,
+    /// What is sent (JSON), stored with a new claim.
+    pub sent: &'a str,
+}
+
+/// A decided outcome to store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredOutcome<'a> {
+    /// The result event, as published.
+    pub event: &'a [u8],
+    /// Its payment is followed: the state starts `open`.
+    pub followed: bool,
+    /// The gateway's order number, if it gave one.
+    pub trade_no: Option<&'a str>,
 }
 
 /// How a claim whose call never started is given back.
@@ -65,7 +84,11 @@ pub enum Release {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Call the gateway.
-    Call { pay_time: String, takeover: bool },
+    Call {
+        pay_time: String,
+        takeover: bool,
+        sent: String,
+    },
     /// Publish the stored event again, `duplicate` set as given.
     Replay { event: String, duplicate: bool },
     /// `drop` policy: acknowledge without publishing.
@@ -86,7 +109,15 @@ pub const MAX_WAIT_POLL: Duration = Duration::from_millis(250);
 /// interval grows with it, capped by the lease left).
 pub fn next_step(reply: ClaimReply, duplicates: DuplicatePolicy, waited: u32) -> Step {
     match reply {
-        ClaimReply::Claimed { pay_time, takeover } => Step::Call { pay_time, takeover },
+        ClaimReply::Claimed {
+            pay_time,
+            takeover,
+            sent,
+        } => Step::Call {
+            pay_time,
+            takeover,
+            sent,
+        },
         ClaimReply::Done {
             confirmed: true, ..
         } if duplicates == DuplicatePolicy::Drop => Step::AckWithoutPublishing,
@@ -163,9 +194,10 @@ fn is_script_error(e: &RedisError) -> bool {
 /// Reads the claim script's reply.
 pub fn parse_claim_reply(reply: Vec<String>) -> Result<ClaimReply, ClaimError> {
     let parsed = match reply.as_slice() {
-        [s, pay_time, takeover] if s == "claimed" => Some(ClaimReply::Claimed {
+        [s, pay_time, takeover, sent] if s == "claimed" => Some(ClaimReply::Claimed {
             pay_time: pay_time.clone(),
             takeover: takeover == "1",
+            sent: sent.clone(),
         }),
         [s, event, confirmed] if s == "done" => Some(ClaimReply::Done {
             event: event.clone(),
@@ -287,6 +319,11 @@ impl ClaimStore {
         }
     }
 
+    /// The shared connection (payment state lives in the same hash).
+    pub fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
     /// The identity's key. The identity alphabet has no `:`, so keys never
     /// collide.
     pub fn key(&self, id: &Identity) -> String {
@@ -317,6 +354,7 @@ impl ClaimStore {
             .arg(self.lease_ms)
             .arg(self.retention_secs)
             .arg(if req.too_old { "1" } else { "0" })
+            .arg(req.sent)
             .invoke_async(&mut conn)
             .await?;
         parse_claim_reply(reply)
@@ -336,12 +374,13 @@ impl ClaimStore {
         Ok(n == 1)
     }
 
-    /// Stores the outcome's event; `false` when the claim was lost.
+    /// Stores the outcome's event; `false` when the claim was lost. A
+    /// followed outcome starts its payment `open` (contract §10).
     pub async fn store(
         &self,
         id: &Identity,
         token: &str,
-        event: &[u8],
+        outcome: &StoredOutcome<'_>,
     ) -> Result<bool, ClaimError> {
         let mut conn = self.conn.clone();
         let n: i64 = self
@@ -349,8 +388,10 @@ impl ClaimStore {
             .store
             .key(self.key(id))
             .arg(token)
-            .arg(event)
+            .arg(outcome.event)
             .arg(self.retention_secs)
+            .arg(if outcome.followed { "1" } else { "0" })
+            .arg(outcome.trade_no.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(n == 1)
@@ -444,10 +485,11 @@ mod tests {
     #[test]
     fn replies_parse() {
         assert_eq!(
-            parse_claim_reply(s(&["claimed", "20260101000000", "1"])).ok(),
+            parse_claim_reply(s(&["claimed", "20260101000000", "1", "{}"])).ok(),
             Some(ClaimReply::Claimed {
                 pay_time: "20260101000000".into(),
-                takeover: true
+                takeover: true,
+                sent: "{}".into(),
             })
         );
         assert_eq!(

@@ -1,7 +1,10 @@
-//! `h5pay-worker demo`: the sandbox gateway and a worker in one process,
-//! against the local RabbitMQ and Redis, fed a handful of intents that
-//! cover every outcome; prints one row per intent and exits non-zero if any
-//! row is not what the contract says it should be.
+//! `h5pay-worker demo`: the sandbox gateway, a worker and the notify
+//! receiver in one process, against the local RabbitMQ and Redis, fed a
+//! handful of intents that cover every outcome; some orders are then paid on
+//! the sandbox (by hand, or by themselves), and the gateway's notifies turn
+//! into payment events. Prints one row per intent with its result and its
+//! payment event, and exits non-zero if any row is not what the contract
+//! says it should be.
 //!
 //! It uses names of its own (`h5pay-demo-<run>.*` on the broker,
 //! `h5pay-demo:<run>` in Redis) and removes them afterwards, so it never
@@ -16,9 +19,17 @@ use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
 
 use crate::amqp;
-use crate::cli::publish::{intent_channel, publish_intent, result_listener};
+use std::sync::Arc;
+
+use crate::amqp::link::Link;
+use crate::claim::ClaimStore;
+use crate::cli::publish::{event_listener, intent_channel, publish_intent, result_listener};
 use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::notify::Receiver;
+use crate::payment::PaymentStore;
 use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::telemetry::metrics::Server;
 use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +61,24 @@ struct Case {
     /// `status` or `failed/<kind>`; None for a body that must be dead-lettered.
     expect: Option<&'static str>,
     check: fn(&Value) -> bool,
+    /// The demo pays this order on the sandbox, as a payer would.
+    pay_by_hand: bool,
+    /// The payment event expected (`paid`, `anomaly/mismatch`); None: none.
+    payment: Option<&'static str>,
+}
+
+impl Default for Case {
+    fn default() -> Self {
+        Case {
+            label: "",
+            trace: String::new(),
+            body: Vec::new(),
+            expect: None,
+            check: |_| true,
+            pay_by_hand: false,
+            payment: None,
+        }
+    }
 }
 
 fn body(trace: &str, pay_type: &str, amount: Value, extra: Value) -> Vec<u8> {
@@ -142,6 +171,36 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     let amqp_settings = config.settings.amqp.clone();
     let redis_settings = config.settings.redis.clone();
 
+    // The notify receiver, where the sandbox sends its notifies: every
+    // intent without a notify_url is sent with this one.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let notify_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DemoError::Sandbox)?;
+    let notify_addr = notify_listener.local_addr().map_err(DemoError::Sandbox)?;
+    config.settings.notify.public_url =
+        format!("http://{notify_addr}{}", config.settings.notify.path);
+    let claims = ClaimStore::new(
+        crate::claim::connect(&redis_settings).map_err(|source| DemoError::Redis {
+            url: redis_settings.url.redacted(),
+            source,
+        })?,
+        &redis_settings,
+    );
+    let link = Link::start(amqp_settings.clone(), "demo-notify", stop.clone());
+    let receiver = Arc::new(Receiver {
+        payments: PaymentStore::new(claims),
+        sink: link,
+        keys: Arc::new(KeyRing::new(config.institutions.clone())),
+        settings: config.settings.notify.clone(),
+    });
+    let notify_task = tokio::spawn(crate::http_server::serve(
+        notify_listener,
+        crate::notify::app(receiver),
+        Server::Notify,
+        stop.clone().cancelled_owned(),
+    ));
+
     let conn = amqp::connect(&amqp_settings.url, &amqp::connection_name("demo"))
         .await
         .map_err(|source| DemoError::Amqp {
@@ -150,6 +209,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
         })?;
     amqp::declare(&conn, &amqp_settings).await?;
     let mut results = result_listener(&conn, &amqp_settings.result_exchange).await?;
+    let mut payments =
+        event_listener(&conn, &amqp_settings.result_exchange, "h5pay.payment.#").await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(config)?;
     let worker_task = tokio::spawn(worker.run(async {
@@ -158,7 +219,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
 
     writeln!(
         out,
-        "h5pay-worker demo: sandbox gateway on http://{addr}, worker consuming {prefix}.intents\n"
+        "h5pay-worker demo: sandbox gateway on http://{addr}, worker consuming {prefix}.intents, \
+         notify receiver on http://{notify_addr}\n"
     )?;
     let t = |n: &str| format!("{run_id}-{n}");
     let first_wave = vec![
@@ -168,6 +230,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("ready"), "wechat", json!(100), json!({})),
             expect: Some("ready"),
             check: |e| e["code_url"].is_string(),
+            pay_by_hand: true,
+            payment: Some("paid"),
         },
         Case {
             label: "ready with JSAPI (WeChat + open_id)",
@@ -184,6 +248,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
                     .as_str()
                     .is_some_and(|t| t.len() == 10)
             },
+            ..Case::default()
         },
         Case {
             label: "ready (Alipay)",
@@ -191,6 +256,26 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("alipay"), "alipay", json!("102"), json!({})),
             expect: Some("ready"),
             check: |e| e["pay_type"] == "300",
+            pay_by_hand: true,
+            payment: Some("paid"),
+        },
+        Case {
+            label: "paid by itself a second later (4020)",
+            trace: t("selfpaid"),
+            body: body(&t("selfpaid"), "wechat", json!(4020), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+            payment: Some("paid"),
+            ..Case::default()
+        },
+        Case {
+            label: "notify with another amount (4023)",
+            trace: t("mismatch"),
+            body: body(&t("mismatch"), "wechat", json!(4023), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+            payment: Some("anomaly/mismatch"),
+            ..Case::default()
         },
         Case {
             label: "in_process (4002)",
@@ -198,6 +283,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("inproc"), "wechat", json!(4002), json!({})),
             expect: Some("in_process"),
             check: |_| true,
+            ..Case::default()
         },
         Case {
             label: "payment_failed (4001)",
@@ -205,6 +291,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("payfail"), "wechat", json!(4001), json!({})),
             expect: Some("failed/payment_failed"),
             check: |_| true,
+            ..Case::default()
         },
         Case {
             label: "gateway_rejected (4003)",
@@ -212,6 +299,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("rejected"), "wechat", json!(4003), json!({})),
             expect: Some("failed/gateway_rejected"),
             check: |_| true,
+            ..Case::default()
         },
         Case {
             label: "bad_signature (4010)",
@@ -219,6 +307,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("badsign"), "wechat", json!(4010), json!({})),
             expect: Some("failed/bad_signature"),
             check: |e| e["code_url"].is_null(),
+            ..Case::default()
         },
         Case {
             label: "two 503s, retried (5001)",
@@ -226,6 +315,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("retry503"), "unionpay", json!(5001), json!({})),
             expect: Some("ready"),
             check: |e| e["attempts"] == 3,
+            ..Case::default()
         },
         Case {
             label: "timeout, retried (5003)",
@@ -233,6 +323,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("hang"), "wechat", json!(5003), json!({})),
             expect: Some("ready"),
             check: |e| e["attempts"] == 2,
+            ..Case::default()
         },
         Case {
             label: "always 500: gateway_unavailable (5002)",
@@ -240,6 +331,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("down"), "wechat", json!(5002), json!({})),
             expect: Some("failed/gateway_unavailable"),
             check: |e| e["attempts"] == 3,
+            ..Case::default()
         },
         Case {
             label: "invalid intent (\"1.00\")",
@@ -247,6 +339,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("invalid"), "wechat", json!("1.00"), json!({})),
             expect: Some("failed/invalid_intent"),
             check: |e| e["attempts"] == 0,
+            ..Case::default()
         },
         Case {
             label: "not JSON: dead-lettered",
@@ -254,6 +347,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: b"this is not an intent".to_vec(),
             expect: None,
             check: |_| true,
+            ..Case::default()
         },
     ];
     let second_wave = vec![
@@ -263,6 +357,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("ready"), "400", json!("100"), json!({})),
             expect: Some("ready"),
             check: |e| e["duplicate"] == true,
+            ..Case::default()
         },
         Case {
             label: "same identity, other amount: conflict",
@@ -270,11 +365,23 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("ready"), "wechat", json!(999), json!({})),
             expect: Some("failed/conflict"),
             check: |e| e["attempts"] == 0,
+            ..Case::default()
         },
     ];
 
+    // What the payment side must show: paid by hand, paid by itself, an
+    // anomaly; the rest have no payment event (open, or not followed).
+    let to_pay: Vec<String> = first_wave
+        .iter()
+        .filter(|c| c.pay_by_hand)
+        .map(|c| c.trace.clone())
+        .collect();
+    let expected_payments: HashMap<String, &'static str> = first_wave
+        .iter()
+        .filter_map(|c| c.payment.map(|p| (c.trace.clone(), p)))
+        .collect();
     let ch = intent_channel(&conn).await?;
-    let mut rows: Vec<(String, String, String, String, bool)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut ok = true;
     let mut first_event_ids: HashMap<String, String> = HashMap::new();
     for wave in [first_wave, second_wave] {
@@ -298,8 +405,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
                 // The second wave's two intents share an identity: one at a
                 // time, so the rows read in order.
                 let ev = next_event(&mut results, &c.trace).await;
-                let (row, good) = row_for(c, ev.as_ref(), &first_event_ids);
-                ok &= good;
+                let row = row_for(c, ev.as_ref(), &first_event_ids);
+                ok &= row.good;
                 rows.push(row);
             }
         }
@@ -327,13 +434,14 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
                 let dlq = dead_lettered(&conn, &amqp_settings.dead_letter_queue).await;
                 let good = dlq == Some(c.body.clone());
                 ok &= good;
-                rows.push((
-                    c.label.to_owned(),
-                    "dead-lettered".into(),
-                    String::new(),
-                    "in the DLQ".into(),
+                rows.push(Row {
+                    label: c.label.to_owned(),
+                    trace: c.trace.clone(),
+                    result: "dead-lettered".into(),
+                    extra: String::new(),
+                    detail: "in the DLQ".into(),
                     good,
-                ));
+                });
                 continue;
             }
             let ev = got.get(&c.trace);
@@ -343,27 +451,58 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
                     ev["event_id"].as_str().unwrap_or("").to_owned(),
                 );
             }
-            let (row, good) = row_for(c, ev, &first_event_ids);
-            ok &= good;
+            let row = row_for(c, ev, &first_event_ids);
+            ok &= row.good;
             rows.push(row);
         }
     }
 
+    // The payer pays some orders; the sandbox notifies; the receiver turns
+    // the notifies into payment events.
+    let http = reqwest::Client::new();
+    for trace in &to_pay {
+        let paid = http
+            .post(format!("http://{addr}/sandbox/pay"))
+            .header("content-type", "application/json")
+            .body(json!({"mch_no": "DEMO0001", "pay_trace_no": trace}).to_string())
+            .send()
+            .await;
+        ok &= paid.is_ok_and(|r| r.status().is_success());
+    }
+    let seen = payment_events(&mut payments, &expected_payments).await;
+
     writeln!(
         out,
-        "{:<40} {:<28} {:>8} {:<9} detail",
-        "intent", "result", "attempts", "duplicate"
+        "{:<40} {:<28} {:>8} {:<9} {:<18} detail",
+        "intent", "result", "attempts", "duplicate", "payment event"
     )?;
-    writeln!(out, "{}", "-".repeat(120))?;
-    for (label, result, extra, detail, good) in &rows {
+    writeln!(out, "{}", "-".repeat(140))?;
+    for row in &rows {
+        // Only the first row of an identity shows its payment.
+        let first_of_identity = rows.iter().position(|r| r.trace == row.trace)
+            == rows.iter().position(|r| std::ptr::eq(r, row));
+        let payment = if first_of_identity {
+            seen.get(&row.trace).cloned().unwrap_or_else(|| "-".into())
+        } else {
+            String::new()
+        };
+        let payment_good = !first_of_identity
+            || expected_payments.get(&row.trace).map(|p| p.to_string())
+                == seen.get(&row.trace).cloned();
+        ok &= payment_good;
         writeln!(
             out,
-            "{:<40} {:<28} {:<18} {}{}",
-            label,
-            result,
-            extra,
-            detail,
-            if *good { "" } else { "   <-- NOT AS EXPECTED" }
+            "{:<40} {:<28} {:<18} {:<18} {}{}",
+            row.label,
+            row.result,
+            row.extra,
+            payment,
+            row.detail,
+            if row.good && payment_good {
+                ""
+            } else {
+                "   <-- NOT AS EXPECTED"
+            }
         )?;
     }
     let stats = sandbox_calls(&addr).await;
@@ -383,6 +522,8 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
 
     let _ = stop_tx.send(());
     let _ = worker_task.await;
+    stop.cancel();
+    let _ = notify_task.await;
     amqp::topology::remove(&conn, &amqp_settings).await;
     let _ =
         crate::claim::remove_keys(redis_settings.url.expose(), &redis_settings.key_prefix).await;
@@ -405,22 +546,52 @@ async fn next_event(results: &mut lapin::Consumer, trace: &str) -> Option<Value>
     None
 }
 
-fn row_for(
-    c: &Case,
-    ev: Option<&Value>,
-    first_ids: &HashMap<String, String>,
-) -> ((String, String, String, String, bool), bool) {
+/// One line of the demo's table.
+struct Row {
+    label: String,
+    trace: String,
+    result: String,
+    extra: String,
+    detail: String,
+    good: bool,
+}
+
+/// The payment events of `expected` traces (up to 20 s), as `state` or
+/// `anomaly/<kind>`.
+async fn payment_events(
+    payments: &mut lapin::Consumer,
+    expected: &HashMap<String, &'static str>,
+) -> HashMap<String, String> {
+    let mut seen = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < expected.len() {
+        let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, payments.next()).await else {
+            break;
+        };
+        let _ = d.acker.ack(Default::default()).await;
+        let Ok(ev) = serde_json::from_slice::<Value>(&d.data) else {
+            continue;
+        };
+        let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
+        let state = match ev["anomaly"]["kind"].as_str() {
+            Some(kind) => format!("anomaly/{kind}"),
+            None => ev["state"].as_str().unwrap_or("?").to_owned(),
+        };
+        seen.entry(trace).or_insert(state);
+    }
+    seen
+}
+
+fn row_for(c: &Case, ev: Option<&Value>, first_ids: &HashMap<String, String>) -> Row {
     let Some(ev) = ev else {
-        return (
-            (
-                c.label.to_owned(),
-                "NO RESULT EVENT".into(),
-                String::new(),
-                String::new(),
-                false,
-            ),
-            false,
-        );
+        return Row {
+            label: c.label.to_owned(),
+            trace: c.trace.clone(),
+            result: "NO RESULT EVENT".into(),
+            extra: String::new(),
+            detail: String::new(),
+            good: false,
+        };
     };
     let outcome = outcome_of(ev);
     let mut good = Some(outcome.as_str()) == c.expect && (c.check)(ev);
@@ -433,10 +604,14 @@ fn row_for(
         ev["attempts"].to_string(),
         ev["duplicate"].to_string()
     );
-    (
-        (c.label.to_owned(), outcome, extra, detail_of(ev), good),
+    Row {
+        label: c.label.to_owned(),
+        trace: c.trace.clone(),
+        result: outcome,
+        extra,
+        detail: detail_of(ev),
         good,
-    )
+    }
 }
 
 /// The first message in the DLQ, if any.

@@ -1,8 +1,11 @@
 //! The commands besides the worker's own loop: `run` (its wiring: admin
-//! endpoints, key reload), `sandbox`, `publish`, `sign`, `demo`, `dlq`.
+//! endpoints, key reload), `notify`, `sandbox`, `publish`, `sign`, `demo`,
+//! `dlq`, `inspect`.
 
 pub mod demo;
 pub mod dlq;
+pub mod inspect;
+pub mod notify;
 pub mod publish;
 pub mod run;
 pub mod sandbox;

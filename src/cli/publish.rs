@@ -174,6 +174,16 @@ pub async fn result_listener(
     conn: &Connection,
     result_exchange: &str,
 ) -> Result<Consumer, lapin::Error> {
+    event_listener(conn, result_exchange, "h5pay.result.#").await
+}
+
+/// A consumer of the events on `result_exchange` matching `binding`
+/// (`h5pay.result.#`, `h5pay.payment.#`), on a queue of its own.
+pub async fn event_listener(
+    conn: &Connection,
+    result_exchange: &str,
+    binding: &str,
+) -> Result<Consumer, lapin::Error> {
     let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(
@@ -189,7 +199,7 @@ pub async fn result_listener(
     ch.queue_bind(
         q.name().clone(),
         ShortString::from(result_exchange),
-        "h5pay.result.#".into(),
+        ShortString::from(binding),
         QueueBindOptions::default(),
         FieldTable::default(),
     )

@@ -20,6 +20,17 @@ pub struct SandboxArgs {
     /// (default: http:// and the address it listens on).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Send notifies without `inst_no` (as one known gateway does).
+    #[arg(long)]
+    pub notify_without_inst_no: bool,
+    /// When a paid order's notify is sent, in seconds after the payment,
+    /// until it is answered with the SUCCESS reply.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1,2,4,8,15,30,60,120,300"
+    )]
+    pub notify_schedule_secs: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +74,12 @@ pub async fn run(institutions: Institutions, args: SandboxArgs) -> Result<(), Sa
             latency: Duration::from_millis(args.latency_ms),
             error_rate: args.error_rate,
             public_url: public_url.clone(),
+            notify_inst_no: !args.notify_without_inst_no,
+            notify_schedule: args
+                .notify_schedule_secs
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
             ..SandboxOptions::default()
         },
     );

@@ -310,6 +310,31 @@ impl Default for LogSettings {
     }
 }
 
+/// The notify receiver (contract §11): `h5pay-worker notify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// Where `h5pay-worker notify` serves `POST <path>`.
+    pub listen: String,
+    pub path: String,
+    /// When set, the notify_url sent for intents that bring none: where the
+    /// gateway reaches this receiver from outside.
+    pub public_url: String,
+    /// Larger notifies are answered 413.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            listen: "127.0.0.1:8091".into(),
+            path: "/h5pay/notify".into(),
+            public_url: String::new(),
+            body_limit_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// Everything the process is configured with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -322,6 +347,7 @@ pub struct Settings {
     pub institutions: Vec<InstitutionSettings>,
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
+    pub notify: NotifySettings,
     pub log: LogSettings,
 }
 

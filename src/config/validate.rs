@@ -122,6 +122,27 @@ impl Settings {
                 "must be an address like 127.0.0.1:9464",
             ));
         }
+        let n = &self.notify;
+        if n.listen.parse::<SocketAddr>().is_err() {
+            return Err(err(
+                "notify.listen",
+                "must be an address like 127.0.0.1:8091",
+            ));
+        }
+        if !n.path.starts_with('/') || n.path.len() > 256 || n.path.contains(char::is_whitespace) {
+            return Err(err(
+                "notify.path",
+                "must start with / and be at most 256 characters without whitespace",
+            ));
+        }
+        if !n.public_url.is_empty()
+            && let Err(why) = crate::intent::check_notify_url(&n.public_url)
+        {
+            return Err(err("notify.public_url", format!("{why} (or empty)")));
+        }
+        if !(512..=1024 * 1024).contains(&n.body_limit_bytes) {
+            return Err(err("notify.body_limit_bytes", "must be 512 to 1048576"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(err(
                 "log.level",

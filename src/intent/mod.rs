@@ -67,8 +67,10 @@ impl Intent {
         hex::encode(&h.finalize()[..16])
     }
 
-    /// The gateway request, with the `pay_time` fixed for this identity.
-    pub fn request(&self, pay_time: &str) -> H5PayRequest {
+    /// The gateway request, with the `pay_time` and `notify_url` fixed for
+    /// this identity (the intent's own, or `notify.public_url`, stored with
+    /// the claim).
+    pub fn request(&self, pay_time: &str, notify_url: Option<&str>) -> H5PayRequest {
         H5PayRequest {
             inst_no: self.identity.inst_no.clone(),
             mch_no: self.identity.mch_no.clone(),
@@ -77,7 +79,7 @@ impl Intent {
             pay_time: pay_time.to_owned(),
             total_amount: self.total_amount,
             open_id: self.open_id.clone(),
-            notify_url: self.notify_url.clone(),
+            notify_url: notify_url.map(str::to_owned),
         }
     }
 }

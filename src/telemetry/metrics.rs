@@ -191,6 +191,7 @@ label! {
     Server {
         Admin => "admin",
         Sandbox => "sandbox",
+        Notify => "notify",
     }
 }
 
@@ -217,6 +218,40 @@ pub const AMQP_RECONNECTS: &str = "h5pay_amqp_reconnects_total";
 pub const PANICS: &str = "h5pay_panics_total";
 pub const READY: &str = "h5pay_ready";
 pub const HTTP_REFUSED: &str = "h5pay_http_connections_refused_total";
+pub const PAYMENT_EVENTS: &str = "h5pay_payment_events_total";
+
+label! {
+    /// `h5pay_notifies_total{outcome}` (contract §9).
+    NotifyOutcome {
+        /// A transition, its event confirmed.
+        Applied => "applied",
+        /// Already in that state.
+        Duplicate => "duplicate",
+        /// Evidence that changes nothing (not paid yet, a late PAY_FAIL).
+        NoChange => "no_change",
+        /// Unknown institution or a sign that does not verify: 400.
+        BadSignature => "bad_signature",
+        /// Too large, or not a JSON object of scalars: 413 / 400.
+        BadRequest => "bad_request",
+        UnknownPayment => "unknown_payment",
+        /// Echoes that differ, or an answer that cannot be placed: an anomaly.
+        Mismatch => "mismatch",
+        /// Redis or the broker unavailable, or the event not confirmed: 503.
+        Unavailable => "unavailable",
+    }
+}
+
+pub const NOTIFIES: &str = "h5pay_notifies_total";
+pub const NOTIFY_DURATION: &str = "h5pay_notify_duration_seconds";
+
+pub fn notify_answered(outcome: NotifyOutcome, took: Duration) {
+    counter!(NOTIFIES, "outcome" => outcome.as_str()).increment(1);
+    histogram!(NOTIFY_DURATION).record(took.as_secs_f64());
+}
+
+pub fn payment_event(state: crate::payment::EventState) {
+    counter!(PAYMENT_EVENTS, "state" => state.as_str()).increment(1);
+}
 
 pub fn intent_settled(outcome: IntentOutcome) {
     counter!(INTENTS, "outcome" => outcome.as_str()).increment(1);
@@ -342,6 +377,10 @@ pub(super) fn register() {
     zero::<DeadLetter>(DEAD_LETTERED, "reason");
     zero::<HandBack>(HANDED_BACK, "reason");
     zero::<Server>(HTTP_REFUSED, "server");
+    zero::<NotifyOutcome>(NOTIFIES, "outcome");
+    for state in crate::payment::EventState::ALL {
+        counter!(PAYMENT_EVENTS, "state" => state.as_str()).absolute(0);
+    }
     for op in RedisOp::ALL {
         for cause in RedisCause::ALL {
             counter!(REDIS_ERRORS, "op" => op.as_str(), "error" => cause.as_str()).absolute(0);
@@ -366,6 +405,7 @@ pub(super) fn register() {
         PUBLISH_CONFIRM,
         CLAIM_WAIT,
         INTENT_DURATION,
+        NOTIFY_DURATION,
     ] {
         // Registering the handle is enough for the exporter to list it.
         let _ = histogram!(name);
@@ -422,6 +462,15 @@ pub(super) fn describe() {
         "Intents whose processing panicked (handed back; a bug to report)"
     );
     describe_gauge!(READY, "1 while /readyz answers 200");
+    describe_counter!(
+        NOTIFIES,
+        "Notifies received, by outcome (applied, duplicate, no_change, bad_signature, bad_request, unknown_payment, mismatch, unavailable)"
+    );
+    describe_histogram!(NOTIFY_DURATION, "Notify received to reply sent");
+    describe_counter!(
+        PAYMENT_EVENTS,
+        "Payment events confirmed by the broker, by state (paid, failed, closed, unresolved, anomaly)"
+    );
     describe_counter!(
         HTTP_REFUSED,
         "HTTP connections closed at once because the server had its maximum open, by server"

@@ -13,6 +13,8 @@
 mod harness;
 #[path = "../common/net.rs"]
 mod net;
+#[path = "../common/proxy.rs"]
+mod proxy;
 #[path = "../common/vhost.rs"]
 mod vhost;
 

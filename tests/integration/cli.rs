@@ -362,6 +362,123 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     let _ = child.wait().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops_on_sigterm() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("n.toml");
+    let (port, admin) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{port}/h5pay/notify");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[notify]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{url}\"\n",
+            base_toml(&env.id, &env.gateway_url())
+        ),
+    )
+    .expect("config written");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["notify", "--config", &path.display().to_string()])
+        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("H5PAY__LOG__LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("process started");
+    assert!(wait_ready(admin).await, "receiver not ready");
+    let metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .expect("GET answered")
+            .text()
+            .await
+            .unwrap_or_default()
+    };
+    let fresh = metrics().await;
+    for line in [
+        "h5pay_notifies_total{outcome=\"applied\"} 0",
+        "h5pay_notifies_total{outcome=\"unavailable\"} 0",
+        "h5pay_payment_events_total{state=\"paid\"} 0",
+        "h5pay_payment_events_total{state=\"anomaly\"} 0",
+        "h5pay_notify_duration_seconds",
+    ] {
+        assert!(
+            fresh.contains(line),
+            "{line} missing from a fresh /metrics:\n{fresh}"
+        );
+    }
+
+    // An order placed by a worker that names this receiver, paid on the
+    // sandbox, whose notify reaches the process.
+    let mut results = env.results().await;
+    let mut payments = env.payments().await;
+    let mut config = env.config.clone();
+    config.settings.notify.public_url = url.clone();
+    let worker = env.worker_with(config);
+    worker.ready().await;
+    env.publish_json(&crate::support::intent("PROC-1", "M1", 100))
+        .await;
+    let ready = results.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(ready.event["status"], "ready", "{}", ready.event);
+    env.pay("M1", "PROC-1").await;
+    let paid = payments.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(paid.event["state"], "paid", "{}", paid.event);
+    assert_eq!(paid.event["trade_no"], ready.event["trade_no"]);
+    // The notify is counted when it is answered, a moment after its event
+    // was confirmed (which the test has already seen).
+    let mut after = metrics().await;
+    for _ in 0..50 {
+        if series(&after, "h5pay_notifies_total", &["outcome=\"applied\""]) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = metrics().await;
+    }
+    assert_eq!(
+        series(&after, "h5pay_notifies_total", &["outcome=\"applied\""]),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        series(&after, "h5pay_payment_events_total", &["state=\"paid\""]),
+        Some(1.0),
+        "{after}"
+    );
+
+    // The public port carries the notify path and nothing else.
+    let http = reqwest::Client::new();
+    for other in ["/metrics", "/readyz", "/", "/h5pay/notify/x"] {
+        let r = http
+            .post(format!("http://127.0.0.1:{port}{other}"))
+            .body("{}")
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(r.status(), 404, "{other}");
+    }
+
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
+        .expect("the receiver exited");
+    assert_eq!(out.code(), Some(0));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(stderr.contains("notify receiver stopped"), "{stderr}");
+    assert!(stderr.contains("PROC-1"), "the notify is logged: {stderr}");
+    // Neither the key nor the notify's sign nor the link reach the log.
+    assert!(!stderr.contains(SANDBOX_KEY), "a key reached the log");
+    let code_url = ready.event["code_url"].as_str().unwrap_or("?");
+    assert!(!stderr.contains(code_url), "a code_url reached the log");
+    drop(worker);
+}
+
 /// The value of a series in Prometheus text, if it is there.
 fn series(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
     metrics.lines().find_map(|l| {

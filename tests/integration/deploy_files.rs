@@ -262,3 +262,49 @@ fn the_broker_config_caps_message_size_above_the_intent_limit() {
         "max_message_size = {cap}"
     );
 }
+
+#[test]
+fn the_notify_receiver_runs_in_its_own_pods_with_probes_and_only_its_path_public() {
+    let d = load(&root().join("deploy/k8s/notify-deployment.yaml"))
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .expect("a Deployment");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_vec()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(args.first(), Some(&"notify"), "{args:?}");
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["port"].as_str(),
+        Some("admin")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    let services = load(&root().join("deploy/k8s/notify-service.yaml"));
+    let public = services
+        .iter()
+        .find(|s| s["metadata"]["name"].as_str() == Some("h5pay-notify"))
+        .expect("the public Service");
+    let ports: Vec<&str> = public["spec"]["ports"]
+        .as_vec()
+        .map(|p| p.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        ports,
+        vec!["notify"],
+        "the public Service carries the notify port only"
+    );
+    let compose = read("deploy/docker-compose.yml");
+    assert!(
+        compose.contains("\"notify\", \"--config\""),
+        "a compose service runs the receiver"
+    );
+    assert!(compose.contains("H5PAY__NOTIFY__PUBLIC_URL"));
+}

@@ -51,3 +51,8 @@ fn the_sign_corpus_keeps_its_properties() {
 fn the_config_corpus_keeps_its_properties() {
     replay("config", h5pay_worker::fuzz_targets::config);
 }
+
+#[test]
+fn the_notify_corpus_keeps_its_properties() {
+    replay("notify", h5pay_worker::fuzz_targets::notify);
+}

@@ -4,13 +4,17 @@
 //! parallel. `make services` starts RabbitMQ and Redis when they are down.
 
 mod breaker;
+mod browser;
 mod cli;
 mod deploy_files;
 mod fuzz_corpus;
 mod gateway_client;
 #[path = "../common/net.rs"]
 mod net;
+mod notify;
 mod pipeline_order;
+#[path = "../common/proxy.rs"]
+mod proxy;
 mod publishing;
 mod redis_cluster;
 mod sandbox_api;

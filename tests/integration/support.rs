@@ -310,6 +310,90 @@ impl TestEnv {
         .await
     }
 
+    /// A consumer of every payment event, bound before anything happens.
+    pub async fn payments(&self) -> Results {
+        Results::bind(
+            &self.conn,
+            &self.config.settings.amqp.result_exchange,
+            "h5pay.payment.#",
+        )
+        .await
+    }
+
+    /// A notify receiver in this process on a free port, on this
+    /// environment's settings (or `amqp_url`/`redis_url` instead: a proxy).
+    pub async fn receiver(&self, via: Via) -> ReceiverServer {
+        let mut settings = self.config.settings.clone();
+        if let Some(url) = via.amqp_url {
+            settings.amqp.url = h5pay_worker::config::SecretUrl::new(url);
+        }
+        if let Some(url) = via.redis_url {
+            settings.redis.url = h5pay_worker::config::SecretUrl::new(url);
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let claims = h5pay_worker::claim::ClaimStore::new(
+            h5pay_worker::claim::connect(&settings.redis).expect("a Redis client"),
+            &settings.redis,
+        );
+        let link = h5pay_worker::amqp::link::Link::start(
+            settings.amqp.clone(),
+            "notify-test",
+            stop.clone(),
+        );
+        let receiver = Arc::new(h5pay_worker::notify::Receiver {
+            payments: h5pay_worker::payment::PaymentStore::new(claims),
+            sink: link.clone(),
+            keys: Arc::new(h5pay_worker::keys::KeyRing::new(
+                self.config.institutions.clone(),
+            )),
+            settings: settings.notify.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the receiver");
+        let addr = listener.local_addr().expect("the receiver's address");
+        let served = stop.clone();
+        let task = tokio::spawn(h5pay_worker::http_server::serve(
+            listener,
+            h5pay_worker::notify::app(receiver),
+            h5pay_worker::telemetry::metrics::Server::Notify,
+            async move { served.cancelled().await },
+        ));
+        for _ in 0..200 {
+            if link.is_connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        ReceiverServer {
+            url: format!("http://{addr}{}", settings.notify.path),
+            link,
+            stop,
+            task,
+        }
+    }
+
+    /// These settings with notifies sent to `receiver` (notify.public_url).
+    pub fn config_notifying(&self, receiver: &ReceiverServer) -> Config {
+        let mut config = self.config.clone();
+        config.settings.notify.public_url = receiver.url.clone();
+        config
+    }
+
+    /// Pays an order on the sandbox, as a payer would.
+    pub async fn pay(&self, mch_no: &str, pay_trace_no: &str) -> Value {
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/sandbox/pay", self.sandbox_addr))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"mch_no": mch_no, "pay_trace_no": pay_trace_no}).to_string())
+            .send()
+            .await
+            .expect("the sandbox answers");
+        assert!(answer.status().is_success(), "pay: {}", answer.status());
+        let bytes = answer.bytes().await.expect("a body");
+        serde_json::from_slice(&bytes).expect("a JSON answer")
+    }
+
     pub async fn publisher(&self) -> Channel {
         let ch = self.conn.create_channel().await.expect("a channel");
         ch.confirm_select(ConfirmSelectOptions::default())
@@ -495,6 +579,56 @@ impl Drop for RunningWorker {
     }
 }
 
+/// Where an in-process receiver connects, when not to this environment's
+/// RabbitMQ and Redis directly.
+#[derive(Default)]
+pub struct Via {
+    pub amqp_url: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+/// A notify receiver running in this process.
+pub struct ReceiverServer {
+    /// `http://addr/h5pay/notify`.
+    pub url: String,
+    pub link: h5pay_worker::amqp::link::Link,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReceiverServer {
+    /// POSTs a body; returns the status and the body as text.
+    pub async fn post(&self, body: &[u8]) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the receiver answers");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// Waits (up to 10 s) for the broker connection.
+    pub async fn connected(&self) -> bool {
+        for _ in 0..400 {
+            if self.link.is_connected() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
+
+impl Drop for ReceiverServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
 /// A consumer of result events.
 pub struct Results {
     consumer: Consumer,
@@ -620,6 +754,7 @@ pub fn claim_request<'a>(
         pay_time,
         pay_time_explicit: false,
         too_old: false,
+        sent: "",
     }
 }
 

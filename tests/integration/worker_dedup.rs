@@ -216,7 +216,11 @@ async fn an_outcome_stored_before_a_crash_is_replayed_unconfirmed_then_as_duplic
         "error": null, "attempts": 1, "duplicate": false, "metadata": null, "occurred_at": "2026-11-26T01:02:03.004Z"});
     assert!(matches!(
         claims
-            .store(&identity, "dead-worker", stored.to_string().as_bytes())
+            .store(
+                &identity,
+                "dead-worker",
+                &outcome(stored.to_string().as_bytes())
+            )
             .await,
         Ok(true)
     ));
@@ -302,7 +306,9 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
         .claim(&identity, &claim_request("owner-b", &fp, "20261126999999"))
         .await
     {
-        Ok(ClaimReply::Claimed { pay_time, takeover }) => {
+        Ok(ClaimReply::Claimed {
+            pay_time, takeover, ..
+        }) => {
             assert!(takeover);
             assert_eq!(
                 pay_time, "20261126000000",
@@ -318,7 +324,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
     assert!(
         matches!(
             claims
-                .store(&identity, "owner-a", b"{\"stale\":true}")
+                .store(&identity, "owner-a", &outcome(b"{\"stale\":true}"))
                 .await,
             Ok(false)
         ),
@@ -330,7 +336,7 @@ async fn a_stalled_owner_whose_lease_was_taken_over_cannot_overwrite_the_new_out
     ));
     assert!(matches!(
         claims
-            .store(&identity, "owner-b", b"{\"fresh\":true}")
+            .store(&identity, "owner-b", &outcome(b"{\"fresh\":true}"))
             .await,
         Ok(true)
     ));
@@ -487,6 +493,15 @@ async fn claimed_by_a_dead_owner(env: &TestEnv, trace: &str, amount: u64, lease_
         )
         .await;
     assert!(matches!(reply, Ok(ClaimReply::Claimed { .. })), "{reply:?}");
+}
+
+/// An outcome to store directly (not followed).
+fn outcome(event: &[u8]) -> h5pay_worker::claim::StoredOutcome<'_> {
+    h5pay_worker::claim::StoredOutcome {
+        event,
+        followed: false,
+        trade_no: None,
+    }
 }
 
 fn fingerprint_of(v: &Value) -> String {

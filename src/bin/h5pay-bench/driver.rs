@@ -60,6 +60,47 @@ pub async fn cleanup(conn: &Connection, n: &Names, redis_url: &str) {
     let _ = h5pay_worker::claim::remove_keys(redis_url, &n.key_prefix).await;
 }
 
+/// A queue of this process's own (exclusive, auto-ack, gone with its
+/// channel) bound to `exchange` with `key`, and its consumer.
+pub async fn subscribe(
+    conn: &Connection,
+    exchange: &str,
+    key: &str,
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((ch, consumer))
+}
+
 /// Runs `--warmup` intents through the same path, unmeasured.
 pub async fn warm_up(conn: &Connection, n: &Names, opts: &Opts) -> anyhow::Result<()> {
     if opts.warmup == 0 {
@@ -83,38 +124,8 @@ pub async fn drive(
     run_tag: &str,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let (count, rate) = (opts.intents, opts.rate);
-    // Results: an exclusive queue, auto-ack, bound before publishing.
-    let rch = conn.create_channel().await?;
-    let q = rch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    rch.queue_bind(
-        q.name().clone(),
-        n.amqp.result_exchange.as_str().into(),
-        "h5pay.result.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let mut results = rch
-        .basic_consume(
-            q.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    // Results: bound before publishing.
+    let (_rch, mut results) = subscribe(conn, &n.amqp.result_exchange, "h5pay.result.#").await?;
 
     let published: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
         Arc::new(std::sync::Mutex::new(vec![None; count]));

@@ -9,8 +9,12 @@
 //! a child process) that does only the worker's I/O — consume, the same
 //! Redis round trips, one HTTP POST to the sandbox, a confirmed publish, an
 //! ack — and reports the worker as a ratio of it.
+//!
+//! `h5pay-bench notify` measures the notify receiver instead
+//! ([`notify_load`]).
 
 mod driver;
+mod notify_load;
 // The one free_port of the project, shared with the tests.
 #[path = "../../../tests/common/net.rs"]
 mod net;
@@ -19,13 +23,12 @@ mod report;
 mod skeleton;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lapin::{Connection, ConnectionProperties};
 
-use processes::{ChildGuard, TempDir, free_port, run_skeleton, run_worker, wait_port, worker_bin};
+use processes::{TempDir, run_skeleton, run_worker, start_sandbox, worker_bin};
 
 pub const SANDBOX_KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
 
@@ -103,6 +106,9 @@ enum Mode {
         #[arg(long)]
         key_prefix: String,
     },
+    /// The notify receiver under load: orders placed by the worker, then
+    /// signed notifies at a fixed rate and at the maximum.
+    Notify(notify_load::NotifyOpts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             gateway,
             key_prefix,
         )),
+        Some(Mode::Notify(n)) => rt.block_on(notify_load::run(cli.opts, n)),
         None => rt.block_on(bench(cli.opts)),
     }
 }
@@ -136,35 +143,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         .with_context(|| "RabbitMQ (make services)")?;
 
     // One sandbox for both runs, in its own process.
-    let sandbox_port = free_port()?;
-    let sandbox_cfg = dir.path().join("sandbox.toml");
-    std::fs::write(
-        &sandbox_cfg,
-        format!(
-            "[[institutions]]\ninst_no = \"60000001\"\nkey = \"{SANDBOX_KEY}\"\n[log]\nlevel = \"warn\"\n"
-        ),
-    )?;
-    let _sandbox = ChildGuard(
-        Command::new(&bin)
-            .args([
-                "sandbox",
-                "--listen",
-                &format!("127.0.0.1:{sandbox_port}"),
-                "--latency-ms",
-                &opts.latency_ms.to_string(),
-                "--config",
-            ])
-            .arg(&sandbox_cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the sandbox")?,
-    );
-    wait_port(sandbox_port).await?;
-    let gateway = format!(
-        "http://127.0.0.1:{sandbox_port}{}",
-        h5pay_worker::sandbox::PAY_PATH
-    );
+    let (_sandbox, gateway) = start_sandbox(&bin, &dir, opts.latency_ms).await?;
     let mut reports = Vec::new();
     // Worker and skeleton runs alternate, so that the machine's noise hits both.
     for run in 1..=opts.runs {

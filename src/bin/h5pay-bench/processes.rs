@@ -52,6 +52,41 @@ impl Drop for TempDir {
 
 pub struct ChildGuard(pub Child);
 
+/// The sandbox gateway in a process of its own, and its pay URL.
+pub async fn start_sandbox(
+    bin: &std::path::Path,
+    dir: &TempDir,
+    latency_ms: u64,
+) -> anyhow::Result<(ChildGuard, String)> {
+    let port = free_port()?;
+    let cfg = dir.path().join("sandbox.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[institutions]]\ninst_no = \"60000001\"\nkey = \"{SANDBOX_KEY}\"\n[log]\nlevel = \"warn\"\n"
+        ),
+    )?;
+    let child = ChildGuard(
+        Command::new(bin)
+            .args([
+                "sandbox",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--latency-ms",
+                &latency_ms.to_string(),
+                "--config",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the sandbox")?,
+    );
+    wait_port(port).await?;
+    let gateway = format!("http://127.0.0.1:{port}{}", h5pay_worker::sandbox::PAY_PATH);
+    Ok((child, gateway))
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -59,7 +94,7 @@ impl Drop for ChildGuard {
     }
 }
 
-fn config_toml(opts: &Opts, n: &Names, gateway: &str, admin_port: u16) -> String {
+pub fn config_toml(opts: &Opts, n: &Names, gateway: &str, admin_port: u16) -> String {
     format!(
         r#"[amqp]
 url = "{amqp}"

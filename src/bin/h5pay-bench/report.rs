@@ -112,13 +112,22 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
         )?;
     }
     if let Some(path) = &opts.json {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        for r in reports {
-            writeln!(f, "{}", serde_json::to_string(r)?)?;
-        }
+        append_json(path, reports)?;
+    }
+    Ok(())
+}
+
+/// One JSON line per report, appended to `path`.
+pub fn append_json<T: serde::Serialize>(
+    path: &std::path::Path,
+    reports: &[T],
+) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for r in reports {
+        writeln!(f, "{}", serde_json::to_string(r)?)?;
     }
     Ok(())
 }

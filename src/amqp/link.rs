@@ -1,0 +1,135 @@
+//! A broker connection kept alive in the background for a process that
+//! only publishes (the notify receiver): connected, topology declared, a
+//! confirm-mode publisher ready, rebuilt with backoff whenever it breaks.
+//! Callers never wait for a connection: without one they answer at once
+//! that the broker is unavailable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::Connection;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{PublishError, Publisher};
+use crate::config::AmqpSettings;
+use crate::payment::apply::{Outgoing, PaymentSink};
+
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often a live connection is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// The current publisher, if connected. Cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    current: watch::Receiver<Option<Publisher>>,
+    /// Asks the keeper to rebuild now (a publish found the channel gone).
+    broken: Arc<tokio::sync::Notify>,
+}
+
+impl Link {
+    /// Starts keeping a connection named `role`; stops when `stop` is cancelled.
+    pub fn start(settings: AmqpSettings, role: &'static str, stop: CancellationToken) -> Link {
+        let (tx, rx) = watch::channel(None);
+        let broken = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(keep(settings, role, tx, broken.clone(), stop));
+        Link {
+            current: rx,
+            broken,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.current.borrow().is_some()
+    }
+
+    fn publisher(&self) -> Option<Publisher> {
+        self.current.borrow().clone()
+    }
+}
+
+impl PaymentSink for Link {
+    async fn publish_payment(&self, out: Outgoing<'_>) -> Result<(), PublishError> {
+        let Some(publisher) = self.publisher() else {
+            return Err(PublishError::Unavailable);
+        };
+        let result = publisher.publish_payment(out).await;
+        if matches!(&result, Err(e) if e.channel_lost()) {
+            self.broken.notify_one();
+        }
+        result
+    }
+}
+
+async fn keep(
+    settings: AmqpSettings,
+    role: &'static str,
+    tx: watch::Sender<Option<Publisher>>,
+    broken: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let mut delay = RECONNECT_MIN;
+    loop {
+        let opened = tokio::select! {
+            _ = stop.cancelled() => return,
+            o = open(&settings, role) => o,
+        };
+        let (conn, publisher) = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        delay = RECONNECT_MIN;
+        tracing::info!("connected to RabbitMQ");
+        tx.send_replace(Some(publisher.clone()));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    tx.send_replace(None);
+                    super::close(&conn, &[publisher.channel()], "stopping").await;
+                    return;
+                }
+                _ = broken.notified() => break,
+                _ = tokio::time::sleep(WATCH_EVERY) => {
+                    if !conn.status().connected() || !publisher.channel().status().connected() {
+                        break;
+                    }
+                }
+            }
+        }
+        tx.send_replace(None);
+        crate::telemetry::metrics::amqp_reconnected();
+        tracing::warn!("lost the RabbitMQ connection; reconnecting");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.close(200, "reconnecting".into()),
+        )
+        .await;
+    }
+}
+
+async fn open(
+    settings: &AmqpSettings,
+    role: &str,
+) -> Result<(Arc<Connection>, Publisher), OpenError> {
+    let conn = Arc::new(super::connect(&settings.url, &super::connection_name(role)).await?);
+    super::declare(&conn, settings).await?;
+    let publisher = Publisher::open(&conn, &settings.result_exchange).await?;
+    Ok((conn, publisher))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Topology(#[from] super::TopologyError),
+}

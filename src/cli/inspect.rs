@@ -1,0 +1,174 @@
+//! `h5pay-worker inspect`: what the worker knows of one payment — the
+//! stored outcome, the payment state, `trade_no`, notifies seen — never a
+//! key or a full `code_url` (only its host).
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::claim::{self, ClaimStore};
+use crate::config::Config;
+use crate::intent::Identity;
+use crate::payment::{PaymentStore, View};
+use crate::pipeline::url_host;
+
+/// `h5pay-worker inspect`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    #[arg(long)]
+    pub mch_no: String,
+    #[arg(long)]
+    pub pay_trace_no: String,
+    /// Default: the configured default institution.
+    #[arg(long)]
+    pub inst_no: Option<String>,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("redis.url: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis: {0}")]
+    Claim(#[from] crate::claim::ClaimError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What `inspect` shows, as JSON.
+pub fn describe(id: &Identity, stage: Option<&str>, confirmed: bool, view: &View) -> Value {
+    let outcome = view.outcome.as_ref().map(|o| {
+        json!({
+            "status": o.status.as_str(),
+            "error_kind": o.error_kind(),
+            "error": o.error.as_ref().map(|e| e.message.clone()),
+            "attempts": o.attempts,
+            "occurred_at": o.occurred_at,
+            "event_id": o.event_id,
+            "event_confirmed": confirmed,
+            "code_url_host": o.code_url.as_deref().and_then(url_host),
+        })
+    });
+    let payment = view.known.state().map(|s| {
+        json!({
+            "state": s.as_str(),
+            "event_unconfirmed": view.unconfirmed.as_ref().map(|(id, _)| id),
+        })
+    });
+    json!({
+        "inst_no": id.inst_no, "mch_no": id.mch_no, "pay_trace_no": id.pay_trace_no,
+        "claim": stage,
+        "pay_time": view.pay_time,
+        "outcome": outcome,
+        "payment": payment,
+        "trade_no": view.trade_no,
+        "notifies_seen": view.notifies,
+        "next_check": Value::Null,
+    })
+}
+
+fn line(out: &mut dyn Write, label: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
+    writeln!(out, "{label:<15}{value}")
+}
+
+pub async fn run(
+    config: &Config,
+    args: &InspectArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<(), InspectError> {
+    let s = &config.settings;
+    let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
+    let id = Identity {
+        inst_no: args
+            .inst_no
+            .clone()
+            .unwrap_or_else(|| config.institutions.default_inst_no().to_owned()),
+        mch_no: args.mch_no.clone(),
+        pay_trace_no: args.pay_trace_no.clone(),
+    };
+    let view = PaymentStore::new(claims.clone()).view(&id).await?;
+    let mut conn = claims.conn();
+    let (stage, confirmed): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(claims.key(&id))
+        .arg("st")
+        .arg("cf")
+        .query_async(&mut conn)
+        .await
+        .map_err(crate::claim::ClaimError::from)?;
+    let stage = stage
+        .as_deref()
+        .map(|s| if s == "d" { "decided" } else { "claimed" });
+    let v = describe(&id, stage, confirmed.as_deref() == Some("1"), &view);
+    if args.json {
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    line(
+        out,
+        "identity",
+        format!("{} / {} / {}", id.inst_no, id.mch_no, id.pay_trace_no),
+    )?;
+    let Some(stage) = stage else {
+        line(
+            out,
+            "known",
+            "no: never seen, or older than redis.retention_secs",
+        )?;
+        return Ok(());
+    };
+    line(out, "claim", stage)?;
+    line(out, "pay_time", view.pay_time.as_deref().unwrap_or("-"))?;
+    let text = |k: &str| v["outcome"][k].as_str().map(str::to_owned);
+    match view.outcome.as_ref() {
+        Some(o) => {
+            let mut desc = o.status.as_str().to_owned();
+            if let Some(kind) = o.error_kind() {
+                desc.push('/');
+                desc.push_str(kind);
+            }
+            line(
+                out,
+                "outcome",
+                format!(
+                    "{desc}, {} attempt(s), at {}, event {} ({})",
+                    o.attempts,
+                    o.occurred_at,
+                    o.event_id,
+                    if confirmed.as_deref() == Some("1") {
+                        "confirmed"
+                    } else {
+                        "not confirmed yet"
+                    }
+                ),
+            )?;
+            if let Some(host) = text("code_url_host") {
+                line(out, "code_url", format!("on {host}"))?;
+            }
+            if let Some(e) = text("error") {
+                line(out, "error", e)?;
+            }
+        }
+        None => line(
+            out,
+            "outcome",
+            "not stored yet (a call in progress, or a crash before the store)",
+        )?,
+    }
+    match view.known.state() {
+        Some(state) => line(
+            out,
+            "payment",
+            match &view.unconfirmed {
+                Some((id, _)) => format!("{} (its event {id} not confirmed yet)", state.as_str()),
+                None => state.as_str().to_owned(),
+            },
+        )?,
+        None => line(out, "payment", "not followed")?,
+    }
+    line(out, "trade_no", view.trade_no.as_deref().unwrap_or("-"))?;
+    line(out, "notifies seen", view.notifies)?;
+    line(out, "next check", "-")?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `h5pay-worker notify`: the notify receiver as a process of its own
+//! (contract §11), its admin endpoints on `admin.listen`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Health};
+use crate::amqp::link::Link;
+use crate::claim::{self, ClaimStore};
+use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::notify::{self, Receiver};
+use crate::payment::PaymentStore;
+use crate::telemetry::{self, metrics::Server};
+use crate::{http_server, signals};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyCommandError {
+    #[error("redis.url: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("notify.listen {listen}: {source}")]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error("admin.listen {listen}: {source}")]
+    Admin {
+        listen: String,
+        source: std::io::Error,
+    },
+}
+
+/// Serves notifies until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
+    let (stop_signal, _hangups) = signals::install();
+    telemetry::init_logging(&config.settings.log);
+    let _ = telemetry::recorder();
+    let s = &config.settings;
+    let stop = CancellationToken::new();
+    let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
+    let health = Arc::new(Health::receiver());
+    let link = Link::start(s.amqp.clone(), "notify", stop.clone());
+    let receiver = Arc::new(Receiver {
+        payments: PaymentStore::new(claims.clone()),
+        sink: link.clone(),
+        keys: Arc::new(KeyRing::new(config.institutions.clone())),
+        settings: s.notify.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(&s.notify.listen)
+        .await
+        .map_err(|source| NotifyCommandError::Listen {
+            listen: s.notify.listen.clone(),
+            source,
+        })?;
+    let (admin_addr, admin_server) =
+        admin::bind(&s.admin.listen, health.clone())
+            .await
+            .map_err(|source| NotifyCommandError::Admin {
+                listen: s.admin.listen.clone(),
+                source,
+            })?;
+    tracing::info!(
+        listen = %s.notify.listen,
+        path = %s.notify.path,
+        admin = %admin_addr,
+        amqp = %s.amqp.url,
+        redis = %s.redis.url,
+        institutions = ?config.institutions,
+        "notify receiver listening"
+    );
+    let admin_task = tokio::spawn(admin_server);
+    let pinger = tokio::spawn(admin::ping_redis(claims, health.clone()));
+    let watcher = tokio::spawn(watch_broker(link, health.clone()));
+    let stopped = {
+        let health = health.clone();
+        let stop = stop.clone();
+        async move {
+            stop_signal.recv().await;
+            tracing::info!("stop requested: finishing the notifies in progress");
+            health.set_stopping();
+            stop.cancel();
+        }
+    };
+    http_server::serve(listener, notify::app(receiver), Server::Notify, stopped).await;
+    watcher.abort();
+    pinger.abort();
+    admin_task.abort();
+    tracing::info!("notify receiver stopped");
+    Ok(())
+}
+
+/// Readiness follows the broker connection.
+async fn watch_broker(link: Link, health: Arc<Health>) {
+    loop {
+        health.set_consuming(link.is_connected());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,229 @@
+//! The notify receiver (contract §11): `POST notify.path` from the gateway,
+//! each one verified ([`parse`]), applied to the payment
+//! ([`crate::payment::apply`]) with its event confirmed, and only then
+//! answered with the exact SUCCESS reply the gateway stops on. Anything the
+//! gateway should send again (Redis or the broker away, an event not
+//! confirmed) is answered 503 with nothing changed.
+
+pub mod parse;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::NotifySettings;
+use crate::intent::Identity;
+use crate::keys::KeyRing;
+use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
+use crate::payment::event::{Anomaly, AnomalyKind, parse_end_time};
+use crate::payment::{Known, PaymentStore, Source};
+use crate::telemetry::metrics::{self, Label, NotifyOutcome};
+use parse::Refused;
+
+/// The reply both known gateway clients stop on (gateway-lifecycle.md).
+pub const SUCCESS_REPLY: &str = r#"{"return_code":"SUCCESS","return_msg":"成功"}"#;
+
+pub struct Receiver<S> {
+    pub payments: PaymentStore,
+    pub sink: S,
+    /// Institution keys (the receiver's own copy; read at start).
+    pub keys: Arc<KeyRing>,
+    pub settings: NotifySettings,
+}
+
+/// The receiver's route: `POST notify.path` and nothing else (the admin
+/// endpoints are served on `admin.listen`).
+pub fn app<S: PaymentSink + Send + 'static>(receiver: Arc<Receiver<S>>) -> Router {
+    let path = receiver.settings.path.clone();
+    Router::new()
+        .route(&path, post(notify::<S>))
+        .with_state(receiver)
+}
+
+/// How a notify was answered.
+struct Answer {
+    outcome: NotifyOutcome,
+    status: StatusCode,
+    /// For a FAIL reply.
+    reason: String,
+}
+
+impl Answer {
+    fn success(outcome: NotifyOutcome) -> Self {
+        Answer {
+            outcome,
+            status: StatusCode::OK,
+            reason: String::new(),
+        }
+    }
+
+    fn fail(outcome: NotifyOutcome, status: StatusCode, reason: impl Into<String>) -> Self {
+        Answer {
+            outcome,
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn unavailable(e: &ApplyError) -> Self {
+        warn!(error = %e, "notify not applied: Redis or the broker is unavailable (the gateway sends it again)");
+        Answer::fail(
+            NotifyOutcome::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily unavailable: send it again",
+        )
+    }
+
+    fn into_response(self) -> Response {
+        let body = if self.status == StatusCode::OK {
+            SUCCESS_REPLY.to_owned()
+        } else {
+            serde_json::json!({"return_code": "FAIL", "return_msg": self.reason}).to_string()
+        };
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+async fn notify<S: PaymentSink + Send + 'static>(
+    State(r): State<Arc<Receiver<S>>>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let answer = match axum::body::to_bytes(body, r.settings.body_limit_bytes).await {
+        Ok(bytes) => r.handle(&bytes).await,
+        Err(_) => Answer::fail(
+            NotifyOutcome::BadRequest,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {} bytes", r.settings.body_limit_bytes),
+        ),
+    };
+    metrics::notify_answered(answer.outcome, started.elapsed());
+    answer.into_response()
+}
+
+impl<S: PaymentSink> Receiver<S> {
+    /// One notify, to its answer. Nothing here logs a key, a sign or a
+    /// code_url.
+    async fn handle(&self, body: &[u8]) -> Answer {
+        let fields = match parse::read(body) {
+            Ok(m) => m,
+            Err(e) => return refused(&e),
+        };
+        let inst_no = match parse::verify(&fields, &self.keys.current()) {
+            Ok(i) => i,
+            Err(e) => return refused(&e),
+        };
+        let id = parse::identity(&fields, &inst_no);
+        let answer = self.apply(&id, &fields, body).await;
+        info!(
+            inst_no = id.inst_no.as_str(),
+            mch_no = id.mch_no.as_str(),
+            pay_trace_no = id.pay_trace_no.as_str(),
+            result_code = parse::text(&fields, "result_code").as_deref().unwrap_or(""),
+            outcome = answer.outcome.as_str(),
+            "notify"
+        );
+        answer
+    }
+
+    async fn apply(&self, id: &Identity, fields: &Map<String, Value>, body: &[u8]) -> Answer {
+        let view = match self.payments.view(id).await {
+            Ok(v) => v,
+            Err(e) => return Answer::unavailable(&ApplyError::Redis(e)),
+        };
+        let now = Utc::now();
+        if view.known != Known::Unknown
+            && let Err(e) = self.payments.count_notify(id).await
+        {
+            warn!(error = %e, "could not count the notify");
+        }
+        let evidence = match parse::evidence(fields) {
+            Ok(e) => e,
+            Err(message) => {
+                let a = Anomaly {
+                    kind: AnomalyKind::Unexpected,
+                    message: format!("a notify the worker cannot place: {message}"),
+                };
+                return match apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now)
+                    .await
+                {
+                    Ok(_) => Answer::success(NotifyOutcome::Mismatch),
+                    Err(e) => Answer::unavailable(&e),
+                };
+            }
+        };
+        if view.known != Known::Unknown {
+            let wrong = parse::mismatches(fields, &view);
+            if !wrong.is_empty() {
+                let a = Anomaly {
+                    kind: AnomalyKind::Mismatch,
+                    message: format!("a signed notify that differs: {}", wrong.join("; ")),
+                };
+                return match apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now)
+                    .await
+                {
+                    Ok(_) => Answer::success(NotifyOutcome::Mismatch),
+                    Err(e) => Answer::unavailable(&e),
+                };
+            }
+        }
+        let paid_at = parse::text(fields, "end_time").and_then(|t| parse_end_time(&t));
+        let applied = apply::apply(
+            &self.payments,
+            &self.sink,
+            id,
+            view,
+            &evidence,
+            Source::Notify,
+            paid_at,
+            body,
+            now,
+        )
+        .await;
+        match applied {
+            Ok(Applied::Moved(_)) => Answer::success(NotifyOutcome::Applied),
+            Ok(Applied::Already) => Answer::success(NotifyOutcome::Duplicate),
+            Ok(Applied::NoChange) => Answer::success(NotifyOutcome::NoChange),
+            Ok(Applied::Anomaly(ev)) => Answer::success(match ev.anomaly.map(|a| a.kind) {
+                Some(AnomalyKind::UnknownPayment) => NotifyOutcome::UnknownPayment,
+                _ => NotifyOutcome::Mismatch,
+            }),
+            Err(e) => Answer::unavailable(&e),
+        }
+    }
+}
+
+fn refused(e: &Refused) -> Answer {
+    warn!(reason = %e, "notify refused");
+    match e {
+        Refused::TooLarge(_) => Answer::fail(
+            NotifyOutcome::BadRequest,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            e.to_string(),
+        ),
+        Refused::NotScalars(_) => Answer::fail(
+            NotifyOutcome::BadRequest,
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+        ),
+        Refused::UnknownInstitution(_) | Refused::BadSign(_) => Answer::fail(
+            NotifyOutcome::BadSignature,
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+        ),
+    }
+}

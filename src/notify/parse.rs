@@ -1,0 +1,204 @@
+//! A notify's body → a verified notify, or why it is refused (contract
+//! §11.1–2), and what it says about the payment. Pure functions.
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use crate::gateway::sign;
+use crate::gateway::wire::json_kind;
+use crate::intent::Identity;
+use crate::keys::Institutions;
+use crate::payment::{Evidence, View};
+use crate::text::gateway_text;
+
+/// Why a notify is refused before it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("body over {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    NotScalars(String),
+    #[error("inst_no {0:?} is not a configured institution")]
+    UnknownInstitution(String),
+    #[error("sign check failed: {0}")]
+    BadSign(sign::VerifyError),
+}
+
+/// A JSON object of scalar values (strings, numbers, booleans, null).
+pub fn read(body: &[u8]) -> Result<Map<String, Value>, Refused> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Refused::NotScalars(format!("body is not JSON: {e}")))?;
+    let Value::Object(m) = value else {
+        return Err(Refused::NotScalars(format!(
+            "body is {}, not a JSON object",
+            json_kind(&value)
+        )));
+    };
+    if let Some((k, v)) = m.iter().find(|(_, v)| v.is_object() || v.is_array()) {
+        return Err(Refused::NotScalars(format!(
+            "field {:?} is {}: a notify holds scalar values only",
+            gateway_text(k),
+            json_kind(v)
+        )));
+    }
+    Ok(m)
+}
+
+/// A string field (numbers written as their text), `None` if absent or
+/// null.
+pub fn text(m: &Map<String, Value>, k: &str) -> Option<String> {
+    match m.get(k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks the sign, with the key of the body's `inst_no`, else the default
+/// institution: every scalar field takes part, unknown ones too (primary
+/// rule, then the skip-empty variant; constant time). Returns the
+/// institution.
+pub fn verify(m: &Map<String, Value>, institutions: &Institutions) -> Result<String, Refused> {
+    let inst_no = text(m, "inst_no")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| institutions.default_inst_no().to_owned());
+    let key: &SecretString = institutions
+        .key(&inst_no)
+        .ok_or_else(|| Refused::UnknownInstitution(gateway_text(&inst_no)))?;
+    sign::verify(m, key).map_err(Refused::BadSign)?;
+    Ok(inst_no)
+}
+
+/// The identity a verified notify names (`_` for a field it lacks).
+pub fn identity(m: &Map<String, Value>, inst_no: &str) -> Identity {
+    let field = |k: &str| {
+        text(m, k)
+            .filter(|s| crate::intent::is_identifier(s, 64))
+            .unwrap_or_else(|| "_".to_owned())
+    };
+    Identity {
+        inst_no: inst_no.to_owned(),
+        mch_no: field("mch_no"),
+        pay_trace_no: field("pay_trace_no"),
+    }
+}
+
+/// What a verified notify says: evidence, or why it cannot be placed.
+pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
+    if let Some(rc) = text(m, "return_code").filter(|c| c != "SUCCESS") {
+        return Err(format!("return_code {:?}", gateway_text(&rc)));
+    }
+    if let Some(tt) = text(m, "trade_type").filter(|t| t != "1") {
+        return Err(format!("unknown trade_type {:?}", gateway_text(&tt)));
+    }
+    match text(m, "result_code").as_deref() {
+        Some("PAY_SUCCESS") => Ok(Evidence::Paid {
+            trade_no: text(m, "trade_no").filter(|t| !t.is_empty()),
+        }),
+        Some("PAY_FAIL") => Ok(Evidence::Failed),
+        Some("PAY_IN_PROCESS") => Ok(Evidence::NotYet),
+        Some(other) => Err(format!("unknown result_code {:?}", gateway_text(other))),
+        None => Err("no result_code".to_owned()),
+    }
+}
+
+/// The echoes a notify must match (contract §10 rule 4): `total_amount`
+/// (never `pay_amount` or `receipt_amount`, which discounts lower),
+/// `pay_time` when present, and `trade_no` when the worker knows it. The
+/// identity fields matched by construction. Every difference is named.
+pub fn mismatches(m: &Map<String, Value>, view: &View) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let sent_amount = view
+        .sent
+        .as_ref()
+        .map(|s| s.total_amount)
+        .or_else(|| view.outcome.as_ref().and_then(|o| o.total_amount));
+    let got_amount = text(m, "total_amount");
+    let amount_ok = match (&got_amount, sent_amount) {
+        (Some(g), Some(s)) => {
+            g.bytes().all(|b| b.is_ascii_digit())
+                && !g.is_empty()
+                && g.parse::<u64>().ok() == Some(s)
+        }
+        // Nothing to compare with: the identity is unknown (an anomaly of its own).
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if !amount_ok {
+        wrong.push(format!(
+            "total_amount {:?}, the worker sent {}",
+            got_amount.as_deref().map(gateway_text).unwrap_or_default(),
+            sent_amount.unwrap_or_default()
+        ));
+    }
+    if let (Some(got), Some(sent)) = (text(m, "pay_time"), view.pay_time.as_deref())
+        && got != sent
+    {
+        wrong.push(format!(
+            "pay_time {:?}, the worker sent {sent}",
+            gateway_text(&got)
+        ));
+    }
+    if let (Some(got), Some(known)) = (text(m, "trade_no"), view.trade_no.as_deref())
+        && !got.is_empty()
+        && got != known
+    {
+        wrong.push(format!(
+            "trade_no {:?}, the worker knows {known}",
+            gateway_text(&got)
+        ));
+    }
+    wrong
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn only_objects_of_scalars_are_notifies() {
+        assert!(read(br#"{"a":"1","b":2,"c":true,"d":null}"#).is_ok());
+        for bad in [
+            &br#"[1]"#[..],
+            br#"{"a":{"b":1}}"#,
+            br#"{"a":[1]}"#,
+            b"nope",
+        ] {
+            assert!(matches!(read(bad), Err(Refused::NotScalars(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_notify_says() {
+        let paid = obj(
+            json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS", "trade_no": "T1", "trade_type": "1"}),
+        );
+        assert_eq!(
+            evidence(&paid),
+            Ok(Evidence::Paid {
+                trade_no: Some("T1".into())
+            })
+        );
+        assert_eq!(
+            evidence(&obj(json!({"result_code": "PAY_FAIL"}))),
+            Ok(Evidence::Failed)
+        );
+        assert_eq!(
+            evidence(&obj(json!({"result_code": "PAY_IN_PROCESS"}))),
+            Ok(Evidence::NotYet)
+        );
+        assert!(
+            evidence(&obj(
+                json!({"result_code": "PAY_SUCCESS", "trade_type": "9"})
+            ))
+            .is_err()
+        );
+        assert!(evidence(&obj(json!({"return_code": "FAIL"}))).is_err());
+        assert!(evidence(&obj(json!({}))).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! Verified evidence → at most one transition and its confirmed event
+//! (contract §10 rules 1–3, §11.3–5, §12): look, decide with
+//! [`state::next`](super::state::next), compare-and-set, publish with
+//! confirms, mark confirmed. A refused event takes its transition back, so
+//! whoever brought the evidence (the gateway's notify, a check) brings it
+//! again and nothing is lost; a duplicate publishes an event the broker has
+//! not confirmed yet.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::event::{Anomaly, AnomalyKind, EventState, Facts, PaymentEvent, Source};
+use super::state::{Evidence, Step, next};
+use super::store::{Moved, PaymentStore, View};
+use crate::amqp::PublishError;
+use crate::claim::ClaimError;
+use crate::intent::Identity;
+use crate::telemetry::metrics;
+
+/// One payment event on its way to the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub event_id: &'a str,
+    pub state: EventState,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub correlation_id: &'a str,
+}
+
+/// Where payment events go: the confirm-mode publisher in production, a
+/// recorder in tests.
+pub trait PaymentSink: Sync {
+    /// Publishes the event and resolves once the broker confirmed it.
+    fn publish_payment(
+        &self,
+        out: Outgoing<'_>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+/// What applying evidence did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A transition, its event confirmed.
+    Moved(Box<PaymentEvent>),
+    /// Already in that state (its event confirmed, again if need be).
+    Already,
+    /// Nothing to change.
+    NoChange,
+    /// An anomaly event, confirmed; the state did not change.
+    Anomaly(Box<PaymentEvent>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("redis: {0}")]
+    Redis(#[from] ClaimError),
+    #[error("payment event not confirmed: {0}")]
+    Publish(#[from] PublishError),
+    #[error("the payment kept changing under this transition")]
+    Contended,
+}
+
+/// Rounds of look → decide → compare-and-set before giving up (each lost
+/// round means another transition won; a few are plenty).
+const ROUNDS: usize = 5;
+
+/// The facts of a view, for building events.
+fn facts<'a>(id: &'a Identity, view: &'a View, trade_no: Option<&'a str>) -> Facts<'a> {
+    Facts {
+        identity: id,
+        sent: view.sent.as_ref(),
+        pay_time: view.pay_time.as_deref(),
+        trade_no: trade_no.or(view.trade_no.as_deref()),
+    }
+}
+
+fn correlation<'a>(id: &'a Identity, view: &'a View) -> &'a str {
+    view.sent
+        .as_ref()
+        .map(|s| s.correlation_id.as_str())
+        .filter(|c| !c.is_empty())
+        .unwrap_or(&id.pay_trace_no)
+}
+
+async fn publish(
+    sink: &impl PaymentSink,
+    ev: &PaymentEvent,
+    body: &[u8],
+    correlation: &str,
+) -> Result<(), PublishError> {
+    let key = ev.routing_key();
+    sink.publish_payment(Outgoing {
+        event_id: &ev.event_id,
+        state: ev.state,
+        routing_key: &key,
+        body,
+        correlation_id: correlation,
+    })
+    .await?;
+    metrics::payment_event(ev.state);
+    Ok(())
+}
+
+/// Publishes an anomaly about `id` (the state does not change).
+pub async fn anomaly(
+    sink: &impl PaymentSink,
+    id: &Identity,
+    view: &View,
+    anomaly: Anomaly,
+    source: Source,
+    received: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    let current = view.known.state();
+    let ev = PaymentEvent::anomaly(
+        &facts(id, view, None),
+        anomaly,
+        current,
+        source,
+        received,
+        now,
+    );
+    publish(sink, &ev, &ev.to_json(), correlation(id, view)).await?;
+    Ok(Applied::Anomaly(Box::new(ev)))
+}
+
+/// Applies verified, matching evidence. `view` is what the caller already
+/// read (and checked the echoes against); it is read again only if another
+/// transition wins the race. `received` is the evidence as received (an
+/// anomaly's id derives from it).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    store: &PaymentStore,
+    sink: &impl PaymentSink,
+    id: &Identity,
+    mut view: View,
+    evidence: &Evidence,
+    source: Source,
+    paid_at: Option<DateTime<Utc>>,
+    received: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    let learned = match evidence {
+        Evidence::Paid { trade_no } => trade_no.as_deref(),
+        _ => None,
+    };
+    for round in 0..ROUNDS {
+        if round > 0 {
+            view = store.view(id).await?;
+        }
+        match next(view.known, evidence) {
+            Step::NoChange => return Ok(Applied::NoChange),
+            Step::UnknownPayment => {
+                let a = Anomaly {
+                    kind: AnomalyKind::UnknownPayment,
+                    message: "no payment of this identity is known".to_owned(),
+                };
+                return anomaly(sink, id, &view, a, source, received, now).await;
+            }
+            Step::Unexpected(message) => {
+                let a = Anomaly {
+                    kind: AnomalyKind::Unexpected,
+                    message,
+                };
+                return anomaly(sink, id, &view, a, source, received, now).await;
+            }
+            Step::Already(_) => {
+                // A transition whose event was never confirmed (a crash, a
+                // refusal) is published now, before the answer.
+                if let Some((event_id, json)) = &view.unconfirmed
+                    && let Ok(ev) = serde_json::from_str::<PaymentEvent>(json)
+                {
+                    publish(sink, &ev, json.as_bytes(), correlation(id, &view)).await?;
+                    store.confirm(id, event_id).await?;
+                }
+                return Ok(Applied::Already);
+            }
+            Step::Transition { from, to, late } => {
+                let Some(state) = EventState::of(to) else {
+                    return Ok(Applied::NoChange);
+                };
+                let paid_at = if state == EventState::Paid {
+                    paid_at
+                } else {
+                    None
+                };
+                let ev = PaymentEvent::transition(
+                    &facts(id, &view, learned),
+                    state,
+                    from,
+                    late,
+                    source,
+                    paid_at,
+                    now,
+                );
+                let body = ev.to_json();
+                let moved = store
+                    .transition(id, &view.raw_state, to, &ev.event_id, &body, learned)
+                    .await?;
+                match moved {
+                    Moved::Raced => continue,
+                    Moved::Gone => {
+                        view.known = super::state::Known::Unknown;
+                        continue;
+                    }
+                    Moved::Yes => {}
+                }
+                if let Err(e) = publish(sink, &ev, &body, correlation(id, &view)).await {
+                    // Nothing changed, so the evidence comes again.
+                    if let Err(undo) = store.undo(id, &ev.event_id, &view.raw_state).await {
+                        tracing::warn!(error = %undo, "could not take back an unconfirmed transition; the next evidence publishes its event");
+                    }
+                    return Err(e.into());
+                }
+                store.confirm(id, &ev.event_id).await?;
+                return Ok(Applied::Moved(Box::new(ev)));
+            }
+        }
+    }
+    Err(ApplyError::Contended)
+}

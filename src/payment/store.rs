@@ -1,0 +1,256 @@
+//! The Redis edge of payment state: the identity's hash (the claim's key,
+//! contract §10: "beside the stored outcome"), read in one HMGET, moved by
+//! compare-and-set scripts that touch only that key (Redis Cluster stays
+//! supported).
+//!
+//! Fields besides the claim's: `ps` payment state, `tn` trade_no, `pi`/`pe`
+//! the latest payment event's id and JSON, `pc` whether the broker
+//! confirmed it, `ns` notifies seen, and `rq` what was sent (stored with
+//! the claim).
+
+use redis::Script;
+
+use super::event::Sent;
+use super::state::{Known, PaymentState};
+use crate::claim::{ClaimError, ClaimStore, RedisConn};
+use crate::intent::Identity;
+use crate::outcome::{FailureKind, Status};
+use crate::result_event::ResultEvent;
+
+/// What Redis holds of an identity's payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub known: Known,
+    /// `ps` as stored ('' when none): what a transition expects to find.
+    pub raw_state: String,
+    pub sent: Option<Sent>,
+    pub pay_time: Option<String>,
+    /// The gateway's order number, when known (from h5pay, a notify, a query).
+    pub trade_no: Option<String>,
+    /// The stored outcome.
+    pub outcome: Option<ResultEvent>,
+    /// The latest payment event, if the broker has not confirmed it yet:
+    /// its id and JSON, to publish again.
+    pub unconfirmed: Option<(String, String)>,
+    /// Verified notifies seen.
+    pub notifies: u64,
+}
+
+/// Whether an outcome's payment is followed (contract §10): `ready`,
+/// `in_process`, and `outcome_unknown` (an order may exist).
+pub fn is_followed(status: Status, failure: Option<FailureKind>) -> bool {
+    match status {
+        Status::Ready | Status::InProcess => true,
+        Status::Failed => failure == Some(FailureKind::OutcomeUnknown),
+    }
+}
+
+/// The answer of a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    Yes,
+    /// The state changed meanwhile: look again.
+    Raced,
+    /// No such identity.
+    Gone,
+}
+
+struct Scripts {
+    transition: Script,
+    confirm: Script,
+    undo: Script,
+}
+
+/// Payment state in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct PaymentStore {
+    claims: ClaimStore,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl PaymentStore {
+    pub fn new(claims: ClaimStore) -> Self {
+        PaymentStore {
+            claims,
+            scripts: std::sync::Arc::new(Scripts {
+                transition: Script::new(include_str!("transition.lua")),
+                confirm: Script::new(include_str!("confirm.lua")),
+                undo: Script::new(include_str!("undo.lua")),
+            }),
+        }
+    }
+
+    fn conn(&self) -> RedisConn {
+        self.claims.conn()
+    }
+
+    pub async fn view(&self, id: &Identity) -> Result<View, ClaimError> {
+        let mut conn = self.conn();
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.claims.key(id))
+            .arg(&["st", "ps", "tn", "rq", "pt", "ev", "pi", "pe", "pc", "ns"])
+            .query_async(&mut conn)
+            .await?;
+        Ok(view_of(fields))
+    }
+
+    pub async fn transition(
+        &self,
+        id: &Identity,
+        seen: &str,
+        to: PaymentState,
+        event_id: &str,
+        event: &[u8],
+        trade_no: Option<&str>,
+    ) -> Result<Moved, ClaimError> {
+        let mut conn = self.conn();
+        let n: i64 = self
+            .scripts
+            .transition
+            .key(self.claims.key(id))
+            .arg(seen)
+            .arg(to.as_str())
+            .arg(event_id)
+            .arg(event)
+            .arg(trade_no.unwrap_or(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match n {
+            1 => Moved::Yes,
+            0 => Moved::Raced,
+            _ => Moved::Gone,
+        })
+    }
+
+    /// Marks the event confirmed; `false` when a newer one replaced it.
+    pub async fn confirm(&self, id: &Identity, event_id: &str) -> Result<bool, ClaimError> {
+        let mut conn = self.conn();
+        let n: i64 = self
+            .scripts
+            .confirm
+            .key(self.claims.key(id))
+            .arg(event_id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Takes back an unconfirmed transition (its event was refused).
+    pub async fn undo(
+        &self,
+        id: &Identity,
+        event_id: &str,
+        before: &str,
+    ) -> Result<bool, ClaimError> {
+        let mut conn = self.conn();
+        let n: i64 = self
+            .scripts
+            .undo
+            .key(self.claims.key(id))
+            .arg(event_id)
+            .arg(before)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Counts a verified notify (for `inspect`).
+    pub async fn count_notify(&self, id: &Identity) -> Result<(), ClaimError> {
+        let mut conn = self.conn();
+        // Only an existing identity counts: HINCRBY would create the key.
+        let _: i64 = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], 'ns', 1) end return 0",
+        )
+        .key(self.claims.key(id))
+        .invoke_async(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Reads the HMGET reply of [`PaymentStore::view`].
+fn view_of(f: Vec<Option<String>>) -> View {
+    let get = |i: usize| f.get(i).cloned().flatten();
+    let (st, ps) = (get(0), get(1));
+    let outcome = get(5).and_then(|ev| serde_json::from_str::<ResultEvent>(&ev).ok());
+    let state = ps.as_deref().and_then(PaymentState::parse);
+    let known = match (st.as_deref(), state) {
+        (None, _) => Known::Unknown,
+        (Some(_), Some(s)) => Known::Followed(s),
+        (Some("d"), None) => match &outcome {
+            Some(ev) if is_followed(ev.status, ev.error.as_ref().map(|e| e.kind)) => {
+                Known::Followed(PaymentState::Open)
+            }
+            _ => Known::NotFollowed,
+        },
+        (Some(_), None) => Known::Pending,
+    };
+    let unconfirmed = match (get(6), get(7), get(8).as_deref()) {
+        (Some(id), Some(ev), Some(pc)) if pc != "1" => Some((id, ev)),
+        _ => None,
+    };
+    View {
+        known,
+        raw_state: ps.unwrap_or_default(),
+        sent: get(3).and_then(|rq| serde_json::from_str(&rq).ok()),
+        pay_time: get(4),
+        trade_no: get(2).or_else(|| outcome.as_ref().and_then(|e| e.trade_no.clone())),
+        outcome,
+        unconfirmed,
+        notifies: get(9).and_then(|n| n.parse().ok()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(fields: &[(&str, &str)]) -> View {
+        let names = ["st", "ps", "tn", "rq", "pt", "ev", "pi", "pe", "pc", "ns"];
+        view_of(
+            names
+                .iter()
+                .map(|n| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.to_string())
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn what_is_known_follows_the_claim_and_the_outcome() {
+        assert_eq!(view(&[]).known, Known::Unknown);
+        assert_eq!(view(&[("st", "c")]).known, Known::Pending);
+        assert_eq!(
+            view(&[("st", "c"), ("ps", "paid")]).known,
+            Known::Followed(PaymentState::Paid)
+        );
+        let refused = r#"{"schema":"h5pay.result.v1","event_id":"e","status":"failed","inst_no":null,"mch_no":null,"pay_trace_no":null,"pay_type":null,"total_amount":null,"pay_time":null,"trade_no":null,"code_url":null,"jsapi":null,"ali_trade_no":null,"gateway":null,"error":{"kind":"gateway_rejected","message":"m"},"attempts":1,"duplicate":false,"metadata":null,"occurred_at":"t"}"#;
+        assert_eq!(
+            view(&[("st", "d"), ("ev", refused)]).known,
+            Known::NotFollowed
+        );
+        let unknown = refused.replace("gateway_rejected", "outcome_unknown");
+        assert_eq!(
+            view(&[("st", "d"), ("ev", &unknown)]).known,
+            Known::Followed(PaymentState::Open)
+        );
+        let v = view(&[
+            ("st", "d"),
+            ("ps", "open"),
+            ("pi", "x"),
+            ("pe", "{}"),
+            ("pc", "0"),
+            ("ns", "3"),
+        ]);
+        assert_eq!(v.unconfirmed, Some(("x".into(), "{}".into())));
+        assert_eq!(v.notifies, 3);
+        assert_eq!(
+            view(&[("st", "d"), ("pi", "x"), ("pe", "{}"), ("pc", "1")]).unconfirmed,
+            None
+        );
+    }
+}
