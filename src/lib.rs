@@ -12,6 +12,13 @@
 //! 4. [`result_event`]: the outcome → the result event and its routing.
 //! 5. [`amqp`]: topology, publishing confirmed results, settling deliveries.
 //!
+//! Then the payment, until it is final:
+//!
+//! 6. [`notify`]: the gateway's notify → verified evidence.
+//! 7. [`reconcile`]: due checks → queryorder / closeorder → evidence.
+//! 8. [`payment`]: evidence → one compare-and-set transition → a confirmed
+//!    payment event.
+//!
 //! [`pipeline`] runs those steps for one delivery and says what to do with
 //! it; [`worker`] runs the pipeline with bounded concurrency and keeps the
 //! broker session alive. Around them: [`config`] and [`keys`] (settings and
@@ -37,6 +44,7 @@ pub mod notify;
 pub mod outcome;
 pub mod payment;
 pub mod pipeline;
+pub mod reconcile;
 pub mod result_event;
 pub mod sandbox;
 pub mod signals;

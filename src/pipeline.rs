@@ -26,6 +26,7 @@ use crate::keys::{Institutions, KeyRing};
 use crate::outcome::{Failure, FailureKind};
 use crate::payment::Sent;
 use crate::payment::store::is_followed;
+use crate::reconcile::Scheduling;
 use crate::result_event::{self, ResultEvent};
 use crate::telemetry::metrics::{self, Dedup, HandBack, IntentOutcome, Label, RedisOp};
 
@@ -129,6 +130,8 @@ pub struct Pipeline {
     /// Cancelled when the worker stops taking intents: work not yet at the
     /// gateway is handed back.
     pub stop: CancellationToken,
+    /// First checks of followed payments (`None`: the reconciler is off).
+    pub scheduling: Option<Scheduling>,
 }
 
 /// Backoff between Redis retries while it is unreachable.
@@ -363,7 +366,13 @@ impl Pipeline {
                     };
                     match self.call_and_store(&call, institutions).await {
                         CallEnd::Stored(out) => {
-                            return self.publish_outcome(&out, d, Some(id)).await;
+                            // The first check is scheduled alongside the
+                            // publish, and both come before the ack.
+                            let (disposition, scheduled) = tokio::join!(
+                                self.publish_outcome(&out, d, Some(id)),
+                                self.schedule_first_check(id, &out.event),
+                            );
+                            return self.unless_unscheduled(disposition, scheduled, d.msg);
                         }
                         CallEnd::HandBack => return Disposition::HandBack,
                         CallEnd::Unusable => return self.unusable(d.msg),
@@ -415,7 +424,46 @@ impl Pipeline {
         );
         // An outcome not yet confirmed is marked once this replay is.
         let mark = (!duplicate).then_some(id);
-        self.publish_outcome(&Outgoing::new(event), d, mark).await
+        // Scheduling again is idempotent: a crash between the store and the
+        // schedule loses nothing.
+        let out = Outgoing::new(event);
+        let (disposition, scheduled) = tokio::join!(
+            self.publish_outcome(&out, d, mark),
+            self.schedule_first_check(id, &out.event),
+        );
+        self.unless_unscheduled(disposition, scheduled, d.msg)
+    }
+
+    /// Schedules the payment's first check if the outcome is followed
+    /// (contract §12). `false`: Redis could not be used; the intent must
+    /// not be acknowledged.
+    async fn schedule_first_check(&self, id: &intent::Identity, event: &ResultEvent) -> bool {
+        let Some(s) = &self.scheduling else {
+            return true;
+        };
+        if !is_followed(event.status, event.error.as_ref().map(|e| e.kind)) {
+            return true;
+        }
+        let pay_time = event.pay_time.as_deref().unwrap_or_default();
+        self.redis(RedisOp::Schedule, Persist::WhileAlive, || {
+            s.first_check(id, pay_time)
+        })
+        .await
+        .is_ok()
+    }
+
+    /// An outcome whose first check is not scheduled is not acknowledged:
+    /// its redelivery replays it and schedules again.
+    fn unless_unscheduled(
+        &self,
+        d: Disposition,
+        scheduled: bool,
+        msg: &Incoming<'_>,
+    ) -> Disposition {
+        if d == Disposition::Ack && !scheduled {
+            return self.unusable(msg);
+        }
+        d
     }
 
     /// A failure decided without the gateway (`conflict`, `expired`): not

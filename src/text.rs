@@ -20,9 +20,23 @@ pub fn gateway_text(s: &str) -> String {
     clip(s, GATEWAY_TEXT_CHARS).into_owned()
 }
 
+/// Outside text quoted with its control characters escaped, then cut: the
+/// escapes count toward the bound (a run of `\u{7f}` must not grow a
+/// message tenfold).
+pub fn quoted(s: &str) -> String {
+    clip(&format!("{s:?}"), GATEWAY_TEXT_CHARS).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoting_escapes_first_and_then_cuts() {
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        let hostile = "\u{7f}".repeat(300);
+        assert!(quoted(&hostile).chars().count() <= GATEWAY_TEXT_CHARS + 1);
+    }
 
     #[test]
     fn clipping_counts_characters_not_bytes() {

@@ -28,6 +28,7 @@ use crate::gateway::Gateway;
 use crate::gateway::breaker::Breaker;
 use crate::keys::KeyRing;
 use crate::pipeline::{Disposition, Incoming, Pipeline, PipelineSettings};
+use crate::reconcile::{Checker, ChecksStore, Reconciler, Schedule, Scheduling};
 use crate::telemetry::metrics::{self, HandBack};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +62,18 @@ impl Worker {
         let gateway = Arc::new(Gateway::new(&s.gateway, &s.retry, breaker.clone())?);
         let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
         let health = Arc::new(Health::new(breaker));
+        let scheduling = s.reconcile.enabled.then(|| Scheduling {
+            checks: ChecksStore::new(claims.clone()),
+            schedule: Schedule::new(&s.reconcile),
+            offset: s.worker.offset(),
+        });
         let pipeline = Arc::new(Pipeline {
             claims,
             gateway,
             keys: Arc::new(KeyRing::new(config.institutions.clone())),
             settings: PipelineSettings::from_config(&config),
             stop: CancellationToken::new(),
+            scheduling,
         });
         Ok(Worker {
             config,
@@ -93,6 +100,27 @@ impl Worker {
             self.pipeline.claims.clone(),
             self.health.clone(),
         ));
+        // The reconciler publishes payment events over a connection of its
+        // own, kept until its last check is done.
+        let link_stop = CancellationToken::new();
+        let reconciler = self.pipeline.scheduling.as_ref().map(|sch| {
+            let s = &self.config.settings;
+            let link =
+                crate::amqp::link::Link::start(s.amqp.clone(), "reconcile", link_stop.clone());
+            let checker = Arc::new(Checker {
+                payments: crate::payment::PaymentStore::new(self.pipeline.claims.clone()),
+                checks: sch.checks.clone(),
+                gateway: self.pipeline.gateway.clone(),
+                keys: self.pipeline.keys.clone(),
+                sink: link,
+                schedule: sch.schedule.clone(),
+                offset: sch.offset,
+                lease_ms: s.redis.lease_ms,
+                stop: stop.clone(),
+            });
+            let grace = Duration::from_secs(s.worker.shutdown_grace_secs);
+            tokio::spawn(Reconciler { checker }.run(stop.clone(), grace))
+        });
         let supervise = self.supervise();
         tokio::pin!(supervise);
         let outcome = tokio::select! {
@@ -106,6 +134,11 @@ impl Worker {
                 supervise.await
             }
         };
+        if let Some(r) = reconciler {
+            stop.cancel();
+            let _ = r.await;
+        }
+        link_stop.cancel();
         pinger.abort();
         outcome
     }

@@ -337,6 +337,12 @@ impl ClaimStore {
         Duration::from_millis(self.lease_ms)
     }
 
+    /// `redis.key_prefix`: other keys of the product (the reconciler's
+    /// schedule) live under it too.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub async fn claim(
         &self,
         id: &Identity,

@@ -63,7 +63,8 @@ struct Case {
     check: fn(&Value) -> bool,
     /// The demo pays this order on the sandbox, as a payer would.
     pay_by_hand: bool,
-    /// The payment event expected (`paid`, `anomaly/mismatch`); None: none.
+    /// The payment events expected, in order (`paid`, `anomaly/mismatch >
+    /// paid`); later events may follow. None: none at all.
     payment: Option<&'static str>,
 }
 
@@ -136,6 +137,14 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     s.retry.max_attempts = 3;
     s.retry.max_elapsed_ms = 10_000;
     s.gateway.request_timeout_ms = 1000;
+    // A payment lifecycle in seconds: checks after 2 s, unpaid orders
+    // closed after 6 s, given up after 40 s.
+    s.reconcile.enabled = true;
+    s.reconcile.check_after_secs = vec![2, 4];
+    s.reconcile.order_ttl_secs = 5;
+    s.reconcile.close_unpaid = true;
+    s.reconcile.close_grace_secs = 1;
+    s.reconcile.max_age_secs = 40;
 
     // Fail early, with a hint, if the services are not there.
     let redis_check = async {
@@ -189,10 +198,11 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     );
     let link = Link::start(amqp_settings.clone(), "demo-notify", stop.clone());
     let receiver = Arc::new(Receiver {
-        payments: PaymentStore::new(claims),
+        payments: PaymentStore::new(claims.clone()),
         sink: link,
         keys: Arc::new(KeyRing::new(config.institutions.clone())),
         settings: config.settings.notify.clone(),
+        checks: Some(crate::reconcile::ChecksStore::new(claims)),
     });
     let notify_task = tokio::spawn(crate::http_server::serve(
         notify_listener,
@@ -234,7 +244,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             payment: Some("paid"),
         },
         Case {
-            label: "ready with JSAPI (WeChat + open_id)",
+            label: "ready with JSAPI, never paid: closed",
             trace: t("jsapi"),
             body: body(
                 &t("jsapi"),
@@ -248,6 +258,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
                     .as_str()
                     .is_some_and(|t| t.len() == 10)
             },
+            payment: Some("closed"),
             ..Case::default()
         },
         Case {
@@ -274,15 +285,62 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("mismatch"), "wechat", json!(4023), json!({})),
             expect: Some("ready"),
             check: |e| e["code_url"].is_string(),
-            payment: Some("anomaly/mismatch"),
+            // The anomaly brings a query forward, which finds it paid.
+            payment: Some("anomaly/mismatch > paid"),
             ..Case::default()
         },
         Case {
-            label: "in_process (4002)",
+            label: "in_process (4002), never paid: closed",
             trace: t("inproc"),
             body: body(&t("inproc"), "wechat", json!(4002), json!({})),
             expect: Some("in_process"),
             check: |_| true,
+            payment: Some("closed"),
+            ..Case::default()
+        },
+        Case {
+            label: "paid, its notify lost (4021): a query finds it",
+            trace: t("nonotify"),
+            body: body(&t("nonotify"), "wechat", json!(4021), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+            payment: Some("paid"),
+            ..Case::default()
+        },
+        Case {
+            label: "the payment fails (4024): a query says so",
+            trace: t("latefail"),
+            body: body(&t("latefail"), "wechat", json!(4024), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+            payment: Some("failed"),
+            ..Case::default()
+        },
+        Case {
+            label: "closeorder fails once (4025), then closed",
+            trace: t("closeonce"),
+            body: body(&t("closeonce"), "alipay", json!(4025), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+            payment: Some("closed"),
+            ..Case::default()
+        },
+        Case {
+            label: "answer lost (4026): found by a query, closed",
+            trace: t("lost"),
+            body: body(&t("lost"), "wechat", json!(4026), json!({})),
+            expect: Some("failed/outcome_unknown"),
+            check: |e| e["attempts"] == 2,
+            payment: Some("closed"),
+            ..Case::default()
+        },
+        Case {
+            label: "a query contradicts itself (4027)",
+            trace: t("contra"),
+            body: body(&t("contra"), "wechat", json!(4027), json!({})),
+            expect: Some("ready"),
+            check: |e| e["code_url"].is_string(),
+            payment: Some("anomaly/contradiction"),
             ..Case::default()
         },
         Case {
@@ -315,6 +373,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("retry503"), "unionpay", json!(5001), json!({})),
             expect: Some("ready"),
             check: |e| e["attempts"] == 3,
+            payment: Some("closed"),
             ..Case::default()
         },
         Case {
@@ -323,6 +382,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             body: body(&t("hang"), "wechat", json!(5003), json!({})),
             expect: Some("ready"),
             check: |e| e["attempts"] == 2,
+            payment: Some("closed"),
             ..Case::default()
         },
         Case {
@@ -455,44 +515,43 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             ok &= row.good;
             rows.push(row);
         }
-    }
-
-    // The payer pays some orders; the sandbox notifies; the receiver turns
-    // the notifies into payment events.
-    let http = reqwest::Client::new();
-    for trace in &to_pay {
-        let paid = http
-            .post(format!("http://{addr}/sandbox/pay"))
-            .header("content-type", "application/json")
-            .body(json!({"mch_no": "DEMO0001", "pay_trace_no": trace}).to_string())
-            .send()
-            .await;
-        ok &= paid.is_ok_and(|r| r.status().is_success());
+        // The payer pays some orders at once (before the reconciler closes
+        // what stays unpaid); the sandbox notifies; the receiver turns the
+        // notifies into payment events.
+        let http = reqwest::Client::new();
+        for trace in &to_pay {
+            let paid = http
+                .post(format!("http://{addr}/sandbox/pay"))
+                .header("content-type", "application/json")
+                .body(json!({"mch_no": "DEMO0001", "pay_trace_no": trace}).to_string())
+                .send()
+                .await;
+            ok &= paid.is_ok_and(|r| r.status().is_success());
+        }
     }
     let seen = payment_events(&mut payments, &expected_payments).await;
 
     writeln!(
         out,
-        "{:<40} {:<28} {:>8} {:<9} {:<18} detail",
-        "intent", "result", "attempts", "duplicate", "payment event"
+        "{:<46} {:<28} {:>8} {:<9} {:<26} detail",
+        "intent", "result", "attempts", "duplicate", "payment events"
     )?;
-    writeln!(out, "{}", "-".repeat(140))?;
+    writeln!(out, "{}", "-".repeat(150))?;
     for row in &rows {
         // Only the first row of an identity shows its payment.
         let first_of_identity = rows.iter().position(|r| r.trace == row.trace)
             == rows.iter().position(|r| std::ptr::eq(r, row));
-        let payment = if first_of_identity {
-            seen.get(&row.trace).cloned().unwrap_or_else(|| "-".into())
+        let got = seen.get(&row.trace).cloned().unwrap_or_default();
+        let want = expected_payments.get(&row.trace).copied();
+        let (payment, payment_good) = if first_of_identity {
+            shown(want, &got)
         } else {
-            String::new()
+            (String::new(), true)
         };
-        let payment_good = !first_of_identity
-            || expected_payments.get(&row.trace).map(|p| p.to_string())
-                == seen.get(&row.trace).cloned();
         ok &= payment_good;
         writeln!(
             out,
-            "{:<40} {:<28} {:<18} {:<18} {}{}",
+            "{:<46} {:<28} {:<18} {:<26} {}{}",
             row.label,
             row.result,
             row.extra,
@@ -556,15 +615,62 @@ struct Row {
     good: bool,
 }
 
-/// The payment events of `expected` traces (up to 20 s), as `state` or
-/// `anomaly/<kind>`.
+/// The expected payment events (`a > b`), one by one.
+fn steps(want: &str) -> Vec<&str> {
+    want.split('>').map(str::trim).collect()
+}
+
+/// The payment column, and whether it is what the contract says: the
+/// expected events first (more may follow, shown as `…`), or none at all.
+fn shown(want: Option<&str>, got: &[String]) -> (String, bool) {
+    match want {
+        None => (
+            if got.is_empty() {
+                "-".into()
+            } else {
+                got.join(" > ")
+            },
+            got.is_empty(),
+        ),
+        Some(w) => {
+            let want = steps(w);
+            let good = got.len() >= want.len() && got.iter().zip(&want).all(|(g, w)| g == w);
+            let mut text = got
+                .iter()
+                .take(want.len())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" > ");
+            if got.len() > want.len() {
+                text.push_str(" …");
+            }
+            (
+                if text.is_empty() {
+                    "(none)".into()
+                } else {
+                    text
+                },
+                good,
+            )
+        }
+    }
+}
+
+/// Every trace's payment events in order (up to 40 s, until each expected
+/// trace has had as many as expected), as `state` or `anomaly/<kind>`.
 async fn payment_events(
     payments: &mut lapin::Consumer,
     expected: &HashMap<String, &'static str>,
-) -> HashMap<String, String> {
-    let mut seen = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while seen.len() < expected.len() {
+) -> HashMap<String, Vec<String>> {
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let done = |seen: &HashMap<String, Vec<String>>| {
+        expected
+            .iter()
+            .all(|(t, w)| seen.get(t).map_or(0, Vec::len) >= steps(w).len())
+    };
+    while !done(&seen) {
         let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, payments.next()).await else {
             break;
         };
@@ -572,12 +678,16 @@ async fn payment_events(
         let Ok(ev) = serde_json::from_slice::<Value>(&d.data) else {
             continue;
         };
+        // An event published again (at least once) is shown once.
+        if !ids.insert(ev["event_id"].as_str().unwrap_or("").to_owned()) {
+            continue;
+        }
         let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
         let state = match ev["anomaly"]["kind"].as_str() {
             Some(kind) => format!("anomaly/{kind}"),
             None => ev["state"].as_str().unwrap_or("?").to_owned(),
         };
-        seen.entry(trace).or_insert(state);
+        seen.entry(trace).or_default().push(state);
     }
     seen
 }

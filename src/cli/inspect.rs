@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::intent::Identity;
 use crate::payment::{PaymentStore, View};
 use crate::pipeline::url_host;
+use crate::reconcile::ChecksStore;
+use crate::reconcile::store::CheckFacts;
 
 /// `h5pay-worker inspect`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,8 +39,22 @@ pub enum InspectError {
     Output(#[from] std::io::Error),
 }
 
+/// What the reconciler knows of a payment.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    /// The next check, in ms since the epoch.
+    pub next_ms: Option<i64>,
+    pub facts: CheckFacts,
+}
+
 /// What `inspect` shows, as JSON.
-pub fn describe(id: &Identity, stage: Option<&str>, confirmed: bool, view: &View) -> Value {
+pub fn describe(
+    id: &Identity,
+    stage: Option<&str>,
+    confirmed: bool,
+    view: &View,
+    checks: &Checks,
+) -> Value {
     let outcome = view.outcome.as_ref().map(|o| {
         json!({
             "status": o.status.as_str(),
@@ -65,7 +81,12 @@ pub fn describe(id: &Identity, stage: Option<&str>, confirmed: bool, view: &View
         "payment": payment,
         "trade_no": view.trade_no,
         "notifies_seen": view.notifies,
-        "next_check": Value::Null,
+        "next_check": checks.next_ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "last_check": checks.facts.last_check.as_deref()
+            .and_then(|c| serde_json::from_str::<Value>(c).ok()),
+        "close_trace_no": checks.facts.close_trace_no,
+        "closed_at_gateway": checks.facts.closed,
     })
 }
 
@@ -100,7 +121,18 @@ pub async fn run(
     let stage = stage
         .as_deref()
         .map(|s| if s == "d" { "decided" } else { "claimed" });
-    let v = describe(&id, stage, confirmed.as_deref() == Some("1"), &view);
+    let store = ChecksStore::new(claims.clone());
+    let checks = Checks {
+        next_ms: store.next(&id).await?,
+        facts: store.facts(&id).await?,
+    };
+    let v = describe(
+        &id,
+        stage,
+        confirmed.as_deref() == Some("1"),
+        &view,
+        &checks,
+    );
     if args.json {
         writeln!(out, "{v}")?;
         return Ok(());
@@ -169,6 +201,39 @@ pub async fn run(
     }
     line(out, "trade_no", view.trade_no.as_deref().unwrap_or("-"))?;
     line(out, "notifies seen", view.notifies)?;
-    line(out, "next check", "-")?;
+    if let Some(t) = checks.facts.close_trace_no.as_deref() {
+        let said = if checks.facts.closed {
+            "closed"
+        } else {
+            "not closed yet"
+        };
+        line(out, "close", format!("close_trace_no {t}: {said}"))?;
+    }
+    let last = &v["last_check"];
+    if last.is_object() {
+        line(
+            out,
+            "last check",
+            format!(
+                "{} at {}: {}{}",
+                last["result"].as_str().unwrap_or("?"),
+                last["at"].as_str().unwrap_or("?"),
+                last["plan"].as_str().unwrap_or("-"),
+                last["detail"]
+                    .as_str()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        )?;
+    }
+    line(out, "next check", v["next_check"].as_str().unwrap_or("-"))?;
+    if view.known.state() == Some(crate::payment::PaymentState::Unresolved) {
+        line(
+            out,
+            "why",
+            "still open after reconcile.max_age_secs: the gateway never said paid, failed or closed \
+             (see the last check); reconcile it by hand (OPERATIONS.md)",
+        )?;
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::notify::{self, Receiver};
 use crate::payment::PaymentStore;
+use crate::reconcile::ChecksStore;
 use crate::telemetry::{self, metrics::Server};
 use crate::{http_server, signals};
 
@@ -47,6 +48,10 @@ pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
         sink: link.clone(),
         keys: Arc::new(KeyRing::new(config.institutions.clone())),
         settings: s.notify.clone(),
+        checks: s
+            .reconcile
+            .enabled
+            .then(|| ChecksStore::new(claims.clone())),
     });
     let listener = tokio::net::TcpListener::bind(&s.notify.listen)
         .await

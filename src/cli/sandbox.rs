@@ -31,6 +31,9 @@ pub struct SandboxArgs {
         default_value = "0,1,2,4,8,15,30,60,120,300"
     )]
     pub notify_schedule_secs: Vec<u64>,
+    /// How queryorder answers: `result-code`, or the older `trade-state`.
+    #[arg(long, value_enum, default_value = "result-code")]
+    pub query_shape: sandbox::QueryShape,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,7 @@ pub async fn run(institutions: Institutions, args: SandboxArgs) -> Result<(), Sa
             error_rate: args.error_rate,
             public_url: public_url.clone(),
             notify_inst_no: !args.notify_without_inst_no,
+            query_shape: args.query_shape,
             notify_schedule: args
                 .notify_schedule_secs
                 .iter()

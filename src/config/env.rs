@@ -230,6 +230,20 @@ fn apply_setting(
                 ));
             }
         }),
+        // A list of whole numbers: `60,300,900` (or `[60, 300, 900]`).
+        Some(toml::Value::Array(_)) => {
+            let items = value.trim().trim_start_matches('[').trim_end_matches(']');
+            let parsed: Result<Vec<toml::Value>, _> = items
+                .split(',')
+                .map(|v| v.trim().parse::<i64>().map(toml::Value::Integer))
+                .collect();
+            toml::Value::Array(parsed.map_err(|_| {
+                ConfigError::new(
+                    &dotted,
+                    format!("{name} must be whole numbers separated by commas, got {value:?}"),
+                )
+            })?)
+        }
         _ => {
             return Err(ConfigError::new(
                 dotted,
@@ -287,5 +301,27 @@ mod tests {
         assert_eq!(EnvKey::parse("OTHER__AMQP__URL"), Err(EnvKeyError::Shape));
         assert!(env_key_exists("H5PAY__WORKER__DEFAULT_INST_NO"));
         assert!(!env_key_exists("H5PAY__INSTITUTIONS__0__SECRET"));
+    }
+
+    #[test]
+    fn a_list_setting_reads_comma_separated_numbers() {
+        let mut t = toml::Table::new();
+        apply_env(
+            &mut t,
+            "H5PAY__RECONCILE__CHECK_AFTER_SECS",
+            "1, 2,5".into(),
+        )
+        .expect("applies");
+        assert_eq!(
+            t["reconcile"]["check_after_secs"],
+            toml::Value::Array(vec![1.into(), 2.into(), 5.into()])
+        );
+        apply_env(&mut t, "H5PAY__RECONCILE__CHECK_AFTER_SECS", "[7]".into()).expect("applies");
+        assert_eq!(
+            t["reconcile"]["check_after_secs"],
+            toml::Value::Array(vec![7.into()])
+        );
+        let e = apply_env(&mut t, "H5PAY__RECONCILE__CHECK_AFTER_SECS", "1,x".into());
+        assert!(e.is_err_and(|e| e.to_string().contains("reconcile.check_after_secs")));
     }
 }

@@ -335,6 +335,38 @@ impl Default for NotifySettings {
     }
 }
 
+/// The reconciler (contract §12): when open payments are queried, closed,
+/// given up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    pub enabled: bool,
+    /// When an open payment is queried, in seconds after its pay_time;
+    /// then every (last - previous).
+    pub check_after_secs: Vec<u64>,
+    /// How long a placed order stays payable.
+    pub order_ttl_secs: u64,
+    /// Close orders still unpaid `order_ttl_secs + close_grace_secs` after
+    /// their pay_time.
+    pub close_unpaid: bool,
+    pub close_grace_secs: u64,
+    /// Then a payment still open is `unresolved`.
+    pub max_age_secs: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            enabled: true,
+            check_after_secs: vec![60, 300, 900, 1800, 3600],
+            order_ttl_secs: 900,
+            close_unpaid: true,
+            close_grace_secs: 300,
+            max_age_secs: 86_400,
+        }
+    }
+}
+
 /// Everything the process is configured with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -348,6 +380,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub notify: NotifySettings,
+    pub reconcile: ReconcileSettings,
     pub log: LogSettings,
 }
 

@@ -122,6 +122,33 @@ impl Settings {
                 "must be an address like 127.0.0.1:9464",
             ));
         }
+        let rc = &self.reconcile;
+        let points = &rc.check_after_secs;
+        if points.is_empty() || points[0] == 0 || points.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(err(
+                "reconcile.check_after_secs",
+                "must be one or more seconds, each later than the one before, the first at least 1",
+            ));
+        }
+        if rc.order_ttl_secs == 0 {
+            return Err(err("reconcile.order_ttl_secs", "must be at least 1"));
+        }
+        if rc.max_age_secs <= points[0] {
+            return Err(err(
+                "reconcile.max_age_secs",
+                "must be later than the first of reconcile.check_after_secs",
+            ));
+        }
+        if rc.enabled && r.retention_secs <= rc.max_age_secs {
+            return Err(err(
+                "redis.retention_secs",
+                format!(
+                    "must be more than reconcile.max_age_secs ({}): a followed payment's state \
+                     must outlive its checks",
+                    rc.max_age_secs
+                ),
+            ));
+        }
         let n = &self.notify;
         if n.listen.parse::<SocketAddr>().is_err() {
             return Err(err(

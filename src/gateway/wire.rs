@@ -1,5 +1,6 @@
 //! The wire types of `POST /api/openpay/v3/h5pay`, as the gateway's own
-//! document (`docs/gateway-h5pay.md`) describes them.
+//! document (`docs/gateway-h5pay.md`) describes them, and the requests of
+//! queryorder and closeorder (`docs/gateway-lifecycle.md`).
 
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -85,11 +86,104 @@ impl H5PayRequest {
     /// The signed JSON body. Built once per identity: retries send these
     /// exact bytes.
     pub fn signed_body(&self, key: &SecretString) -> Vec<u8> {
-        let mut params = self.to_params();
-        let s = sign::sign(&params, key);
-        params.insert("sign".to_owned(), Value::String(s));
-        // A map of strings always serialises.
-        serde_json::to_vec(&params).unwrap_or_default()
+        signed(self.to_params(), key)
+    }
+}
+
+/// A queryorder request (gateway-lifecycle.md): by the gateway's order
+/// number when known, else by the original pay_trace_no and pay_time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRequest {
+    pub inst_no: String,
+    pub mch_no: String,
+    /// Fresh per query.
+    pub query_trace_no: String,
+    pub by: QueryBy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryBy {
+    TradeNo(String),
+    Trace {
+        pay_trace_no: String,
+        pay_time: String,
+    },
+}
+
+impl QueryRequest {
+    pub fn to_params(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: &str| {
+            m.insert(k.to_owned(), Value::String(v.to_owned()));
+        };
+        put("inst_no", &self.inst_no);
+        put("mch_no", &self.mch_no);
+        put("query_trace_no", &self.query_trace_no);
+        match &self.by {
+            QueryBy::TradeNo(t) => put("trade_no", t),
+            QueryBy::Trace {
+                pay_trace_no,
+                pay_time,
+            } => {
+                put("pay_trace_no", pay_trace_no);
+                put("pay_time", pay_time);
+            }
+        }
+        m
+    }
+
+    pub fn signed_body(&self, key: &SecretString) -> Vec<u8> {
+        signed(self.to_params(), key)
+    }
+}
+
+/// A closeorder request: the order by its gateway number; `close_trace_no`
+/// and `close_time` chosen once per payment and sent on every retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub inst_no: String,
+    pub mch_no: String,
+    pub close_trace_no: String,
+    /// `yyyyMMddHHmmss`, in the gateway's offset.
+    pub close_time: String,
+    pub trade_no: String,
+}
+
+impl CloseRequest {
+    pub fn to_params(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in [
+            ("inst_no", &self.inst_no),
+            ("mch_no", &self.mch_no),
+            ("close_trace_no", &self.close_trace_no),
+            ("close_time", &self.close_time),
+            ("trade_no", &self.trade_no),
+        ] {
+            m.insert(k.to_owned(), Value::String(v.clone()));
+        }
+        m
+    }
+
+    pub fn signed_body(&self, key: &SecretString) -> Vec<u8> {
+        signed(self.to_params(), key)
+    }
+}
+
+/// `params` with its sign, as JSON.
+fn signed(mut params: Map<String, Value>, key: &SecretString) -> Vec<u8> {
+    let s = sign::sign(&params, key);
+    params.insert("sign".to_owned(), Value::String(s));
+    // A map of strings always serialises.
+    serde_json::to_vec(&params).unwrap_or_default()
+}
+
+/// A field of an answer as text (numbers as they were written), `None` if
+/// absent or null. The lifecycle's answers are read field by field.
+pub fn text(m: &Map<String, Value>, k: &str) -> Option<String> {
+    match m.get(k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -26,6 +26,7 @@ use crate::keys::KeyRing;
 use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
 use crate::payment::event::{Anomaly, AnomalyKind, parse_end_time};
 use crate::payment::{Known, PaymentStore, Source};
+use crate::reconcile::ChecksStore;
 use crate::telemetry::metrics::{self, Label, NotifyOutcome};
 use parse::Refused;
 
@@ -38,6 +39,9 @@ pub struct Receiver<S> {
     /// Institution keys (the receiver's own copy; read at start).
     pub keys: Arc<KeyRing>,
     pub settings: NotifySettings,
+    /// The reconciler's schedule, to query a payment at once after a notify
+    /// that does not match (`None`: the reconciler is off).
+    pub checks: Option<ChecksStore>,
 }
 
 /// The receiver's route: `POST notify.path` and nothing else (the admin
@@ -158,12 +162,21 @@ impl<S: PaymentSink> Receiver<S> {
                     kind: AnomalyKind::Unexpected,
                     message: format!("a notify the worker cannot place: {message}"),
                 };
-                return match apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now)
-                    .await
+                if let Err(e) =
+                    apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now).await
                 {
-                    Ok(_) => Answer::success(NotifyOutcome::Mismatch),
-                    Err(e) => Answer::unavailable(&e),
-                };
+                    return Answer::unavailable(&e);
+                }
+                // The gateway says something else than the worker knows:
+                // ask it at once (contract §10 rule 4). If that cannot be
+                // scheduled, the notify is refused and comes again (its
+                // anomaly has the same event_id).
+                if let Some(checks) = &self.checks
+                    && let Err(e) = checks.bring_forward(id, now.timestamp_millis()).await
+                {
+                    return Answer::unavailable(&ApplyError::Redis(e));
+                }
+                return Answer::success(NotifyOutcome::Mismatch);
             }
         };
         if view.known != Known::Unknown {
@@ -173,12 +186,21 @@ impl<S: PaymentSink> Receiver<S> {
                     kind: AnomalyKind::Mismatch,
                     message: format!("a signed notify that differs: {}", wrong.join("; ")),
                 };
-                return match apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now)
-                    .await
+                if let Err(e) =
+                    apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now).await
                 {
-                    Ok(_) => Answer::success(NotifyOutcome::Mismatch),
-                    Err(e) => Answer::unavailable(&e),
-                };
+                    return Answer::unavailable(&e);
+                }
+                // The gateway says something else than the worker knows:
+                // ask it at once (contract §10 rule 4). If that cannot be
+                // scheduled, the notify is refused and comes again (its
+                // anomaly has the same event_id).
+                if let Some(checks) = &self.checks
+                    && let Err(e) = checks.bring_forward(id, now.timestamp_millis()).await
+                {
+                    return Answer::unavailable(&ApplyError::Redis(e));
+                }
+                return Answer::success(NotifyOutcome::Mismatch);
             }
         }
         let paid_at = parse::text(fields, "end_time").and_then(|t| parse_end_time(&t));

@@ -9,7 +9,7 @@ use crate::gateway::wire::json_kind;
 use crate::intent::Identity;
 use crate::keys::Institutions;
 use crate::payment::{Evidence, View};
-use crate::text::gateway_text;
+use crate::text::{gateway_text, quoted};
 
 /// Why a notify is refused before it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,23 +36,15 @@ pub fn read(body: &[u8]) -> Result<Map<String, Value>, Refused> {
     };
     if let Some((k, v)) = m.iter().find(|(_, v)| v.is_object() || v.is_array()) {
         return Err(Refused::NotScalars(format!(
-            "field {:?} is {}: a notify holds scalar values only",
-            gateway_text(k),
+            "field {} is {}: a notify holds scalar values only",
+            quoted(k),
             json_kind(v)
         )));
     }
     Ok(m)
 }
 
-/// A string field (numbers written as their text), `None` if absent or
-/// null.
-pub fn text(m: &Map<String, Value>, k: &str) -> Option<String> {
-    match m.get(k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    }
-}
+pub use crate::gateway::wire::text;
 
 /// Checks the sign, with the key of the body's `inst_no`, else the default
 /// institution: every scalar field takes part, unknown ones too (primary
@@ -86,10 +78,10 @@ pub fn identity(m: &Map<String, Value>, inst_no: &str) -> Identity {
 /// What a verified notify says: evidence, or why it cannot be placed.
 pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
     if let Some(rc) = text(m, "return_code").filter(|c| c != "SUCCESS") {
-        return Err(format!("return_code {:?}", gateway_text(&rc)));
+        return Err(format!("return_code {}", quoted(&rc)));
     }
     if let Some(tt) = text(m, "trade_type").filter(|t| t != "1") {
-        return Err(format!("unknown trade_type {:?}", gateway_text(&tt)));
+        return Err(format!("unknown trade_type {}", quoted(&tt)));
     }
     match text(m, "result_code").as_deref() {
         Some("PAY_SUCCESS") => Ok(Evidence::Paid {
@@ -97,7 +89,7 @@ pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
         }),
         Some("PAY_FAIL") => Ok(Evidence::Failed),
         Some("PAY_IN_PROCESS") => Ok(Evidence::NotYet),
-        Some(other) => Err(format!("unknown result_code {:?}", gateway_text(other))),
+        Some(other) => Err(format!("unknown result_code {}", quoted(other))),
         None => Err("no result_code".to_owned()),
     }
 }
@@ -126,26 +118,23 @@ pub fn mismatches(m: &Map<String, Value>, view: &View) -> Vec<String> {
     };
     if !amount_ok {
         wrong.push(format!(
-            "total_amount {:?}, the worker sent {}",
-            got_amount.as_deref().map(gateway_text).unwrap_or_default(),
+            "total_amount {}, the worker sent {}",
+            got_amount.as_deref().map(quoted).unwrap_or_default(),
             sent_amount.unwrap_or_default()
         ));
     }
     if let (Some(got), Some(sent)) = (text(m, "pay_time"), view.pay_time.as_deref())
         && got != sent
     {
-        wrong.push(format!(
-            "pay_time {:?}, the worker sent {sent}",
-            gateway_text(&got)
-        ));
+        wrong.push(format!("pay_time {}, the worker sent {sent}", quoted(&got)));
     }
     if let (Some(got), Some(known)) = (text(m, "trade_no"), view.trade_no.as_deref())
         && !got.is_empty()
         && got != known
     {
         wrong.push(format!(
-            "trade_no {:?}, the worker knows {known}",
-            gateway_text(&got)
+            "trade_no {}, the worker knows {known}",
+            quoted(&got)
         ));
     }
     wrong

@@ -182,6 +182,27 @@ pub(super) async fn h5pay(
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
     match amount {
+        // Placed, but the answer never arrives; every later call is refused
+        // as a duplicate (the field's classic outcome_unknown).
+        4026 if calls == 1 => {
+            s.ledger()
+                .orders
+                .entry(identity.clone())
+                .or_default()
+                .answered = Some("PAY_SUCCESS");
+            payment::placed(&s, &identity, amount);
+            return (
+                StatusCode::BAD_GATEWAY,
+                "sandbox scenario 4026: the answer is lost",
+            )
+                .into_response();
+        }
+        4026 => {
+            return fail_signed(
+                "重复的请求流水号 (sandbox scenario 4026: duplicate pay_trace_no)",
+                &key,
+            );
+        }
         5001 if calls <= 2 => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -206,6 +227,11 @@ pub(super) async fn h5pay(
         4002 => ("PAY_IN_PROCESS", "支付中 (sandbox scenario 4002)"),
         _ => ("PAY_SUCCESS", "支付成功"),
     };
+    s.ledger()
+        .orders
+        .entry(identity.clone())
+        .or_default()
+        .answered = Some(result_code);
     if result_code == "PAY_SUCCESS" {
         payment::placed(&s, &identity, amount);
     }

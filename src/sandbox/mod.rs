@@ -23,7 +23,15 @@
 //! | 4021 | paid by itself, but no notify is ever sent |
 //! | 4022 | paid by itself; the notify is sent three times |
 //! | 4023 | paid by itself; the notify carries a different `total_amount` |
-//! | other | unpaid until paid by hand |
+//! | 4024 | never paid; a query answers PAY_FAIL (the payment failed) |
+//! | 4025 | never paid; closeorder answers PAY_FAIL the first time, then closes |
+//! | 4026 | placed, but the answer is lost (HTTP 502); later calls are refused as a duplicate: `outcome_unknown`, and only a query finds the order |
+//! | 4027 | a query answers `result_code` PAY_SUCCESS and `trade_state` NOTPAY at once (a contradiction) |
+//! | other | unpaid until paid by hand; closeorder closes it |
+//!
+//! `POST /api/openpay/v3/queryorder` and `/v3/closeorder` ([`lifecycle`])
+//! answer in the `result_code` shape or the older `trade_state` one
+//! ([`QueryShape`]), and count overlapping calls per order.
 //!
 //! `GET /sandbox/stats` counts calls per identity (and says which orders
 //! were paid and notified).
@@ -45,6 +53,8 @@ use crate::gateway::sign;
 use crate::keys::Institutions;
 
 pub const PAY_PATH: &str = "/api/openpay/v3/h5pay";
+pub const QUERY_PATH: &str = "/api/openpay/v3/queryorder";
+pub const CLOSE_PATH: &str = "/api/openpay/v3/closeorder";
 
 /// How the sandbox misbehaves on purpose.
 #[derive(Debug, Clone)]
@@ -67,6 +77,20 @@ pub struct SandboxOptions {
     pub notify_inst_no: bool,
     /// How long after placement a self-paying scenario (4020–4023) pays.
     pub self_pay_after: Duration,
+    /// The shape of queryorder answers.
+    pub query_shape: QueryShape,
+}
+
+/// How queryorder says what happened (gateway-lifecycle.md: the sources
+/// disagree, so the sandbox answers either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum QueryShape {
+    /// `result_code`: PAY_SUCCESS / PAY_FAIL / PAY_IN_PROCESS.
+    #[default]
+    ResultCode,
+    /// The older `trade_state`: SUCCESS / NOTPAY / CLOSED / PAYERROR, and no
+    /// `result_code`.
+    TradeState,
 }
 
 impl Default for SandboxOptions {
@@ -82,11 +106,13 @@ impl Default for SandboxOptions {
                 .collect(),
             notify_inst_no: true,
             self_pay_after: Duration::from_secs(1),
+            query_shape: QueryShape::ResultCode,
         }
     }
 }
 
 mod h5pay;
+mod lifecycle;
 mod payment;
 
 type IdentityKey = (String, String, String);
@@ -109,6 +135,18 @@ struct Order {
     /// Notifies sent, and whether one was answered with the SUCCESS reply.
     notifies_sent: u64,
     notified: bool,
+    /// The result_code the order was answered with: the order exists at
+    /// the gateway (whatever the caller received).
+    answered: Option<&'static str>,
+    /// closeorder closed it.
+    closed: bool,
+    queries: u64,
+    closes: u64,
+    /// queryorder/closeorder calls in progress, and the most at once.
+    in_flight: u32,
+    max_in_flight: u32,
+    /// Every close_trace_no closeorder was sent for this order.
+    close_trace_nos: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +154,8 @@ struct Ledger {
     orders: HashMap<IdentityKey, Order>,
     /// trade_no → identity, for the pay page.
     by_trade_no: HashMap<String, IdentityKey>,
+    /// close_trace_no → (trade_no, close_time) it was first sent with.
+    close_traces: HashMap<String, (String, String)>,
 }
 
 pub struct Sandbox {
@@ -177,6 +217,11 @@ impl Sandbox {
                 paid: o.paid_at.is_some(),
                 notifies_sent: o.notifies_sent,
                 notified: o.notified,
+                closed: o.closed,
+                queries: o.queries,
+                closes: o.closes,
+                max_overlap: o.max_in_flight,
+                close_trace_nos: o.close_trace_nos.iter().cloned().collect(),
             })
             .collect();
         identities.sort_by(|a, b| {
@@ -223,6 +268,20 @@ pub struct IdentityStats {
     /// A notify was answered with the SUCCESS reply.
     #[serde(default)]
     pub notified: bool,
+    /// closeorder closed it.
+    #[serde(default)]
+    pub closed: bool,
+    #[serde(default)]
+    pub queries: u64,
+    #[serde(default)]
+    pub closes: u64,
+    /// The most queryorder/closeorder calls for this order at once: more
+    /// than 1 means two checks overlapped.
+    #[serde(default)]
+    pub max_overlap: u32,
+    /// Every close_trace_no sent for it: one, however often it was closed.
+    #[serde(default)]
+    pub close_trace_nos: Vec<String>,
 }
 
 /// `GET /sandbox/stats`.
@@ -261,6 +320,8 @@ pub async fn serve(
 pub fn app(sandbox: Arc<Sandbox>) -> Router {
     Router::new()
         .route(PAY_PATH, post(h5pay::h5pay))
+        .route(QUERY_PATH, post(lifecycle::queryorder))
+        .route(CLOSE_PATH, post(lifecycle::closeorder))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/pay", post(payment::pay_identity))
         .route(

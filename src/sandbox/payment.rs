@@ -44,6 +44,7 @@ pub(super) fn placed(s: &Arc<Sandbox>, identity: &IdentityKey, amount: u64) {
 pub(super) enum NotPayable {
     NoSuchOrder,
     NotPlaced,
+    Closed,
 }
 
 /// Pays an order (idempotent) and starts its notifies; returns its trade_no.
@@ -56,6 +57,9 @@ pub(super) fn pay(s: &Arc<Sandbox>, identity: &IdentityKey) -> Result<String, No
             .ok_or(NotPayable::NoSuchOrder)?;
         if !order.placed {
             return Err(NotPayable::NotPlaced);
+        }
+        if order.closed && order.paid_at.is_none() {
+            return Err(NotPayable::Closed);
         }
         let first = order.paid_at.is_none();
         if first {
@@ -188,6 +192,7 @@ pub(super) async fn page(State(s): State<Arc<Sandbox>>, Path(trade_no): Path<Str
         .and_then(|p| p.get("total_amount").cloned())
         .unwrap_or_default();
     let (status, action) = match order.paid_at {
+        None if order.closed => ("closed: it can no longer be paid".to_owned(), String::new()),
         Some(at) => (
             format!(
                 "paid at {}",
@@ -229,7 +234,7 @@ pub(super) async fn pay_from_page(
     let identity = s.ledger().by_trade_no.get(&trade_no).cloned();
     let paid = identity.map(|i| pay(&s, &i));
     match paid {
-        Some(Ok(_)) => (
+        Some(Ok(_)) | Some(Err(NotPayable::Closed)) => (
             StatusCode::SEE_OTHER,
             [(header::LOCATION, format!("/sandbox/pay/{trade_no}"))],
         )
@@ -265,6 +270,10 @@ pub(super) async fn pay_identity(
         Err(NotPayable::NotPlaced) => json_response(
             StatusCode::CONFLICT,
             &json!({"paid": false, "error": "the order was never placed (no PAY_SUCCESS answer)"}),
+        ),
+        Err(NotPayable::Closed) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"paid": false, "error": "the order was closed"}),
         ),
     }
 }

@@ -108,12 +108,16 @@ label! {
 }
 
 /// The decided values of `h5pay_gateway_requests_total{outcome}`.
-const DECIDED: [&str; 5] = [
+const DECIDED: [&str; 7] = [
     "ready",
     "in_process",
     "payment_failed",
     "gateway_rejected",
     "bad_signature",
+    // queryorder and closeorder: a usable answer, or none (refused,
+    // return_code FAIL, unsigned).
+    "answered",
+    "refused",
 ];
 
 label! {
@@ -158,6 +162,8 @@ label! {
         Claim => "claim",
         Store => "store",
         MarkConfirmed => "mark_confirmed",
+        /// A payment's first check (the reconciler's schedule).
+        Schedule => "schedule",
     }
 }
 
@@ -219,6 +225,35 @@ pub const PANICS: &str = "h5pay_panics_total";
 pub const READY: &str = "h5pay_ready";
 pub const HTTP_REFUSED: &str = "h5pay_http_connections_refused_total";
 pub const PAYMENT_EVENTS: &str = "h5pay_payment_events_total";
+pub const RECONCILE_CHECKS: &str = "h5pay_reconcile_checks_total";
+pub const RECONCILE_LAG: &str = "h5pay_reconcile_lag_seconds";
+pub const RECONCILE_OVERDUE: &str = "h5pay_reconcile_overdue_checks";
+
+label! {
+    /// `h5pay_reconcile_checks_total{result}` (contract §9, §12).
+    CheckResult {
+        /// The payment moved to paid (query, or the query after a close).
+        Paid => "paid",
+        Failed => "failed",
+        Closed => "closed",
+        /// Given up after `reconcile.max_age_secs`.
+        Unresolved => "unresolved",
+        /// Still open: the next check is scheduled.
+        Open => "open",
+        /// A verified answer that is not evidence: an anomaly event.
+        Anomaly => "anomaly",
+        /// No usable answer (gateway down, refused, unsigned): still open.
+        NoAnswer => "no_answer",
+        /// The payment was already final: nothing to do.
+        Final => "final",
+        /// Another check (or the intent's own claim) holds the identity.
+        Busy => "busy",
+        /// The identity's state expired (`redis.retention_secs`).
+        Gone => "gone",
+        /// Redis or the broker failed mid-check: it runs again after its lease.
+        Error => "error",
+    }
+}
 
 label! {
     /// `h5pay_notifies_total{outcome}` (contract §9).
@@ -247,6 +282,20 @@ pub const NOTIFY_DURATION: &str = "h5pay_notify_duration_seconds";
 pub fn notify_answered(outcome: NotifyOutcome, took: Duration) {
     counter!(NOTIFIES, "outcome" => outcome.as_str()).increment(1);
     histogram!(NOTIFY_DURATION).record(took.as_secs_f64());
+}
+
+pub fn reconcile_check(result: CheckResult) {
+    counter!(RECONCILE_CHECKS, "result" => result.as_str()).increment(1);
+}
+
+/// How late a due check started.
+pub fn reconcile_lag(lag: Duration) {
+    histogram!(RECONCILE_LAG).record(lag.as_secs_f64());
+}
+
+/// Checks due now and not picked up.
+pub fn reconcile_overdue(n: u64) {
+    gauge!(RECONCILE_OVERDUE).set(n as f64);
 }
 
 pub fn payment_event(state: crate::payment::EventState) {
@@ -378,6 +427,7 @@ pub(super) fn register() {
     zero::<HandBack>(HANDED_BACK, "reason");
     zero::<Server>(HTTP_REFUSED, "server");
     zero::<NotifyOutcome>(NOTIFIES, "outcome");
+    zero::<CheckResult>(RECONCILE_CHECKS, "result");
     for state in crate::payment::EventState::ALL {
         counter!(PAYMENT_EVENTS, "state" => state.as_str()).absolute(0);
     }
@@ -397,7 +447,7 @@ pub(super) fn register() {
     ] {
         counter!(name).absolute(0);
     }
-    for name in [INFLIGHT, BREAKER_STATE, READY] {
+    for name in [INFLIGHT, BREAKER_STATE, READY, RECONCILE_OVERDUE] {
         gauge!(name).set(0.0);
     }
     for name in [
@@ -406,6 +456,7 @@ pub(super) fn register() {
         CLAIM_WAIT,
         INTENT_DURATION,
         NOTIFY_DURATION,
+        RECONCILE_LAG,
     ] {
         // Registering the handle is enough for the exporter to list it.
         let _ = histogram!(name);
@@ -470,6 +521,15 @@ pub(super) fn describe() {
     describe_counter!(
         PAYMENT_EVENTS,
         "Payment events confirmed by the broker, by state (paid, failed, closed, unresolved, anomaly)"
+    );
+    describe_counter!(
+        RECONCILE_CHECKS,
+        "Payment checks run by the reconciler, by result"
+    );
+    describe_histogram!(RECONCILE_LAG, "How late a due payment check started");
+    describe_gauge!(
+        RECONCILE_OVERDUE,
+        "Payment checks due and not yet picked up (seen by this replica's last poll)"
     );
     describe_counter!(
         HTTP_REFUSED,

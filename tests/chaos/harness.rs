@@ -123,6 +123,9 @@ pub struct Cluster {
     pub gateway: Proxy,
     pub sandbox: Proc,
     pub sandbox_port: u16,
+    /// Where a receiver (`receiver()`) listens; the workers name it as
+    /// notify.public_url.
+    pub notify_port: u16,
     pub config: PathBuf,
     pub results: Arc<Mutex<Collected>>,
     collector: JoinHandle<()>,
@@ -131,8 +134,10 @@ pub struct Cluster {
 
 #[derive(Default)]
 pub struct Collected {
-    /// pay_trace_no → every event received for it.
+    /// pay_trace_no → every result event received for it.
     pub events: HashMap<String, Vec<Value>>,
+    /// pay_trace_no → every payment event received for it.
+    pub payments: HashMap<String, Vec<Value>>,
     pub last_at: Option<Instant>,
 }
 
@@ -156,6 +161,17 @@ pub struct Report {
 
 impl Cluster {
     pub async fn start(tag: &str, sandbox_latency_ms: u64) -> Cluster {
+        // Checks far beyond a scenario's run.
+        Self::start_with(
+            tag,
+            sandbox_latency_ms,
+            "check_after_secs = [600]\nmax_age_secs = 3000",
+        )
+        .await
+    }
+
+    /// A cluster whose workers run with these `[reconcile]` settings.
+    pub async fn start_with(tag: &str, sandbox_latency_ms: u64, reconcile: &str) -> Cluster {
         let id = format!("{tag}-{}", &h5pay_worker::claim::new_token()[..8]);
         let vhost = Vhost::create(&format!("h5pay-chaos-{id}"));
         let amqp = Proxy::start("127.0.0.1:5672".parse().expect("parses")).await;
@@ -191,6 +207,7 @@ impl Cluster {
         let gateway =
             Proxy::start(format!("127.0.0.1:{sandbox_port}").parse().expect("parses")).await;
         let config = dir.path().join("worker.toml");
+        let notify_port = free_port();
         std::fs::write(
             &config,
             format!(
@@ -228,6 +245,13 @@ key = "{SANDBOX_KEY}"
 [worker]
 shutdown_grace_secs = 15
 
+[notify]
+listen = "127.0.0.1:{notify_port}"
+public_url = "http://127.0.0.1:{notify_port}/h5pay/notify"
+
+[reconcile]
+{reconcile}
+
 [log]
 format = "json"
 level = "info"
@@ -236,6 +260,7 @@ level = "info"
                 vhost = vhost.0,
                 redis = redis.port,
                 gw = gateway.port,
+                reconcile = reconcile,
             ),
         )
         .expect("config written");
@@ -257,6 +282,7 @@ level = "info"
             gateway,
             sandbox,
             sandbox_port,
+            notify_port,
             config,
             results,
             collector,
@@ -280,6 +306,69 @@ level = "info"
             log,
         );
         (worker, admin)
+    }
+
+    /// Starts a notify receiver process on `notify_port` (through the same
+    /// proxies as the workers); returns it and its admin port.
+    pub fn receiver(&self) -> (Proc, u16) {
+        let admin = free_port();
+        let log = self.dir.path().join(format!(
+            "notify-{}.log",
+            h5pay_worker::claim::new_token()[..4].to_owned()
+        ));
+        let p = Proc::spawn(
+            Command::new(BIN)
+                .args(["notify", "--config"])
+                .arg(&self.config)
+                .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+                .env_remove("RUST_LOG"),
+            log,
+        );
+        (p, admin)
+    }
+
+    /// Payments that are final, by pay_trace_no: the distinct (state,
+    /// event_id) pairs each got, anomalies left out.
+    pub fn payment_states(&self) -> HashMap<String, std::collections::HashSet<(String, String)>> {
+        let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        r.payments
+            .iter()
+            .map(|(t, evs)| {
+                let set = evs
+                    .iter()
+                    .filter(|e| e["state"] != "anomaly")
+                    .map(|e| {
+                        (
+                            e["state"].as_str().unwrap_or_default().to_owned(),
+                            e["event_id"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                (t.clone(), set)
+            })
+            .collect()
+    }
+
+    /// Waits until every trace of `want` has a payment event in its state.
+    pub async fn wait_payments(
+        &self,
+        want: &HashMap<String, &'static str>,
+        within: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let states = self.payment_states();
+            let done = want.iter().all(|(t, s)| {
+                states
+                    .get(t)
+                    .is_some_and(|set| set.iter().any(|(state, _)| state == s))
+            });
+            if done {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
     }
 
     /// Publishes intents straight to the broker (not through the proxy);
@@ -467,6 +556,11 @@ impl Drop for Cluster {
 }
 
 fn append_report(r: &Report) {
+    append_json(&serde_json::to_value(r).unwrap_or_default());
+}
+
+/// Appends one JSON line to `target/chaos-report.jsonl`.
+pub fn append_json(v: &Value) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("chaos-report.jsonl");
@@ -476,7 +570,7 @@ fn append_report(r: &Report) {
         .open(path)
     {
         use std::io::Write;
-        let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
+        let _ = writeln!(f, "{v}");
     }
 }
 
@@ -488,6 +582,17 @@ pub async fn publish_intents(
     count: usize,
     dup_every: usize,
 ) -> Vec<String> {
+    publish_amounts(vhost, from, count, dup_every, |i| 100 + (i % 900) as u64).await
+}
+
+/// Like [`publish_intents`], each intent's amount chosen by `amount(i)`.
+pub async fn publish_amounts(
+    vhost: &str,
+    from: usize,
+    count: usize,
+    dup_every: usize,
+    amount: impl Fn(usize) -> u64,
+) -> Vec<String> {
     let conn = connect(vhost).await;
     let ch = conn.create_channel().await.expect("a channel");
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -497,7 +602,7 @@ pub async fn publish_intents(
     let mut traces = Vec::with_capacity(count);
     for i in from..from + count {
         let trace = format!("CH-{i}");
-        let body = serde_json::to_vec(&json!({"pay_trace_no": trace, "mch_no": "CHAOS1", "pay_type": "wechat", "total_amount": 100 + i % 900}))
+        let body = serde_json::to_vec(&json!({"pay_trace_no": trace, "mch_no": "CHAOS1", "pay_type": "wechat", "total_amount": amount(i)}))
             .unwrap_or_default();
         let times = if dup_every > 0 && i % dup_every == 0 {
             2
@@ -621,7 +726,11 @@ async fn collect(vhost: String, into: Arc<Mutex<Collected>>) {
             if let Ok(ev) = serde_json::from_slice::<Value>(&d.data) {
                 let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
                 if let Ok(mut r) = into.lock() {
-                    r.events.entry(trace).or_default().push(ev);
+                    if ev["schema"] == "h5pay.payment.v1" {
+                        r.payments.entry(trace).or_default().push(ev);
+                    } else {
+                        r.events.entry(trace).or_default().push(ev);
+                    }
                     r.last_at = Some(Instant::now());
                 }
             }

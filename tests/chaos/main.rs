@@ -328,3 +328,121 @@ async fn two_replicas_with_twenty_percent_duplicates() {
         "every duplicate got its event: {r:?}"
     );
 }
+
+/// The reconciler's schedule in chaos: checks 2 and 4 s after pay_time,
+/// unpaid orders closed after 8 s.
+const LIFECYCLE: &str =
+    "check_after_secs = [2, 4]\norder_ttl_secs = 6\nclose_grace_secs = 2\nmax_age_secs = 600";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_reach_their_final_state_through_kill_9_broker_close_and_redis_cut() {
+    let _serial = SERIAL.lock().await;
+    let s = scale();
+    let n = s.intents / 2;
+    // Slow queries, so that checks are in flight when the faults come.
+    let mut c = Cluster::start_with("lifecycle", 100, LIFECYCLE).await;
+    let (_receiver, receiver_admin) = c.receiver();
+    assert!(
+        c.ready(receiver_admin, Duration::from_secs(30)).await,
+        "{}",
+        c.logs()
+    );
+    let (mut a, _) = ready_worker(&c, 0).await;
+    let (_b, _) = ready_worker(&c, 1).await;
+    // Three kinds of payment: paid without a notify (4021: only a query
+    // finds it), paid by the buyer around its first check (a notify racing
+    // a query), never paid (closed).
+    let kind = |i: usize| i % 3;
+    let traces = harness::publish_amounts(&c.vhost.0, 0, n, 0, |i| match kind(i) {
+        0 => 4021,
+        _ => 100 + (i % 900) as u64,
+    })
+    .await;
+    c.published.extend(traces.clone());
+    assert_all_results(&c).await;
+    let want: std::collections::HashMap<String, &'static str> = traces
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), if kind(i) == 2 { "closed" } else { "paid" }))
+        .collect();
+    let http = reqwest::Client::new();
+    let pay = traces
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| kind(*i) == 1)
+        .map(|(_, t)| t.clone())
+        .collect::<Vec<_>>();
+    let sandbox = c.sandbox_port;
+    let paying = tokio::spawn(async move {
+        for t in pay {
+            let _ = http
+                .post(format!("http://127.0.0.1:{sandbox}/sandbox/pay"))
+                .header("content-type", "application/json")
+                .body(serde_json::json!({"mch_no": "CHAOS1", "pay_trace_no": t}).to_string())
+                .send()
+                .await;
+        }
+    });
+    // Checks fall due and run: a worker dies mid-check, the broker closes
+    // every connection, Redis goes away for the outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.signal("KILL");
+    let _ = a.wait_exit(Duration::from_secs(5));
+    c.vhost.close_all_connections();
+    c.redis.cut();
+    tokio::time::sleep(s.outage).await;
+    c.redis.restore().await;
+    let restored = Instant::now();
+    let (_a2, _) = c.worker(2);
+    let _ = paying.await;
+    let all_final = c.wait_payments(&want, DRAIN).await;
+    let recover = secs(restored);
+    let states = c.payment_states();
+    let stats = c.sandbox_stats().await;
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|(t, s)| {
+            !states
+                .get(*t)
+                .is_some_and(|set| set.iter().any(|(st, _)| st == *s))
+        })
+        .map(|(t, _)| t)
+        .collect();
+    // One event per state: one event_id for each (identity, state).
+    let split = states
+        .values()
+        .filter(|set| {
+            let mut per_state: std::collections::HashMap<&str, usize> = Default::default();
+            for (st, _) in set.iter() {
+                *per_state.entry(st.as_str()).or_default() += 1;
+            }
+            per_state.values().any(|n| *n > 1)
+        })
+        .count();
+    let overlapped = stats
+        .identities
+        .iter()
+        .filter(|i| i.max_overlap > 1)
+        .count();
+    let two_states = states.values().filter(|set| set.len() > 1).count();
+    let report = serde_json::json!({
+        "scenario": "payments through kill -9 mid-check, broker close, Redis cut; two replicas; notifies racing queries",
+        "payments": want.len(), "final": want.len() - missing.len(), "missing": missing.len(),
+        "split_event_ids": split, "overlapping_checks": overlapped, "more_than_one_state": two_states,
+        "queries": stats.identities.iter().map(|i| i.queries).sum::<u64>(),
+        "closes": stats.identities.iter().map(|i| i.closes).sum::<u64>(),
+        "recover_secs": recover,
+    });
+    harness::append_json(&report);
+    eprintln!("{report}");
+    assert!(
+        all_final && missing.is_empty(),
+        "payments not final: {missing:?}\n{}",
+        c.logs()
+    );
+    assert_eq!(split, 0, "an identity's state got two event_ids");
+    assert_eq!(overlapped, 0, "two checks of one payment ran at once");
+    assert_eq!(two_states, 0, "a payment reached two final states");
+    let r = c.report("(lifecycle scenario: its intents)", recover).await;
+    assert_clean(&c, &r);
+}

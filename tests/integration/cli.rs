@@ -352,6 +352,11 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
         "h5pay_dead_lettered_total{reason=\"not_json\"} 0",
         "h5pay_breaker_state 0",
         "h5pay_ready",
+        "h5pay_payment_events_total{state=\"unresolved\"} 0",
+        "h5pay_reconcile_checks_total{result=\"paid\"} 0",
+        "h5pay_reconcile_checks_total{result=\"no_answer\"} 0",
+        "h5pay_reconcile_lag_seconds",
+        "h5pay_reconcile_overdue_checks 0",
     ] {
         assert!(
             body.contains(name),

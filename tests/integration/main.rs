@@ -16,6 +16,7 @@ mod pipeline_order;
 #[path = "../common/proxy.rs"]
 mod proxy;
 mod publishing;
+mod reconcile;
 mod redis_cluster;
 mod sandbox_api;
 mod sign_vectors;

@@ -87,6 +87,7 @@ fn pipeline(env: &TestEnv, publish_retry_ms: u64) -> Pipeline {
         keys: Arc::new(KeyRing::new(config.institutions.clone())),
         settings: PipelineSettings::from_config(&config),
         stop: CancellationToken::new(),
+        scheduling: None,
     }
 }
 

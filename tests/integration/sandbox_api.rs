@@ -358,3 +358,141 @@ async fn code_urls_point_at_the_configured_public_url_whatever_the_host_header_s
         "{answer}"
     );
 }
+
+async fn post_to(base: &str, path: &str, body: &Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap_or_default())
+        .send()
+        .await
+        .expect("request sent");
+    serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+fn params(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn queryorder_and_closeorder_check_signs_find_orders_and_close_once_per_close_trace_no() {
+    use h5pay_worker::sandbox::{CLOSE_PATH, QUERY_PATH};
+    let (base, _) = start(SandboxOptions::default()).await;
+    let placed = post(&base, &signed(request("LC-1", "100"), SANDBOX_KEY))
+        .await
+        .1;
+    let trade_no = placed["trade_no"].as_str().unwrap_or_default().to_owned();
+
+    // Unsigned, unknown, and a pay_time that is not the order's: refused.
+    let q = |extra: Value| {
+        let mut m = params(json!({"inst_no": "60000001", "mch_no": "M1", "query_trace_no": "q1"}));
+        m.extend(params(extra));
+        m
+    };
+    let mut forged = signed(q(json!({"trade_no": trade_no})), SANDBOX_KEY);
+    forged["query_trace_no"] = json!("q2");
+    assert_eq!(
+        post_to(&base, QUERY_PATH, &forged).await["return_code"],
+        "FAIL"
+    );
+    for extra in [
+        json!({"trade_no": "nope"}),
+        json!({"pay_trace_no": "LC-1", "pay_time": "20261126101501"}),
+    ] {
+        let a = post_to(&base, QUERY_PATH, &signed(q(extra.clone()), SANDBOX_KEY)).await;
+        assert_eq!(a["return_code"], "FAIL", "{extra}: {a}");
+        assert!(
+            verifies(&a, SANDBOX_KEY),
+            "refusals are signed once the institution is known"
+        );
+    }
+    // By trade_no, and by pay_trace_no + pay_time: the same order, signed, echoing.
+    for extra in [
+        json!({"trade_no": trade_no}),
+        json!({"pay_trace_no": "LC-1", "pay_time": "20261126101500"}),
+    ] {
+        let a = post_to(&base, QUERY_PATH, &signed(q(extra), SANDBOX_KEY)).await;
+        assert!(verifies(&a, SANDBOX_KEY), "{a}");
+        assert_eq!(
+            (a["result_code"].as_str(), a["trade_no"].as_str()),
+            (Some("PAY_IN_PROCESS"), Some(trade_no.as_str()))
+        );
+        assert_eq!(
+            (a["query_trace_no"].as_str(), a["total_amount"].as_str()),
+            (Some("q1"), Some("100"))
+        );
+    }
+
+    // Close: idempotent per close_trace_no; the same one with another time is refused.
+    let close = |trace: &str, time: &str| {
+        params(
+            json!({"inst_no": "60000001", "mch_no": "M1", "close_trace_no": trace,
+                      "close_time": time, "trade_no": trade_no}),
+        )
+    };
+    let first = post_to(
+        &base,
+        CLOSE_PATH,
+        &signed(close("c1", "20261126110000"), SANDBOX_KEY),
+    )
+    .await;
+    assert!(verifies(&first, SANDBOX_KEY));
+    assert_eq!(
+        (
+            first["result_code"].as_str(),
+            first["close_trace_no"].as_str()
+        ),
+        (Some("PAY_SUCCESS"), Some("c1"))
+    );
+    let again = post_to(
+        &base,
+        CLOSE_PATH,
+        &signed(close("c1", "20261126110000"), SANDBOX_KEY),
+    )
+    .await;
+    assert_eq!(again["result_code"], "PAY_SUCCESS");
+    let other = post_to(
+        &base,
+        CLOSE_PATH,
+        &signed(close("c1", "20261126110001"), SANDBOX_KEY),
+    )
+    .await;
+    assert_eq!(other["return_code"], "FAIL", "{other}");
+    // Closed: the query says PAY_FAIL, and paying is refused.
+    let a = post_to(
+        &base,
+        QUERY_PATH,
+        &signed(q(json!({"trade_no": trade_no})), SANDBOX_KEY),
+    )
+    .await;
+    assert_eq!(a["result_code"], "PAY_FAIL");
+    let pay = reqwest::Client::new()
+        .post(format!("{base}/sandbox/pay"))
+        .header("content-type", "application/json")
+        .body(json!({"mch_no": "M1", "pay_trace_no": "LC-1"}).to_string())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(pay.status(), 409);
+}
+
+#[tokio::test]
+async fn the_trade_state_shape_answers_without_result_code() {
+    use h5pay_worker::sandbox::{QUERY_PATH, QueryShape};
+    let (base, _) = start(SandboxOptions {
+        query_shape: QueryShape::TradeState,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let placed = post(&base, &signed(request("TS-1", "100"), SANDBOX_KEY))
+        .await
+        .1;
+    let q = params(
+        json!({"inst_no": "60000001", "mch_no": "M1", "query_trace_no": "q1",
+                          "trade_no": placed["trade_no"]}),
+    );
+    let a = post_to(&base, QUERY_PATH, &signed(q, SANDBOX_KEY)).await;
+    assert!(verifies(&a, SANDBOX_KEY));
+    assert_eq!(a["trade_state"], "NOTPAY");
+    assert!(a.get("result_code").is_none(), "{a}");
+}

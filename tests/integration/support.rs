@@ -76,6 +76,11 @@ shutdown_grace_secs = 5
 [admin]
 listen = "127.0.0.1:0"
 
+# Checks far off: tests of the reconciler bring them close.
+[reconcile]
+check_after_secs = [600, 1200]
+max_age_secs = 3000
+
 [log]
 level = "warn"
 "#,
@@ -341,12 +346,13 @@ impl TestEnv {
             stop.clone(),
         );
         let receiver = Arc::new(h5pay_worker::notify::Receiver {
-            payments: h5pay_worker::payment::PaymentStore::new(claims),
+            payments: h5pay_worker::payment::PaymentStore::new(claims.clone()),
             sink: link.clone(),
             keys: Arc::new(h5pay_worker::keys::KeyRing::new(
                 self.config.institutions.clone(),
             )),
             settings: settings.notify.clone(),
+            checks: Some(h5pay_worker::reconcile::ChecksStore::new(claims)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -392,6 +398,29 @@ impl TestEnv {
         assert!(answer.status().is_success(), "pay: {}", answer.status());
         let bytes = answer.bytes().await.expect("a body");
         serde_json::from_slice(&bytes).expect("a JSON answer")
+    }
+
+    /// The payment state (`ps`) Redis holds for an identity of mch M1.
+    pub async fn payment_state(&self, trace: &str) -> Option<String> {
+        let mut r = self.redis().await;
+        redis::cmd("HGET")
+            .arg(format!(
+                "{}:60000001:M1:{trace}",
+                self.config.settings.redis.key_prefix
+            ))
+            .arg("ps")
+            .query_async(&mut r)
+            .await
+            .expect("HGET")
+    }
+
+    /// The sandbox's record of one identity of mch M1.
+    pub fn sandbox_order(&self, trace: &str) -> Option<h5pay_worker::sandbox::IdentityStats> {
+        self.sandbox
+            .stats(&Default::default())
+            .identities
+            .into_iter()
+            .find(|i| i.pay_trace_no == trace)
     }
 
     pub async fn publisher(&self) -> Channel {

@@ -123,7 +123,7 @@ pub async fn drive(
     opts: &Opts,
     run_tag: &str,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
-    let (count, rate) = (opts.intents, opts.rate);
+    let (count, rate, amount) = (opts.intents, opts.rate, opts.amount);
     // Results: bound before publishing.
     let (_rch, mut results) = subscribe(conn, &n.amqp.result_exchange, "h5pay.result.#").await?;
 
@@ -144,7 +144,7 @@ pub async fn drive(
             }
             let body = serde_json::to_vec(&json!({
                 "pay_trace_no": format!("{tag}-{i}"), "mch_no": "BENCH01", "pay_type": "wechat",
-                "total_amount": 100 + (i % 1000) as u64, "metadata": {"i": i}
+                "total_amount": amount.unwrap_or(100 + (i % 1000) as u64), "metadata": {"i": i}
             }))?;
             if let Ok(mut t) = pub_times.lock() {
                 t[i] = Some(Instant::now());

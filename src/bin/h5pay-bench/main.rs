@@ -13,8 +13,10 @@
 //! `h5pay-bench notify` measures the notify receiver instead
 //! ([`notify_load`]).
 
+mod checks;
 mod driver;
 mod notify_load;
+mod timers;
 // The one free_port of the project, shared with the tests.
 #[path = "../../../tests/common/net.rs"]
 mod net;
@@ -87,10 +89,24 @@ pub struct Opts {
     /// Worker log level during the run (the worker logs one line per intent at info).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Worker runs with the reconciler on, off, or both (alternating): the
+    /// cost of scheduling every payment's first check.
+    #[arg(long, value_enum, default_value = "both")]
+    pub reconcile: Reconcile,
+    /// Every intent's total_amount (a sandbox scenario); default: 100-1099.
+    #[arg(long)]
+    pub amount: Option<u64>,
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis_url: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reconcile {
+    On,
+    Off,
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +125,12 @@ enum Mode {
     /// The notify receiver under load: orders placed by the worker, then
     /// signed notifies at a fixed rate and at the maximum.
     Notify(notify_load::NotifyOpts),
+    /// The reconciler: checks/s one replica sustains and the lag from due
+    /// time to the payment event.
+    Checks(checks::CheckOpts),
+    /// What keeping a due check costs: a Redis sorted set against broker
+    /// TTL queues.
+    Timers(timers::TimerOpts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,6 +152,8 @@ fn main() -> anyhow::Result<()> {
             key_prefix,
         )),
         Some(Mode::Notify(n)) => rt.block_on(notify_load::run(cli.opts, n)),
+        Some(Mode::Checks(c)) => rt.block_on(checks::run(cli.opts, c)),
+        Some(Mode::Timers(t)) => rt.block_on(timers::run(cli.opts, t)),
         None => rt.block_on(bench(cli.opts)),
     }
 }
@@ -151,7 +175,12 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             eprintln!("run {run} of {}", opts.runs);
         }
         if !opts.no_worker {
-            reports.push(run_worker(&opts, &conn, &bin, &dir, &gateway).await?);
+            if opts.reconcile != Reconcile::Off {
+                reports.push(run_worker(&opts, &conn, &bin, &dir, &gateway, true).await?);
+            }
+            if opts.reconcile != Reconcile::On {
+                reports.push(run_worker(&opts, &conn, &bin, &dir, &gateway, false).await?);
+            }
         }
         if !opts.no_skeleton {
             reports.push(run_skeleton(&opts, &conn, &gateway).await?);

@@ -109,7 +109,7 @@ queue_type = "{queue_type}"
 [redis]
 url = "{redis}"
 key_prefix = "{prefix}"
-retention_secs = 3600
+retention_secs = 172800
 
 [gateway]
 url = "{gateway}"
@@ -189,18 +189,25 @@ pub async fn wait_port(port: u16) -> anyhow::Result<()> {
     bail!("port {port} did not open")
 }
 
+/// A worker run; `reconcile`: with the reconciler on (every payment's first
+/// check scheduled before its ack) or off.
 pub async fn run_worker(
     opts: &Opts,
     conn: &Connection,
     bin: &std::path::Path,
     dir: &TempDir,
     gateway: &str,
+    reconcile: bool,
 ) -> anyhow::Result<RunReport> {
     let n = Names::new("w", opts);
     declare(conn, &n).await?;
     let admin_port = free_port()?;
     let cfg = dir.path().join("worker.toml");
-    std::fs::write(&cfg, config_toml(opts, &n, gateway, admin_port))?;
+    std::fs::write(
+        &cfg,
+        config_toml(opts, &n, gateway, admin_port)
+            + &format!("\n[reconcile]\nenabled = {reconcile}\n"),
+    )?;
     let child = Command::new(bin)
         .arg("run")
         .arg("--config")
@@ -223,7 +230,8 @@ pub async fn run_worker(
             String::new()
         }
     );
-    let r = measure("worker", conn, &n, opts, pid).await;
+    let what = if reconcile { "worker" } else { "worker-rc-off" };
+    let r = measure(what, conn, &n, opts, pid).await;
     drop(worker);
     cleanup(conn, &n, &opts.redis_url).await;
     r

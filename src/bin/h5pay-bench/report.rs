@@ -54,7 +54,7 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     writeln!(
         out,
-        "{:<9} {:>8} {:>7} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "{:<13} {:>8} {:>7} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11}",
         "run",
         "intents",
         "lat_ms",
@@ -70,7 +70,7 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
     for r in reports {
         writeln!(
             out,
-            "{:<9} {:>8} {:>7} {:>8} {:>6} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.1}",
+            "{:<13} {:>8} {:>7} {:>8} {:>6} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.1}",
             r.what,
             r.intents,
             r.latency_ms,
@@ -94,7 +94,7 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
         Some((*v.get(v.len() / 2)?, *v.first()?, *v.last()?))
     };
     if opts.runs > 1 {
-        for what in ["worker", "skeleton"] {
+        for what in ["worker", "worker-rc-off", "skeleton"] {
             if let Some((m, lo, hi)) = median(what) {
                 writeln!(
                     out,
@@ -103,6 +103,13 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
                 )?;
             }
         }
+    }
+    if let (Some((on, ..)), Some((off, ..))) = (median("worker"), median("worker-rc-off")) {
+        writeln!(
+            out,
+            "reconciler on / off throughput (medians): {:.2} (the contract's bar: at least 0.85)",
+            on / off.max(1e-9)
+        )?;
     }
     if let (Some((w, ..)), Some((s, ..))) = (median("worker"), median("skeleton")) {
         writeln!(

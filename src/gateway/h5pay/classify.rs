@@ -12,7 +12,7 @@ use crate::gateway::signed_call::{
 };
 use crate::gateway::wire::{H5PayRequest, H5PayResponse, ReceivedResponse};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer, Jsapi, Payable};
-use crate::text::gateway_text;
+use crate::text::{gateway_text, quoted};
 
 /// What an answer is checked against besides the request it answers.
 #[derive(Debug, Clone, Copy)]
@@ -144,10 +144,7 @@ fn classify_body(
                     format!("gateway answered PAY_FAIL: {msg}"),
                 )),
                 Some(other) => {
-                    return bad(
-                        format!("unknown result_code {:?}", gateway_text(other)),
-                        answer,
-                    );
+                    return bad(format!("unknown result_code {}", quoted(other)), answer);
                 }
                 None => return bad("SUCCESS answer without a result_code".to_owned(), answer),
             };
@@ -160,10 +157,7 @@ fn classify_body(
                 answer,
             }
         }
-        Some(other) => bad(
-            format!("unknown return_code {:?}", gateway_text(other)),
-            answer,
-        ),
+        Some(other) => bad(format!("unknown return_code {}", quoted(other)), answer),
         None => bad("answer without a return_code".to_owned(), answer),
     }
 }
@@ -208,7 +202,7 @@ fn check_echo(f: &H5PayResponse, sent: &H5PayRequest) -> Result<(), String> {
 fn echo_detail(field: &str, got: Option<&str>, sent: &str) -> String {
     match got {
         None => format!("{field} missing (sent {sent:?})"),
-        Some(g) => format!("{field} is {:?}, sent {sent:?}", gateway_text(g)),
+        Some(g) => format!("{field} is {}, sent {sent:?}", quoted(g)),
     }
 }
 
@@ -257,12 +251,8 @@ fn bounded(f: &H5PayResponse) -> Result<(), String> {
 /// when the gateway itself is plain http, as the sandbox is). Anything else
 /// (`javascript:`, `data:`, a relative path) is not a payment link.
 fn check_code_url(u: &str, http_links: bool) -> Result<(), String> {
-    let parsed = url::Url::parse(u).map_err(|e| {
-        format!(
-            "code_url is not an absolute URL ({e}): {:?}",
-            gateway_text(u)
-        )
-    })?;
+    let parsed = url::Url::parse(u)
+        .map_err(|e| format!("code_url is not an absolute URL ({e}): {}", quoted(u)))?;
     let ok = match parsed.scheme() {
         "https" => true,
         "http" => http_links,
@@ -270,9 +260,9 @@ fn check_code_url(u: &str, http_links: bool) -> Result<(), String> {
     };
     if !ok || parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!(
-            "code_url must be an absolute {} URL, got {:?}",
+            "code_url must be an absolute {} URL, got {}",
             if http_links { "http(s)" } else { "https" },
-            gateway_text(u)
+            quoted(u)
         ));
     }
     Ok(())

@@ -1,0 +1,242 @@
+//! `h5pay-bench checks`: the reconciler of one worker replica against the
+//! sandbox. Orders that pay by themselves without a notify (sandbox
+//! scenario 4021) are placed by the worker; each one's first check, due
+//! `--check-after-secs` after its pay_time, queries it and publishes its
+//! `paid` event. Two phases:
+//!
+//! * paced: checks fall due at `--rate`/s, below saturation: the lag from
+//!   due time to the `paid` event (query, transition and confirmed publish
+//!   included);
+//! * burst: `--burst` orders placed as fast as the worker goes, so their
+//!   checks fall due together: the checks per second the replica sustains.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::Value;
+
+use crate::Opts;
+use crate::driver::{Names, cleanup, declare, drive, subscribe};
+use crate::processes::{
+    ChildGuard, TempDir, config_toml, free_port, proc_stats, start_sandbox, wait_ready, worker_bin,
+};
+use crate::report::percentile;
+
+#[derive(clap::Args, Clone)]
+pub struct CheckOpts {
+    /// Checks per second in the paced phase.
+    #[arg(long, default_value_t = 300)]
+    pub check_rate: u64,
+    /// Payments in the paced phase.
+    #[arg(long, default_value_t = 3000)]
+    pub paced: usize,
+    /// Payments in the burst phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub burst: usize,
+    /// When the first check is due after pay_time.
+    #[arg(long, default_value_t = 8)]
+    pub check_after_secs: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub phase: String,
+    pub payments: usize,
+    /// Payments paid (events received) per second, from the first due time
+    /// to the last event.
+    pub checks_per_sec: f64,
+    /// Due time → paid event received.
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub lag_max_ms: f64,
+    /// The worker's own pick-up lag (`h5pay_reconcile_lag_seconds`), mean.
+    pub pickup_lag_mean_ms: f64,
+    pub worker_cpu_us_per_check: f64,
+}
+
+pub async fn run(opts: Opts, c: CheckOpts) -> anyhow::Result<()> {
+    let bin = worker_bin(&opts)?;
+    let dir = TempDir::new()?;
+    let conn = Connection::connect(&opts.amqp_url, ConnectionProperties::default())
+        .await
+        .context("RabbitMQ (make services)")?;
+    let names = Names::new("c", &opts);
+    declare(&conn, &names).await?;
+    let result = measure(&opts, &c, &conn, &bin, &dir, &names).await;
+    cleanup(&conn, &names, &opts.redis_url).await;
+    let _ = conn.close(200, "bench done".into()).await;
+    let reports = result?;
+    println!(
+        "{:<8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>14} {:>13}",
+        "phase",
+        "payments",
+        "checks/s",
+        "lag_p50_ms",
+        "lag_p99_ms",
+        "lag_max_ms",
+        "pickup_mean_ms",
+        "cpu_us/check"
+    );
+    for r in &reports {
+        println!(
+            "{:<8} {:>8} {:>9.0} {:>10.0} {:>10.0} {:>10.0} {:>14.1} {:>13.1}",
+            r.phase,
+            r.payments,
+            r.checks_per_sec,
+            r.lag_p50_ms,
+            r.lag_p99_ms,
+            r.lag_max_ms,
+            r.pickup_lag_mean_ms,
+            r.worker_cpu_us_per_check
+        );
+    }
+    if let Some(path) = &opts.json {
+        crate::report::append_json(path, &reports)?;
+    }
+    Ok(())
+}
+
+async fn measure(
+    opts: &Opts,
+    c: &CheckOpts,
+    conn: &Connection,
+    bin: &std::path::Path,
+    dir: &TempDir,
+    names: &Names,
+) -> anyhow::Result<Vec<CheckReport>> {
+    let (_sandbox, gateway) = start_sandbox(bin, dir, opts.latency_ms).await?;
+    let admin = free_port()?;
+    let cfg = dir.path().join("worker.toml");
+    let reconcile = format!(
+        "\n[reconcile]\ncheck_after_secs = [{}]\nclose_unpaid = false\nmax_age_secs = 3600\n",
+        c.check_after_secs
+    );
+    std::fs::write(&cfg, config_toml(opts, names, &gateway, admin) + &reconcile)?;
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the worker")?;
+    let pid = child.id();
+    let _worker = ChildGuard(child);
+    wait_ready(admin).await?;
+    let (_ch, mut paid) =
+        subscribe(conn, &names.amqp.result_exchange, "h5pay.payment.paid.#").await?;
+    let after_ms = i64::try_from(c.check_after_secs * 1000).unwrap_or(0);
+    // Every paid event, timed when it arrives (while orders are still being
+    // placed): trace → (received ms, due ms).
+    let seen_all: Arc<Mutex<HashMap<String, (i64, i64)>>> = Arc::default();
+    let into = seen_all.clone();
+    let collector = tokio::spawn(async move {
+        while let Some(Ok(d)) = paid.next().await {
+            let now = chrono::Utc::now().timestamp_millis();
+            let Ok(ev) = serde_json::from_slice::<Value>(&d.data) else {
+                continue;
+            };
+            if ev["source"] != "query" {
+                continue;
+            }
+            let trace = ev["pay_trace_no"].as_str().unwrap_or_default().to_owned();
+            let due = ev["pay_time"].as_str().and_then(pay_time_ms).unwrap_or(now) + after_ms;
+            if let Ok(mut m) = into.lock() {
+                m.entry(trace).or_insert((now, due));
+            }
+        }
+    });
+    let mut reports = Vec::new();
+    for (phase, count, rate) in [("paced", c.paced, c.check_rate), ("burst", c.burst, 0)] {
+        let tag = format!("{}-{phase}-", names.id);
+        eprintln!(
+            "{phase}: {count} payments{}",
+            if rate > 0 {
+                format!(" at {rate}/s")
+            } else {
+                String::new()
+            }
+        );
+        let (lag0_sum, lag0_n) = pickup_lag(admin).await;
+        let (_, cpu0) = proc_stats(pid);
+        let placing = Opts {
+            intents: count,
+            rate,
+            amount: Some(4021),
+            latency_trace: None,
+            ..opts.clone()
+        };
+        drive(conn, names, &placing, &format!("{}-{phase}", names.id)).await?;
+        let of_phase = || -> HashMap<String, (i64, i64)> {
+            seen_all
+                .lock()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(t, _)| t.starts_with(&tag))
+                        .map(|(t, v)| (t.clone(), *v))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120 + count as u64 / 50);
+        let mut seen = of_phase();
+        while seen.len() < count {
+            if Instant::now() > deadline {
+                collector.abort();
+                bail!("{phase}: {} of {count} paid events", seen.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen = of_phase();
+        }
+        let (_, cpu1) = proc_stats(pid);
+        let (lag1_sum, lag1_n) = pickup_lag(admin).await;
+        let first_due = seen.values().map(|(_, d)| *d).min().unwrap_or(0);
+        let last = seen.values().map(|(r, _)| *r).max().unwrap_or(0);
+        let mut lags: Vec<f64> = seen.values().map(|(r, d)| (r - d).max(0) as f64).collect();
+        lags.sort_by(|a, b| a.total_cmp(b));
+        let n_checks = (lag1_n - lag0_n).max(1.0);
+        reports.push(CheckReport {
+            phase: phase.to_owned(),
+            payments: count,
+            checks_per_sec: count as f64 / (((last - first_due).max(1)) as f64 / 1000.0),
+            lag_p50_ms: percentile(&lags, 0.50),
+            lag_p99_ms: percentile(&lags, 0.99),
+            lag_max_ms: lags.last().copied().unwrap_or(0.0),
+            pickup_lag_mean_ms: (lag1_sum - lag0_sum) * 1000.0 / n_checks,
+            // The worker also placed the orders: its CPU per check includes
+            // placing one order (measured alone by the main benchmark).
+            worker_cpu_us_per_check: (cpu1 - cpu0) * 1e6 / count as f64,
+        });
+    }
+    collector.abort();
+    Ok(reports)
+}
+
+/// `yyyyMMddHHmmss` in +08:00 → ms since the epoch.
+fn pay_time_ms(s: &str) -> Option<i64> {
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok()?;
+    Some(t.and_utc().timestamp_millis() - 8 * 3600 * 1000)
+}
+
+/// The worker's `h5pay_reconcile_lag_seconds` sum and count.
+async fn pickup_lag(admin: u16) -> (f64, f64) {
+    let text = match reqwest::get(format!("http://127.0.0.1:{admin}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return (0.0, 0.0),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("h5pay_reconcile_lag_seconds_sum"),
+        value("h5pay_reconcile_lag_seconds_count"),
+    )
+}

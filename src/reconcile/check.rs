@@ -1,0 +1,448 @@
+//! One check of one payment (contract §12): hold the identity's lease,
+//! look at the payment, then query — or close and query, or query one last
+//! time and give up — and apply what the gateway said (§10), then schedule
+//! the next check or none. A check that fails midway (Redis, the broker)
+//! leaves its pick-up lease in the schedule: it runs again after the lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::schedule::{Plan, Schedule};
+use super::store::{ChecksStore, Lease, identity};
+use crate::claim::{self, ClaimError};
+use crate::gateway::close::CloseAnswer;
+use crate::gateway::query::{QueryAnswer, QueryExpect};
+use crate::gateway::{Abandon, Abandoned, CloseRequest, Gateway, QueryBy, QueryRequest};
+use crate::intent::{Identity, format_pay_time, parse_pay_time};
+use crate::keys::KeyRing;
+use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
+use crate::payment::event::{Anomaly, parse_end_time};
+use crate::payment::{EventState, Evidence, PaymentState, PaymentStore, Source, View};
+use crate::telemetry::metrics::{self, CheckResult, Label};
+use crate::text::gateway_text;
+
+/// What a check needs; one per process.
+pub struct Checker<S> {
+    pub payments: PaymentStore,
+    pub checks: ChecksStore,
+    pub gateway: Arc<Gateway>,
+    pub keys: Arc<KeyRing>,
+    pub sink: S,
+    pub schedule: Schedule,
+    pub offset: chrono::FixedOffset,
+    /// The identity's lease while a check works (`redis.lease_ms`).
+    pub lease_ms: u64,
+    /// Cancelled at a stop: a check not yet at the gateway gives up.
+    pub stop: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("redis: {0}")]
+    Redis(#[from] ClaimError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("abandoned: {0}")]
+    Abandoned(#[from] Abandoned),
+}
+
+/// What one check did, for its record and the metric.
+struct Done {
+    result: CheckResult,
+    plan: Option<Plan>,
+    detail: String,
+}
+
+impl<S: PaymentSink> Checker<S> {
+    /// Runs the check of `member`, due at `due_ms` and picked up at
+    /// `now_ms` (Redis's clock).
+    pub async fn run(&self, member: &str, due_ms: i64, now_ms: i64) -> CheckResult {
+        metrics::reconcile_lag(Duration::from_millis(
+            u64::try_from(now_ms.saturating_sub(due_ms)).unwrap_or(0),
+        ));
+        let result = self.run_inner(member).await;
+        metrics::reconcile_check(result);
+        result
+    }
+
+    async fn run_inner(&self, member: &str) -> CheckResult {
+        let Some(id) = identity(member) else {
+            warn!(member, "a scheduled check names no identity; removing it");
+            let _ = self.checks.remove(member).await;
+            return CheckResult::Gone;
+        };
+        let token = claim::new_token();
+        match self.checks.lease(&id, &token, self.lease_ms).await {
+            Ok(Lease::Taken) => {}
+            Ok(Lease::Gone) => {
+                let _ = self.checks.remove(member).await;
+                return CheckResult::Gone;
+            }
+            Ok(Lease::Busy(ms)) => {
+                // Another check is on it (or the intent is mid-call): try
+                // again once that lease is over.
+                let at = Utc::now().timestamp_millis() + i64::try_from(ms).unwrap_or(0) + 100;
+                let _ = self.checks.reschedule(member, at).await;
+                return CheckResult::Busy;
+            }
+            Err(e) => {
+                warn!(error = %e, "check could not take its lease; it runs again after its pick-up lease");
+                return CheckResult::Error;
+            }
+        }
+        let lost = CancellationToken::new();
+        let renew = self.renew(&id, &token, &lost);
+        tokio::pin!(renew);
+        let span = tracing::info_span!(
+            "check",
+            inst_no = id.inst_no.as_str(),
+            mch_no = id.mch_no.as_str(),
+            pay_trace_no = id.pay_trace_no.as_str()
+        );
+        let worked = tokio::select! {
+            biased;
+            r = tracing::Instrument::instrument(self.work(&id, member, &lost), span) => r,
+            never = &mut renew => match never {},
+        };
+        if let Err(e) = self.checks.release(&id, &token).await {
+            debug!(error = %e, "check lease not released; it lapses");
+        }
+        match worked {
+            Ok(done) => {
+                let record = json!({
+                    "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "plan": done.plan.map(plan_word),
+                    "result": done.result.as_str(),
+                    "detail": gateway_text(&done.detail),
+                })
+                .to_string();
+                if let Err(e) = self.checks.note(&id, false, &[("lc", &record)]).await {
+                    debug!(error = %e, "last check not recorded");
+                }
+                done.result
+            }
+            Err(CheckError::Abandoned(_)) => {
+                info!("check abandoned (stopping, or its lease was lost); it runs again later");
+                CheckResult::Error
+            }
+            Err(e) => {
+                warn!(error = %e, "check failed; it runs again after its pick-up lease");
+                CheckResult::Error
+            }
+        }
+    }
+
+    /// Renews the identity's lease on a fixed schedule; cancels `lost` and
+    /// then waits forever if it is lost.
+    async fn renew(
+        &self,
+        id: &Identity,
+        token: &str,
+        lost: &CancellationToken,
+    ) -> std::convert::Infallible {
+        let every = Duration::from_millis(self.lease_ms / 3);
+        loop {
+            tokio::time::sleep(every).await;
+            match self.checks.lease(id, token, self.lease_ms).await {
+                Ok(Lease::Taken) | Err(_) => {}
+                Ok(_) => {
+                    lost.cancel();
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    async fn work(
+        &self,
+        id: &Identity,
+        member: &str,
+        lost: &CancellationToken,
+    ) -> Result<Done, CheckError> {
+        let view = self.payments.view(id).await?;
+        match view.known.state() {
+            Some(PaymentState::Open) => {}
+            Some(state) => {
+                self.checks.remove(member).await?;
+                return Ok(Done {
+                    result: CheckResult::Final,
+                    plan: None,
+                    detail: format!("already {}", state.as_str()),
+                });
+            }
+            None => {
+                self.checks.remove(member).await?;
+                return Ok(Done {
+                    result: CheckResult::Gone,
+                    plan: None,
+                    detail: "no payment".into(),
+                });
+            }
+        }
+        let Some(pay_time) = view
+            .pay_time
+            .as_deref()
+            .and_then(parse_pay_time)
+            .and_then(|t| self.offset.from_local_datetime(&t).single())
+            .map(|t| t.with_timezone(&Utc))
+        else {
+            warn!("a followed payment without a readable pay_time; no more checks");
+            self.checks.remove(member).await?;
+            return Ok(Done {
+                result: CheckResult::Gone,
+                plan: None,
+                detail: "no pay_time".into(),
+            });
+        };
+        let Some(key) = self.keys.current().key(&id.inst_no).cloned() else {
+            warn!("no key for the payment's institution; checking it later");
+            self.next(member, pay_time).await?;
+            return Ok(Done {
+                result: CheckResult::NoAnswer,
+                plan: None,
+                detail: "no key for the institution".into(),
+            });
+        };
+        let abandon = Abandon {
+            any_time: lost,
+            before_first: &self.stop,
+        };
+        let now = Utc::now();
+        let facts = self.checks.facts(id).await?;
+        let plan = self
+            .schedule
+            .plan(pay_time, now, view.trade_no.is_some(), facts.closed);
+        let mut closed = facts.closed;
+        let mut detail = String::new();
+        if plan == Plan::Close
+            && let Some(trade_no) = view.trade_no.clone()
+        {
+            closed |= self
+                .close(id, &trade_no, &key, abandon, now, &mut detail)
+                .await?;
+        }
+        let query_trace_no = claim::new_token();
+        let answer = self
+            .query(id, &view, &query_trace_no, &key, abandon)
+            .await?;
+        detail.push_str(&describe(&answer));
+        if let Some(t) = answer.trade_no()
+            && view.trade_no.is_none()
+        {
+            // An outcome_unknown payment learns its order this way, and can
+            // then be closed.
+            self.checks.note(id, true, &[("tn", t)]).await?;
+        }
+        let received = format!("query {query_trace_no}");
+        let (evidence, source, paid_at) = match &answer {
+            QueryAnswer::Paid { trade_no, end_time } => (
+                Some(Evidence::Paid {
+                    trade_no: Some(trade_no.clone()),
+                }),
+                Source::Query,
+                end_time.as_deref().and_then(parse_end_time),
+            ),
+            QueryAnswer::Failed { .. } if closed => {
+                (Some(Evidence::ClosedAfterClose), Source::Close, None)
+            }
+            QueryAnswer::Failed { .. } => (Some(Evidence::Failed), Source::Query, None),
+            QueryAnswer::Anomaly { kind, message } => {
+                let a = Anomaly {
+                    kind: *kind,
+                    message: message.clone(),
+                };
+                apply::anomaly(
+                    &self.sink,
+                    id,
+                    &view,
+                    a,
+                    Source::Query,
+                    received.as_bytes(),
+                    now,
+                )
+                .await?;
+                (None, Source::Query, None)
+            }
+            QueryAnswer::NotYet { .. } | QueryAnswer::NoAnswer(_) => (None, Source::Query, None),
+        };
+        let mut moved = None;
+        if let Some(e) = &evidence {
+            let applied = apply::apply(
+                &self.payments,
+                &self.sink,
+                id,
+                view.clone(),
+                e,
+                source,
+                paid_at,
+                received.as_bytes(),
+                now,
+            )
+            .await?;
+            moved = final_state(&applied);
+        }
+        if moved.is_none() && plan == Plan::GiveUp {
+            let applied = apply::apply(
+                &self.payments,
+                &self.sink,
+                id,
+                self.payments.view(id).await?,
+                &Evidence::GiveUp,
+                Source::Query,
+                None,
+                received.as_bytes(),
+                now,
+            )
+            .await?;
+            moved = final_state(&applied);
+            if moved == Some(EventState::Unresolved) {
+                warn!("payment unresolved: still open after reconcile.max_age_secs");
+                detail.push_str(&format!(
+                    "; still open {} s after pay_time: given up",
+                    (now - pay_time).num_seconds()
+                ));
+            }
+        }
+        let result = match (moved, &answer) {
+            (Some(state), _) => {
+                self.checks.remove(member).await?;
+                match state {
+                    EventState::Paid => CheckResult::Paid,
+                    EventState::Failed => CheckResult::Failed,
+                    EventState::Closed => CheckResult::Closed,
+                    _ => CheckResult::Unresolved,
+                }
+            }
+            (None, answer) => {
+                // Still open (or moved by someone else meanwhile: the next
+                // check finds it final and stops).
+                self.next(member, pay_time).await?;
+                match answer {
+                    QueryAnswer::Anomaly { .. } => CheckResult::Anomaly,
+                    QueryAnswer::NoAnswer(_) => CheckResult::NoAnswer,
+                    _ => CheckResult::Open,
+                }
+            }
+        };
+        info!(
+            plan = plan_word(plan),
+            result = result.as_str(),
+            answer = answer.word(),
+            "payment checked"
+        );
+        Ok(Done {
+            result,
+            plan: Some(plan),
+            detail,
+        })
+    }
+
+    async fn next(&self, member: &str, pay_time: DateTime<Utc>) -> Result<(), ClaimError> {
+        let at = self.schedule.next(pay_time, Utc::now());
+        self.checks.reschedule(member, at.timestamp_millis()).await
+    }
+
+    /// closeorder with the payment's close pair; `true` when it said closed.
+    async fn close(
+        &self,
+        id: &Identity,
+        trade_no: &str,
+        key: &secrecy::SecretString,
+        abandon: Abandon<'_>,
+        now: DateTime<Utc>,
+        detail: &mut String,
+    ) -> Result<bool, CheckError> {
+        let Some((close_trace_no, close_time)) = self
+            .checks
+            .close_pair(id, &claim::new_token(), &format_pay_time(now, self.offset))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let req = CloseRequest {
+            inst_no: id.inst_no.clone(),
+            mch_no: id.mch_no.clone(),
+            close_trace_no,
+            close_time,
+            trade_no: trade_no.to_owned(),
+        };
+        let answer = self.gateway.close(&req, key, abandon).await?;
+        let closed = answer == CloseAnswer::Closed;
+        if closed {
+            self.checks.note(id, false, &[("xd", "1")]).await?;
+        }
+        detail.push_str(&match &answer {
+            CloseAnswer::Closed => "closeorder: closed; ".to_owned(),
+            CloseAnswer::NotClosed(m) => format!("closeorder: not closed ({m}); "),
+            CloseAnswer::Unknown(m) => format!("closeorder: {m}; "),
+        });
+        Ok(closed)
+    }
+
+    async fn query(
+        &self,
+        id: &Identity,
+        view: &View,
+        query_trace_no: &str,
+        key: &secrecy::SecretString,
+        abandon: Abandon<'_>,
+    ) -> Result<QueryAnswer, Abandoned> {
+        let pay_time = view.pay_time.clone().unwrap_or_default();
+        let by = match &view.trade_no {
+            Some(t) => QueryBy::TradeNo(t.clone()),
+            None => QueryBy::Trace {
+                pay_trace_no: id.pay_trace_no.clone(),
+                pay_time: pay_time.clone(),
+            },
+        };
+        let req = QueryRequest {
+            inst_no: id.inst_no.clone(),
+            mch_no: id.mch_no.clone(),
+            query_trace_no: query_trace_no.to_owned(),
+            by,
+        };
+        let expect = QueryExpect {
+            verify_key: None,
+            mch_no: &id.mch_no,
+            pay_trace_no: &id.pay_trace_no,
+            pay_time: &pay_time,
+            total_amount: view
+                .sent
+                .as_ref()
+                .map(|s| s.total_amount)
+                .or_else(|| view.outcome.as_ref().and_then(|o| o.total_amount)),
+            trade_no: view.trade_no.as_deref(),
+            query_trace_no,
+        };
+        self.gateway.query(&req, key, expect, abandon).await
+    }
+}
+
+/// The state a payment moved to, if `applied` moved it (or found it there).
+fn final_state(applied: &Applied) -> Option<EventState> {
+    match applied {
+        Applied::Moved(ev) => Some(ev.state),
+        Applied::Already | Applied::NoChange | Applied::Anomaly(_) => None,
+    }
+}
+
+fn plan_word(plan: Plan) -> &'static str {
+    match plan {
+        Plan::Query => "query",
+        Plan::Close => "close",
+        Plan::GiveUp => "give_up",
+    }
+}
+
+fn describe(answer: &QueryAnswer) -> String {
+    match answer {
+        QueryAnswer::Anomaly { message, .. } => format!("queryorder: {message}"),
+        QueryAnswer::NoAnswer(m) => format!("queryorder: {m}"),
+        other => format!("queryorder: {}", other.word()),
+    }
+}

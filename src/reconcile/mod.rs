@@ -1,0 +1,142 @@
+//! The reconciler (contract §12): every followed payment is checked on a
+//! schedule until it is final — queried, closed when it stays unpaid,
+//! given up (`unresolved`) after `max_age_secs` — so no `in_process` or
+//! `outcome_unknown` ends as a ticket for a person.
+//!
+//! * [`schedule`]: when a check is due and what it does (pure).
+//! * [`store`]: the schedule in Redis (a sorted set picked up with
+//!   leases), the identity's lease, the close pair.
+//! * [`check`]: one check.
+//!
+//! The pipeline schedules a payment's first check when it stores a followed
+//! outcome, before the intent is acknowledged ([`Scheduling`]); every
+//! worker replica runs a [`Reconciler`] that picks up due checks.
+
+pub mod check;
+pub mod schedule;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::claim::ClaimError;
+use crate::intent::{Identity, parse_pay_time};
+use crate::payment::apply::PaymentSink;
+use crate::telemetry::metrics;
+pub use check::Checker;
+pub use schedule::{Plan, Schedule};
+pub use store::ChecksStore;
+
+/// Checks one replica runs at once.
+pub const CONCURRENCY: usize = 32;
+/// How often due checks are looked for when none were waiting (the lag's
+/// floor).
+const POLL: Duration = Duration::from_millis(200);
+
+/// Schedules first checks (the pipeline's side).
+#[derive(Clone)]
+pub struct Scheduling {
+    pub checks: ChecksStore,
+    pub schedule: Schedule,
+    pub offset: chrono::FixedOffset,
+}
+
+impl Scheduling {
+    /// Schedules the first check of a payment placed at `pay_time`
+    /// (`yyyyMMddHHmmss` in the gateway's offset), unless one is scheduled.
+    pub async fn first_check(&self, id: &Identity, pay_time: &str) -> Result<(), ClaimError> {
+        let placed = parse_pay_time(pay_time)
+            .and_then(|t| self.offset.from_local_datetime(&t).single())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        let due = self.schedule.first(placed);
+        self.checks.schedule(id, due.timestamp_millis()).await
+    }
+}
+
+/// Picks up due checks and runs them, up to [`CONCURRENCY`] at once.
+pub struct Reconciler<S> {
+    pub checker: Arc<Checker<S>>,
+}
+
+impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
+    /// Runs until `stop`; then waits (at most `grace`) for the checks in
+    /// progress. A check cut off keeps its pick-up lease and runs again
+    /// elsewhere after it.
+    pub async fn run(self, stop: CancellationToken, grace: Duration) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let lease_ms = self.checker.lease_ms;
+        let mut failing = false;
+        info!(concurrency = CONCURRENCY, "reconciler running");
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    p = slots.clone().acquire_owned() => drop(p),
+                }
+                continue;
+            }
+            let picked = self.checker.checks.due(free, lease_ms).await;
+            let (now_ms, due) = match picked {
+                Ok(p) => {
+                    if failing {
+                        info!("reconciler: Redis answers again");
+                        failing = false;
+                    }
+                    p
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "reconciler cannot read its schedule; retrying");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
+            let full = due.len() >= free;
+            for d in due {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let checker = self.checker.clone();
+                tokio::spawn(async move {
+                    checker.run(&d.member, d.due_ms, now_ms).await;
+                    drop(permit);
+                });
+            }
+            if !full {
+                if let Ok(n) = self.checker.checks.overdue(now_ms).await {
+                    metrics::reconcile_overdue(n);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+        debug!("reconciler stopping: waiting for the checks in progress");
+        let all = u32::try_from(CONCURRENCY).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            warn!(
+                "reconciler: checks still running at the end of the grace period; they run again after their lease"
+            );
+        }
+        info!("reconciler stopped");
+    }
+}
