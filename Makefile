@@ -1,7 +1,7 @@
 # h5pay-worker: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz sandbox run clean
+.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check sandbox run clean
 
 all: build
 
@@ -17,11 +17,27 @@ demo: services
 	$(CARGO) run --locked --quiet -- demo
 
 ## test: every unit and integration test, against the local RabbitMQ and Redis
-##       (and headless Chromium for the payment page: installed when missing)
+##       (and headless Chromium for the payment page: installed when missing);
+##       the AsyncAPI/OpenAPI documents checked; the client examples whose
+##       toolchain this machine has
 test: services
 	./scripts/ensure-browser.sh
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
+	./scripts/check-docs.sh target/debug/h5pay-worker
+	./scripts/examples.sh --available target/debug/h5pay-worker
+
+## docs-check: docs/asyncapi.yaml and docs/openapi.yaml validated, and the OpenAPI
+##             document exercised against a running sandbox and receiver (schemathesis)
+docs-check: services
+	$(CARGO) build --locked
+	./scripts/check-docs.sh target/debug/h5pay-worker
+
+## examples: the publisher/consumer examples in Python, Node, Go and Java against a
+##           running worker (installs each toolchain's packages; see docs/PUBLISHING.md)
+examples: services
+	$(CARGO) build --locked
+	./scripts/examples.sh target/debug/h5pay-worker
 
 ## lint: formatting and clippy, as CI runs them
 lint:

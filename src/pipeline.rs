@@ -779,10 +779,22 @@ async fn renew_lease(
     let period = claims.lease() / 3;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held_until = tokio::time::Instant::now() + claims.lease();
     loop {
-        ticks.tick().await;
+        let scheduled = ticks.tick().await;
+        // A tick more than a period late, past the lease, means this
+        // process stalled (a freeze, a starved runtime): another worker may
+        // own the identity now. Give the claim up at once, before asking
+        // Redis, so a retry woken by the same stall cannot go out
+        // meanwhile. (Renewals that merely fail keep their schedule.)
+        let now = tokio::time::Instant::now();
+        if now >= held_until && now.duration_since(scheduled) >= period {
+            lost.cancel();
+            return std::future::pending().await;
+        }
+        let asked = tokio::time::Instant::now();
         match claims.renew(id, token).await {
-            Ok(true) => {}
+            Ok(true) => held_until = asked + claims.lease(),
             Ok(false) => {
                 lost.cancel();
                 return std::future::pending().await;

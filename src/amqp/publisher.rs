@@ -121,10 +121,17 @@ impl Publisher {
         if let Some(kind) = event.error_kind() {
             headers.push(("x-error-kind", kind));
         }
+        let ce_type = format!("h5pay.result.{}", event.status.as_str());
+        let cloud = CloudEvent {
+            ce_type: &ce_type,
+            time: &event.occurred_at,
+            subject: event.pay_trace_no.as_deref(),
+        };
         let props = properties(
             &event.event_id,
             crate::result_event::SCHEMA,
             &headers,
+            &cloud,
             correlation_id,
         );
         let reply = reply_to.and_then(|q| ShortString::try_new(q).ok());
@@ -135,10 +142,17 @@ impl Publisher {
     /// Publishes a payment event (contract §10) and waits for the confirm.
     pub async fn publish_payment(&self, out: Outgoing<'_>) -> Result<(), PublishError> {
         let headers = [("x-state", out.state.as_str())];
+        let ce_type = format!("h5pay.payment.{}", out.state.as_str());
+        let cloud = CloudEvent {
+            ce_type: &ce_type,
+            time: out.occurred_at,
+            subject: Some(out.subject),
+        };
         let props = properties(
             out.event_id,
             crate::payment::event::SCHEMA,
             &headers,
+            &cloud,
             out.correlation_id,
         );
         self.publish_confirmed(out.routing_key, out.body, props, None)
@@ -196,17 +210,46 @@ impl PaymentSink for Publisher {
     }
 }
 
+/// The CloudEvents attributes of an event that are not fixed (issue 14:
+/// the AMQP binding's `cloudEvents_` application properties, body
+/// unchanged).
+pub struct CloudEvent<'a> {
+    /// `h5pay.result.<status>` / `h5pay.payment.<state>`.
+    pub ce_type: &'a str,
+    /// The event's `occurred_at`.
+    pub time: &'a str,
+    /// The pay_trace_no, when the event has one.
+    pub subject: Option<&'a str>,
+}
+
+/// `cloudEvents_source` of every event.
+pub const CLOUDEVENTS_SOURCE: &str = "urn:h5pay-worker";
+
 /// The properties of an event: persistent JSON, `message_id = event_id`,
-/// the schema as `type`, its headers, the correlation_id.
+/// the schema as `type`, its headers with the CloudEvents attributes, the
+/// correlation_id.
 fn properties(
     event_id: &str,
     schema: &str,
     headers: &[(&str, &str)],
+    cloud: &CloudEvent<'_>,
     correlation_id: &str,
 ) -> BasicProperties {
     let mut table = FieldTable::default();
     for (k, v) in headers {
         table.insert((*k).into(), AMQPValue::LongString(LongString::from(*v)));
+    }
+    let mut put = |k: &str, v: &str| {
+        table.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    };
+    put("cloudEvents_specversion", "1.0");
+    put("cloudEvents_id", event_id);
+    put("cloudEvents_source", CLOUDEVENTS_SOURCE);
+    put("cloudEvents_type", cloud.ce_type);
+    put("cloudEvents_time", cloud.time);
+    put("cloudEvents_datacontenttype", "application/json");
+    if let Some(subject) = cloud.subject {
+        put("cloudEvents_subject", subject);
     }
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let mut props = BasicProperties::default()
@@ -217,7 +260,11 @@ fn properties(
         .with_app_id("h5pay-worker".into())
         .with_type(ShortString::from(schema))
         .with_headers(table);
-    if let Ok(c) = ShortString::try_new(correlation_id) {
+    // An intent with no correlation_id, message_id or readable pay_trace_no
+    // has nothing to correlate by: the property is left out, not empty.
+    if !correlation_id.is_empty()
+        && let Ok(c) = ShortString::try_new(correlation_id)
+    {
         props = props.with_correlation_id(c);
     }
     props

@@ -26,6 +26,10 @@ pub struct Outgoing<'a> {
     pub routing_key: &'a str,
     pub body: &'a [u8],
     pub correlation_id: &'a str,
+    /// The event's `occurred_at` and pay_trace_no (CloudEvents `time`,
+    /// `subject`).
+    pub occurred_at: &'a str,
+    pub subject: &'a str,
 }
 
 /// Where payment events go: the confirm-mode publisher in production, a
@@ -96,6 +100,8 @@ async fn publish(
         routing_key: &key,
         body,
         correlation_id: correlation,
+        occurred_at: &ev.occurred_at,
+        subject: &ev.pay_trace_no,
     })
     .await?;
     metrics::payment_event(ev.state);

@@ -145,11 +145,23 @@ impl<S: PaymentSink> Checker<S> {
         token: &str,
         lost: &CancellationToken,
     ) -> std::convert::Infallible {
-        let every = Duration::from_millis(self.lease_ms / 3);
+        let lease = Duration::from_millis(self.lease_ms);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut held_until = tokio::time::Instant::now() + lease;
         loop {
-            tokio::time::sleep(every).await;
+            let scheduled = ticks.tick().await;
+            // Stalled past the lease (see the pipeline's renewal): give up.
+            let now = tokio::time::Instant::now();
+            if now >= held_until && now.duration_since(scheduled) >= lease / 3 {
+                lost.cancel();
+                std::future::pending::<()>().await;
+            }
+            let asked = tokio::time::Instant::now();
             match self.checks.lease(id, token, self.lease_ms).await {
-                Ok(Lease::Taken) | Err(_) => {}
+                Ok(Lease::Taken) => held_until = asked + lease,
+                Err(_) => {}
                 Ok(_) => {
                     lost.cancel();
                     std::future::pending::<()>().await;

@@ -19,6 +19,7 @@ mod publishing;
 mod reconcile;
 mod redis_cluster;
 mod sandbox_api;
+mod schemas;
 mod sign_vectors;
 mod support;
 #[path = "../common/vhost.rs"]

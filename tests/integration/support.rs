@@ -734,6 +734,8 @@ impl Results {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
                 let event = serde_json::from_slice(&d.data)
                     .unwrap_or_else(|e| panic!("result is not JSON: {e}"));
+                // Every event any test captures must match schemas/.
+                crate::schemas::check_captured(&event, &d.properties);
                 Some(Received {
                     event,
                     body: d.data.clone(),

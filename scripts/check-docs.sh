@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Keeps the contract's documents true (issue 14):
+#  1. docs/asyncapi.yaml with @asyncapi/parser and docs/openapi.yaml with
+#     @apidevtools/swagger-parser (npm, installed under target/docs-tools);
+#  2. docs/openapi.yaml exercised against a running sandbox, notify receiver
+#     and admin endpoints with schemathesis (PyPI, in a venv there), bounded
+#     in examples and time.
+# The message schemas are checked against real messages by the integration
+# tests (tests/integration/schemas.rs).
+# Usage: scripts/check-docs.sh [path to the h5pay-worker binary]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bin=${1:-target/debug/h5pay-worker}
+tools=target/docs-tools
+mkdir -p "$tools"
+
+if [ ! -d "$tools/node_modules/@asyncapi/parser" ] || [ ! -d "$tools/node_modules/@apidevtools/swagger-parser" ]; then
+  echo "check-docs: installing @asyncapi/parser and @apidevtools/swagger-parser (npm)"
+  (cd "$tools" && npm install --silent --no-audit --no-fund @asyncapi/parser@3.6 @apidevtools/swagger-parser@10 >/dev/null)
+fi
+# ESM resolves packages next to the script: run it from the tools folder.
+cp scripts/check-docs.mjs "$tools/check-docs.mjs"
+node "$tools/check-docs.mjs" "$root"
+
+if [ ! -x "$tools/venv/bin/st" ]; then
+  echo "check-docs: installing schemathesis (PyPI)"
+  python3 -m venv "$tools/venv"
+  # schemathesis 3.x with the Hypothesis it was released against (later
+  # Hypothesis versions changed an internal API it uses).
+  "$tools/venv/bin/pip" install -q "schemathesis>=3.39,<4" "hypothesis<6.125"
+fi
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sandbox_port=$(port); notify_port=$(port); admin_port=$(port)
+id="docs-$$"
+work=$(mktemp -d)
+pids=()
+# The receiver declares the topology: on a vhost of its own, removed after.
+vhost="h5pay-$id"
+rabbitmqctl -q add_vhost "$vhost" >/dev/null
+rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+  redis-cli --scan --pattern "h5pay-test:$id:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cat > "$work/c.toml" <<TOML
+[amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/$vhost"
+[redis]
+key_prefix = "h5pay-test:$id"
+[[institutions]]
+inst_no = "60000001"
+key = "sandbox-key-5f2b9c0e7d1a4b3c"
+[notify]
+listen = "127.0.0.1:$notify_port"
+[admin]
+listen = "127.0.0.1:$admin_port"
+[log]
+level = "warn"
+TOML
+"$bin" sandbox --listen "127.0.0.1:$sandbox_port" --config "$work/c.toml" 2>"$work/sandbox.log" & pids+=($!)
+"$bin" notify --config "$work/c.toml" 2>"$work/notify.log" & pids+=($!)
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && curl -sf "http://127.0.0.1:$sandbox_port/healthz" >/dev/null && break
+  sleep 0.1
+done
+st() {
+  timeout 180 "$tools/venv/bin/st" run docs/openapi.yaml --base-url "$1" --include-tag "$2" \
+    --checks status_code_conformance,content_type_conformance,response_schema_conformance \
+    --hypothesis-max-examples 25 --hypothesis-deadline 5000 --hypothesis-seed 1 --no-color \
+    --exitfirst
+}
+echo "check-docs: schemathesis against the sandbox"
+st "http://127.0.0.1:$sandbox_port" sandbox | tail -n 12
+echo "check-docs: schemathesis against the notify receiver"
+st "http://127.0.0.1:$notify_port" notify | tail -n 8
+echo "check-docs: schemathesis against the admin endpoints"
+st "http://127.0.0.1:$admin_port" admin | tail -n 8
+# A receiver that cannot reach the broker would answer 503 to everything;
+# it must have been ready throughout.
+curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null
+echo "check-docs: all documents hold"
