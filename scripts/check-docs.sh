@@ -64,10 +64,25 @@ level = "warn"
 TOML
 "$bin" sandbox --listen "127.0.0.1:$sandbox_port" --config "$work/c.toml" 2>"$work/sandbox.log" & pids+=($!)
 "$bin" notify --config "$work/c.toml" 2>"$work/notify.log" & pids+=($!)
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && curl -sf "http://127.0.0.1:$sandbox_port/healthz" >/dev/null && break
-  sleep 0.1
-done
+# Wait for each face to answer (a loaded machine can be slow to start two
+# debug binaries); a process that died, or one that never answers, fails the
+# check here with its log instead of as a "connection refused" later.
+wait_http() { # name pid url log
+  for _ in $(seq 600); do
+    curl -sf --max-time 2 "$3" >/dev/null && return 0
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "check-docs: the $1 exited before it answered; its log:" >&2
+      tail -n 30 "$4" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "check-docs: the $1 did not answer $3 within 60 s; its log:" >&2
+  tail -n 30 "$4" >&2
+  exit 1
+}
+wait_http sandbox "${pids[0]}" "http://127.0.0.1:$sandbox_port/healthz" "$work/sandbox.log"
+wait_http "notify receiver" "${pids[1]}" "http://127.0.0.1:$admin_port/readyz" "$work/notify.log"
 st() {
   timeout 180 "$tools/venv/bin/st" run docs/openapi.yaml --base-url "$1" --include-tag "$2" \
     --checks status_code_conformance,content_type_conformance,response_schema_conformance \
