@@ -1,7 +1,7 @@
 # h5pay-worker: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check sandbox run clean
+.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check alerts k8s-check sandbox run clean
 
 all: build
 
@@ -18,13 +18,16 @@ demo: services
 
 ## test: every unit and integration test, against the local RabbitMQ and Redis
 ##       (and headless Chromium for the payment page: installed when missing);
-##       the AsyncAPI/OpenAPI documents checked; the client examples whose
-##       toolchain this machine has
+##       the AsyncAPI/OpenAPI documents checked; the alert rules and their
+##       unit tests (promtool); the kustomize overlays rendered and validated;
+##       the client examples whose toolchain this machine has
 test: services
 	./scripts/ensure-browser.sh
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
 	./scripts/check-docs.sh target/debug/h5pay-worker
+	./scripts/check-alerts.sh
+	./scripts/check-k8s.sh
 	./scripts/examples.sh --available target/debug/h5pay-worker
 
 ## docs-check: docs/asyncapi.yaml and docs/openapi.yaml validated, and the OpenAPI
@@ -32,6 +35,14 @@ test: services
 docs-check: services
 	$(CARGO) build --locked
 	./scripts/check-docs.sh target/debug/h5pay-worker
+
+## alerts: promtool check rules and the alert unit tests (deploy/prometheus/)
+alerts:
+	./scripts/check-alerts.sh
+
+## k8s-check: every kustomize overlay rendered and validated offline (Kubernetes and CRD schemas)
+k8s-check:
+	./scripts/check-k8s.sh
 
 ## examples: the publisher/consumer examples in Python, Node, Go and Java against a
 ##           running worker (installs each toolchain's packages; see docs/PUBLISHING.md)

@@ -263,6 +263,7 @@ pub fn notify(data: &[u8]) {
         notify_url: None,
         correlation_id: "c-1".into(),
         metadata: None,
+        trace: Default::default(),
     };
     let view = View {
         known: Known::Followed(PaymentState::Open),

@@ -29,6 +29,7 @@ use crate::payment::store::is_followed;
 use crate::reconcile::Scheduling;
 use crate::result_event::{self, ResultEvent};
 use crate::telemetry::metrics::{self, Dedup, HandBack, IntentOutcome, Label, RedisOp};
+use crate::telemetry::trace::{self, TraceHeaders};
 
 /// What to do with the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct Incoming<'a> {
     /// AMQP `timestamp`, seconds since the epoch.
     pub timestamp: Option<u64>,
     pub redelivered: bool,
+    /// The W3C trace context of the intent's headers.
+    pub trace: &'a TraceHeaders,
 }
 
 /// Where result events go: the confirm-mode publisher in production, a
@@ -68,6 +71,7 @@ pub trait ResultSink: Sync {
         body: &[u8],
         correlation_id: &str,
         reply_to: Option<&str>,
+        trace: &TraceHeaders,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
@@ -78,8 +82,9 @@ impl ResultSink for Publisher {
         body: &[u8],
         correlation_id: &str,
         reply_to: Option<&str>,
+        trace: &TraceHeaders,
     ) -> impl Future<Output = Result<(), PublishError>> + Send {
-        self.publish_result(event, body, correlation_id, reply_to)
+        self.publish_result(event, body, correlation_id, reply_to, trace)
     }
 }
 
@@ -183,16 +188,30 @@ impl Pipeline {
             default_mch_no: self.settings.default_mch_no.as_deref(),
             max_amount: self.settings.max_amount,
         };
+        // The consumer span of the trace (only when spans are exported),
+        // continuing the publisher's; the intent's own span sits inside it.
+        let process = crate::step_span!(
+            "process",
+            otel.name = "process h5pay.intents",
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = "h5pay.intents",
+            messaging.message.id = msg.message_id.unwrap_or(""),
+        );
+        trace::continue_trace(&process, msg.trace);
         match intent::validate(&obj, rules) {
             Ok(intent) => {
                 let id = &intent.identity;
                 let span = info_span!(
+                    parent: &process,
                     "intent",
                     inst_no = id.inst_no.as_str(),
                     mch_no = id.mch_no.as_str(),
                     pay_trace_no = id.pay_trace_no.as_str(),
                     message_id = msg.message_id.unwrap_or(""),
                     redelivered = msg.redelivered,
+                    trace_id = trace::trace_id(&process, msg.trace).as_str(),
                 );
                 let d = Delivery {
                     msg: &msg,
@@ -203,7 +222,7 @@ impl Pipeline {
                     .instrument(span)
                     .await
             }
-            Err(invalid) => self.invalid(&invalid, &msg, sink).await,
+            Err(invalid) => self.invalid(&invalid, &msg, sink).instrument(process).await,
         }
     }
 
@@ -276,6 +295,8 @@ impl Pipeline {
                 .or_else(|| self.settings.notify_url.clone()),
             correlation_id: d.correlation.clone(),
             metadata: intent.metadata.clone(),
+            // Payment events of the identity continue this intent's trace.
+            trace: trace::outgoing(d.msg.trace),
         };
         let sent_json = serde_json::to_string(&sent).unwrap_or_default();
         let request = ClaimRequest {
@@ -293,6 +314,11 @@ impl Pipeline {
                 .redis(RedisOp::Claim, Persist::UntilStop, || {
                     self.claims.claim(id, &request)
                 })
+                .instrument(crate::step_span!(
+                    "claim",
+                    otel.kind = "client",
+                    db.system = "redis"
+                ))
                 .await;
             let reply = match claimed {
                 Ok(r) => r,
@@ -509,9 +535,18 @@ impl Pipeline {
             any_time: &lost,
             before_first: &self.stop,
         };
+        let h5pay = self
+            .gateway
+            .h5pay(&request, key, abandon, earlier)
+            .instrument(crate::step_span!(
+                "h5pay",
+                otel.name = "POST /api/openpay/v3/h5pay",
+                otel.kind = "client",
+                http.request.method = "POST",
+            ));
         let result = tokio::select! {
             biased;
-            r = self.gateway.h5pay(&request, key, abandon, earlier) => r,
+            r = h5pay => r,
             never = &mut renew => match never {},
         };
         let result = match result {
@@ -544,9 +579,18 @@ impl Pipeline {
             followed: is_followed(out.event.status, out.event.error.as_ref().map(|e| e.kind)),
             trade_no: result.trade_no.as_deref(),
         };
+        let store = self
+            .redis(RedisOp::Store, Persist::WhileAlive, || {
+                self.claims.store(id, call.token, &outcome)
+            })
+            .instrument(crate::step_span!(
+                "store",
+                otel.kind = "client",
+                db.system = "redis"
+            ));
         let stored = tokio::select! {
             biased;
-            r = self.redis(RedisOp::Store, Persist::WhileAlive, || self.claims.store(id, call.token, &outcome)) => r,
+            r = store => r,
             never = &mut renew => match never {},
         };
         match stored {
@@ -627,11 +671,30 @@ impl Pipeline {
         let started = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
-            let e = match d
+            // The producer span (when spans are exported) is the event's
+            // parent in the trace; else the intent's context goes on as is.
+            let span = crate::step_span!(
+                "publish",
+                otel.name = "publish h5pay.results",
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "publish",
+                messaging.destination.name = "h5pay.results",
+                messaging.message.id = out.event.event_id.as_str(),
+            );
+            let outgoing = span.in_scope(|| trace::outgoing(d.msg.trace));
+            let published = d
                 .sink
-                .publish(&out.event, &out.body, &d.correlation, d.msg.reply_to)
-                .await
-            {
+                .publish(
+                    &out.event,
+                    &out.body,
+                    &d.correlation,
+                    d.msg.reply_to,
+                    &outgoing,
+                )
+                .instrument(span)
+                .await;
+            let e = match published {
                 Ok(()) => return None,
                 Err(e) => e,
             };
@@ -859,8 +922,14 @@ mod tests {
             reply_to: None,
             timestamp: None,
             redelivered: false,
+            trace: &NO_TRACE,
         }
     }
+
+    static NO_TRACE: TraceHeaders = TraceHeaders {
+        traceparent: None,
+        tracestate: None,
+    };
 
     #[test]
     fn correlation_prefers_correlation_then_message_id_then_trace() {

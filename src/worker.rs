@@ -30,6 +30,7 @@ use crate::keys::KeyRing;
 use crate::pipeline::{Disposition, Incoming, Pipeline, PipelineSettings};
 use crate::reconcile::{Checker, ChecksStore, Reconciler, Schedule, Scheduling};
 use crate::telemetry::metrics::{self, HandBack};
+use crate::telemetry::trace::TraceHeaders;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -307,6 +308,7 @@ impl Worker {
         self.tasks.spawn(async move {
             let in_flight = metrics::InFlight::start();
             let p = &delivery.properties;
+            let trace = TraceHeaders::from_amqp(p.headers().as_ref());
             let incoming = Incoming {
                 body: &delivery.data,
                 message_id: p.message_id().as_ref().map(|s| s.as_str()),
@@ -314,6 +316,7 @@ impl Worker {
                 reply_to: p.reply_to().as_ref().map(|s| s.as_str()),
                 timestamp: *p.timestamp(),
                 redelivered: delivery.redelivered,
+                trace: &trace,
             };
             // A panic must not strand the delivery unsettled (it would hold a
             // prefetch slot until the connection closes): hand it back, so

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+use crate::telemetry::trace::TraceHeaders;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::time::Instant;
 
@@ -116,11 +118,13 @@ impl Publisher {
         body: &[u8],
         correlation_id: &str,
         reply_to: Option<&str>,
+        trace: &TraceHeaders,
     ) -> Result<(), PublishError> {
         let mut headers = vec![("x-status", event.status.as_str())];
         if let Some(kind) = event.error_kind() {
             headers.push(("x-error-kind", kind));
         }
+        headers.extend(trace.pairs());
         let ce_type = format!("h5pay.result.{}", event.status.as_str());
         let cloud = CloudEvent {
             ce_type: &ce_type,
@@ -141,7 +145,8 @@ impl Publisher {
 
     /// Publishes a payment event (contract §10) and waits for the confirm.
     pub async fn publish_payment(&self, out: Outgoing<'_>) -> Result<(), PublishError> {
-        let headers = [("x-state", out.state.as_str())];
+        let mut headers = vec![("x-state", out.state.as_str())];
+        headers.extend(out.trace.pairs());
         let ce_type = format!("h5pay.payment.{}", out.state.as_str());
         let cloud = CloudEvent {
             ce_type: &ce_type,

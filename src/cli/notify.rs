@@ -36,7 +36,14 @@ pub enum NotifyCommandError {
 /// Serves notifies until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
     let (stop_signal, _hangups) = signals::install();
-    telemetry::init_logging(&config.settings.log);
+    let tracer = match telemetry::init_tracing(&config.settings.log, &config.settings.otel) {
+        Ok(t) => t,
+        Err(e) => {
+            telemetry::init_logging(&config.settings.log);
+            tracing::error!(error = %e, "otel.endpoint: spans are not exported");
+            None
+        }
+    };
     let _ = telemetry::recorder();
     let s = &config.settings;
     let stop = CancellationToken::new();
@@ -93,6 +100,9 @@ pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
     pinger.abort();
     admin_task.abort();
     tracing::info!("notify receiver stopped");
+    if let Some(t) = tracer {
+        telemetry::trace::shutdown(t).await;
+    }
     Ok(())
 }
 

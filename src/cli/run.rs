@@ -16,7 +16,16 @@ use crate::{admin, telemetry};
 pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, WorkerError> {
     // Before anything else: a signal during start-up is handled, not fatal.
     let (stop, hangups) = signals::install();
-    telemetry::init_logging(&config.settings.log);
+    // A collector that cannot be set up is not a reason to stop taking
+    // payments: said loudly, then run without exporting spans.
+    let tracer = match telemetry::init_tracing(&config.settings.log, &config.settings.otel) {
+        Ok(t) => t,
+        Err(e) => {
+            telemetry::init_logging(&config.settings.log);
+            tracing::error!(error = %e, "otel.endpoint: spans are not exported");
+            None
+        }
+    };
     let _ = telemetry::recorder();
     let listen = config.settings.admin.listen.clone();
     tracing::info!(
@@ -52,6 +61,9 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
     }
     upkeep.abort();
     reloader.abort();
+    if let Some(t) = tracer {
+        telemetry::trace::shutdown(t).await;
+    }
     result.map(|()| ExitCode::SUCCESS)
 }
 

@@ -367,6 +367,27 @@ impl Default for ReconcileSettings {
     }
 }
 
+/// Distributed tracing (issue 15): off unless `endpoint` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// An OTLP/HTTP collector, e.g. `http://otel-collector:4318` (spans go
+    /// to `<endpoint>/v1/traces`). Empty: no spans are exported; the W3C
+    /// trace context of an intent is still copied onto its events.
+    pub endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        OtelSettings {
+            endpoint: String::new(),
+            service_name: "h5pay-worker".into(),
+        }
+    }
+}
+
 /// Everything the process is configured with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -381,6 +402,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub notify: NotifySettings,
     pub reconcile: ReconcileSettings,
+    pub otel: OtelSettings,
     pub log: LogSettings,
 }
 

@@ -149,6 +149,13 @@ impl Settings {
                 ),
             ));
         }
+        let o = &self.otel;
+        if !o.endpoint.is_empty() {
+            check_url(&o.endpoint, "otel.endpoint", &["http", "https"])?;
+        }
+        if o.service_name.is_empty() || o.service_name.len() > 128 {
+            return Err(err("otel.service_name", "must be 1-128 characters"));
+        }
         let n = &self.notify;
         if n.listen.parse::<SocketAddr>().is_err() {
             return Err(err(

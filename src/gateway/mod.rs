@@ -17,6 +17,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use secrecy::SecretString;
+use tracing::Instrument;
 
 pub use signed_call::{Abandon, Abandoned, ClientError};
 pub use wire::{CloseRequest, H5PayRequest, PayType, QueryBy, QueryRequest};
@@ -109,6 +110,12 @@ impl Gateway {
                 abandon,
                 None,
             )
+            .instrument(crate::step_span!(
+                "queryorder",
+                otel.name = "POST /api/openpay/v3/queryorder",
+                otel.kind = "client",
+                http.request.method = "POST",
+            ))
             .await?;
         Ok(match called.ended {
             Ended::Decided(a) => a,
@@ -138,6 +145,12 @@ impl Gateway {
                 abandon,
                 None,
             )
+            .instrument(crate::step_span!(
+                "closeorder",
+                otel.name = "POST /api/openpay/v3/closeorder",
+                otel.kind = "client",
+                http.request.method = "POST",
+            ))
             .await?;
         Ok(match called.ended {
             Ended::Decided(a) => a,

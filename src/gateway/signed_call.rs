@@ -409,6 +409,7 @@ impl SignedClient {
             None => self.breaker.record(is_transient),
         }
         metrics::gateway_attempt(outcome, took);
+        audit(url, made + 1, &verdict, outcome, took);
         Ok((verdict, took, label))
     }
 
@@ -454,6 +455,37 @@ impl SignedClient {
             body: buf,
         }
     }
+}
+
+/// One structured line per gateway attempt (target `h5pay_worker::audit`),
+/// inside the intent's or the check's span (which names the payment and
+/// its trace): enough to rebuild one payment's history from logs alone.
+/// The gateway's codes only: never a key, a sign or a link.
+fn audit<F>(
+    url: &reqwest::Url,
+    attempt: u32,
+    verdict: &Verdict<F>,
+    outcome: AttemptOutcome,
+    took: Duration,
+) {
+    let answer = match verdict {
+        Verdict::Final { answer, .. } | Verdict::Transient { answer, .. } => answer.as_ref(),
+    };
+    let endpoint = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or("");
+    tracing::info!(
+        target: "h5pay_worker::audit",
+        endpoint,
+        attempt,
+        http_status = answer.map_or(0, |a| a.http_status),
+        return_code = answer.and_then(|a| a.return_code.as_deref()).unwrap_or(""),
+        result_code = answer.and_then(|a| a.result_code.as_deref()).unwrap_or(""),
+        outcome = outcome.as_str(),
+        duration_ms = took.as_millis() as u64,
+        "gateway attempt"
+    );
 }
 
 /// An attempt's result with its body owned.

@@ -18,7 +18,7 @@ use axum::routing::post;
 use chrono::Utc;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::config::NotifySettings;
 use crate::intent::Identity;
@@ -132,7 +132,15 @@ impl<S: PaymentSink> Receiver<S> {
             Err(e) => return refused(&e),
         };
         let id = parse::identity(&fields, &inst_no);
-        let answer = self.apply(&id, &fields, body).await;
+        // The server span (when spans are exported) joins the trace of the
+        // intent that placed the order, once the payment is read.
+        let span = crate::step_span!(
+            "notify",
+            otel.name = "POST notify",
+            otel.kind = "server",
+            http.request.method = "POST",
+        );
+        let answer = self.apply(&id, &fields, body).instrument(span).await;
         info!(
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),
@@ -149,6 +157,9 @@ impl<S: PaymentSink> Receiver<S> {
             Ok(v) => v,
             Err(e) => return Answer::unavailable(&ApplyError::Redis(e)),
         };
+        if let Some(sent) = &view.sent {
+            crate::telemetry::trace::continue_trace(&tracing::Span::current(), &sent.trace);
+        }
         let now = Utc::now();
         if view.known != Known::Unknown
             && let Err(e) = self.payments.count_notify(id).await

@@ -17,6 +17,8 @@ use crate::amqp::PublishError;
 use crate::claim::ClaimError;
 use crate::intent::Identity;
 use crate::telemetry::metrics;
+use crate::telemetry::trace::{self, TraceHeaders};
+use tracing::Instrument;
 
 /// One payment event on its way to the broker.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +32,8 @@ pub struct Outgoing<'a> {
     /// `subject`).
     pub occurred_at: &'a str,
     pub subject: &'a str,
+    /// The trace context to put on the event.
+    pub trace: &'a crate::telemetry::trace::TraceHeaders,
 }
 
 /// Where payment events go: the confirm-mode publisher in production, a
@@ -87,13 +91,34 @@ fn correlation<'a>(id: &'a Identity, view: &'a View) -> &'a str {
         .unwrap_or(&id.pay_trace_no)
 }
 
+/// The trace context the identity's intent carried (empty when unknown).
+fn trace_of(view: &View) -> TraceHeaders {
+    view.sent
+        .as_ref()
+        .map(|s| s.trace.clone())
+        .unwrap_or_default()
+}
+
 async fn publish(
     sink: &impl PaymentSink,
     ev: &PaymentEvent,
     body: &[u8],
     correlation: &str,
+    trace: &TraceHeaders,
 ) -> Result<(), PublishError> {
     let key = ev.routing_key();
+    // The producer span (when spans are exported) is the event's parent in
+    // the trace; else the intent's context goes on as is.
+    let span = crate::step_span!(
+        "publish",
+        otel.name = "publish h5pay.results",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "publish",
+        messaging.destination.name = "h5pay.results",
+        messaging.message.id = ev.event_id.as_str(),
+    );
+    let outgoing = span.in_scope(|| trace::outgoing(trace));
     sink.publish_payment(Outgoing {
         event_id: &ev.event_id,
         state: ev.state,
@@ -102,7 +127,9 @@ async fn publish(
         correlation_id: correlation,
         occurred_at: &ev.occurred_at,
         subject: &ev.pay_trace_no,
+        trace: &outgoing,
     })
+    .instrument(span)
     .await?;
     metrics::payment_event(ev.state);
     Ok(())
@@ -127,7 +154,14 @@ pub async fn anomaly(
         received,
         now,
     );
-    publish(sink, &ev, &ev.to_json(), correlation(id, view)).await?;
+    publish(
+        sink,
+        &ev,
+        &ev.to_json(),
+        correlation(id, view),
+        &trace_of(view),
+    )
+    .await?;
     Ok(Applied::Anomaly(Box::new(ev)))
 }
 
@@ -177,7 +211,14 @@ pub async fn apply(
                 if let Some((event_id, json)) = &view.unconfirmed
                     && let Ok(ev) = serde_json::from_str::<PaymentEvent>(json)
                 {
-                    publish(sink, &ev, json.as_bytes(), correlation(id, &view)).await?;
+                    publish(
+                        sink,
+                        &ev,
+                        json.as_bytes(),
+                        correlation(id, &view),
+                        &trace_of(&view),
+                    )
+                    .await?;
                     store.confirm(id, event_id).await?;
                 }
                 return Ok(Applied::Already);
@@ -212,7 +253,9 @@ pub async fn apply(
                     }
                     Moved::Yes => {}
                 }
-                if let Err(e) = publish(sink, &ev, &body, correlation(id, &view)).await {
+                if let Err(e) =
+                    publish(sink, &ev, &body, correlation(id, &view), &trace_of(&view)).await
+                {
                     // Nothing changed, so the evidence comes again.
                     if let Err(undo) = store.undo(id, &ev.event_id, &view.raw_state).await {
                         tracing::warn!(error = %undo, "could not take back an unconfirmed transition; the next evidence publishes its event");

@@ -119,6 +119,12 @@ pub struct Sent {
     pub correlation_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+    /// The intent's trace context (W3C), continued by its payment events.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::telemetry::trace::TraceHeaders::is_empty"
+    )]
+    pub trace: crate::telemetry::trace::TraceHeaders,
 }
 
 /// One payment event. Every field is always present (`null` when empty).
@@ -297,6 +303,7 @@ mod tests {
             notify_url: None,
             correlation_id: "c-1".into(),
             metadata: Metadata::from_value(&json!({"order_id": "A-1001"})),
+            trace: Default::default(),
         }
     }
 

@@ -98,7 +98,15 @@ impl<S: PaymentSink> Checker<S> {
         let lost = CancellationToken::new();
         let renew = self.renew(&id, &token, &lost);
         tokio::pin!(renew);
+        // Its own span for the logs; when spans are exported, a span that
+        // joins the trace of the intent that placed the order.
+        let traced = crate::step_span!(
+            "check",
+            otel.name = "reconcile check",
+            otel.kind = "internal"
+        );
         let span = tracing::info_span!(
+            parent: &traced,
             "check",
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),
@@ -106,7 +114,7 @@ impl<S: PaymentSink> Checker<S> {
         );
         let worked = tokio::select! {
             biased;
-            r = tracing::Instrument::instrument(self.work(&id, member, &lost), span) => r,
+            r = tracing::Instrument::instrument(self.work(&id, member, &lost, &traced), span) => r,
             never = &mut renew => match never {},
         };
         if let Err(e) = self.checks.release(&id, &token).await {
@@ -175,8 +183,12 @@ impl<S: PaymentSink> Checker<S> {
         id: &Identity,
         member: &str,
         lost: &CancellationToken,
+        traced: &tracing::Span,
     ) -> Result<Done, CheckError> {
         let view = self.payments.view(id).await?;
+        if let Some(sent) = &view.sent {
+            crate::telemetry::trace::continue_trace(traced, &sent.trace);
+        }
         match view.known.state() {
             Some(PaymentState::Open) => {}
             Some(state) => {

@@ -85,7 +85,7 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             AttemptOutcome::Decided(s) => s,
             AttemptOutcome::Transient(t) => t.as_str(),

@@ -3,34 +3,65 @@
 //! `publish --wait` keep stdout for their output.
 
 pub mod metrics;
+pub mod trace;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, OtelSettings};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over
 /// `log.level`. Safe to call twice (the second call does nothing).
 pub fn init_logging(log: &LogSettings) {
+    install(log, None);
+}
+
+/// Logs, and spans exported over OTLP when `[otel] endpoint` is set
+/// (issue 15). The returned provider must live as long as the process; shut
+/// it down at the end to flush the last spans.
+pub fn init_tracing(
+    log: &LogSettings,
+    otel: &OtelSettings,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, trace::OtelError> {
+    let provider = trace::provider(otel)?;
+    install(log, provider.as_ref());
+    Ok(provider)
+}
+
+fn install(log: &LogSettings, provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match log.format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+            .boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
     };
+    // Each layer filters on its own: spans are exported at `info` even
+    // when the log shows only warnings, and the log level never decides
+    // what a trace contains.
+    let otel = provider.map(|p| {
+        trace::layer(p).with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("h5pay_worker", tracing::Level::INFO),
+        )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init();
 }
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

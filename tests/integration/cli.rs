@@ -35,7 +35,7 @@ fn free_port() -> u16 {
 }
 
 /// `h5pay-worker run --config <config>` with its admin endpoints on `admin`.
-fn spawn_run(
+pub(crate) fn spawn_run(
     config: &std::path::Path,
     admin: u16,
     extra_env: &[(&str, &str)],
@@ -53,7 +53,7 @@ fn spawn_run(
 }
 
 /// Waits (up to 10 s) for `/readyz` to answer 200.
-async fn wait_ready(admin: u16) -> bool {
+pub(crate) async fn wait_ready(admin: u16) -> bool {
     for _ in 0..100 {
         if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
             && r.status().is_success()
@@ -602,4 +602,77 @@ async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
     assert!(got.iter().all(|r| r.event["status"] == "ready"));
     let _ = second.start_kill();
     let _ = second.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_trace() {
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let admin = free_port();
+    let mut child = spawn_run(
+        &path,
+        admin,
+        &[("H5PAY__LOG__LEVEL", "info")],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "worker not ready");
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        lapin::types::AMQPValue::LongString(format!("00-{trace_id}-b7ad6b7169203331-01").into()),
+    );
+    // Two 503s, then ready: three attempts.
+    let body = serde_json::to_vec(&crate::support::intent("AUD-5001", "M1", 5001)).expect("json");
+    env.publish_with(
+        &body,
+        lapin::BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let r = results.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    let audit: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "gateway attempt")
+        .collect();
+    assert_eq!(audit.len(), 3, "one line per attempt:\n{stderr}");
+    for (i, line) in audit.iter().enumerate() {
+        assert_eq!(line["target"], "h5pay_worker::audit");
+        assert_eq!(line["endpoint"], "h5pay");
+        assert_eq!(line["attempt"], i as u64 + 1, "{line}");
+        assert_eq!(line["span"]["pay_trace_no"], "AUD-5001", "{line}");
+        assert_eq!(line["span"]["trace_id"], trace_id, "{line}");
+        assert!(line["duration_ms"].is_u64(), "{line}");
+    }
+    assert_eq!(audit[0]["http_status"], 503);
+    assert_eq!(audit[0]["outcome"], "http_5xx");
+    assert_eq!(
+        (
+            audit[2]["http_status"].as_u64(),
+            audit[2]["return_code"].as_str(),
+            audit[2]["result_code"].as_str()
+        ),
+        (Some(200), Some("SUCCESS"), Some("PAY_SUCCESS"))
+    );
+    // Never a key, a sign or a payment link.
+    let code_url = r.event["code_url"].as_str().unwrap_or("?");
+    for line in &audit {
+        let text = line.to_string();
+        assert!(
+            !text.contains(SANDBOX_KEY) && !text.contains(code_url) && !text.contains("sign\""),
+            "{text}"
+        );
+    }
 }

@@ -1,7 +1,11 @@
-//! deploy/ cannot be run here (no Docker engine), so what can be checked
-//! is checked: every file parses, every H5PAY__ variable names a real
-//! setting, the RabbitMQ definitions are exactly what the worker declares,
-//! and the manifests keep the promises OPERATIONS.md makes.
+//! deploy/ cannot be run here (no Docker engine, no cluster), so what can
+//! be checked is checked: every file parses, every H5PAY__ variable names a
+//! real setting, the RabbitMQ definitions are exactly what the worker
+//! declares, the manifests keep the promises OPERATIONS.md makes, every
+//! kustomize overlay renders (`kubectl kustomize`) with what its components
+//! promise, and the components' copies of the alerts and the dashboard are
+//! their sources'. scripts/check-k8s.sh validates the rendered objects
+//! against the Kubernetes and CRD schemas.
 
 use std::path::{Path, PathBuf};
 
@@ -18,16 +22,31 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn yaml_files() -> Vec<PathBuf> {
-    let mut files = vec![root().join("deploy/docker-compose.yml")];
-    let dir = root().join("deploy/k8s");
-    let mut k8s: Vec<PathBuf> = std::fs::read_dir(&dir)
+const BASE: &str = "deploy/kustomize/base";
+
+fn yaml_below(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
+    {
+        let p = e.path();
+        if p.is_dir() {
+            yaml_below(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn yaml_files() -> Vec<PathBuf> {
+    let mut files = vec![
+        root().join("deploy/docker-compose.yml"),
+        root().join("deploy/otel/collector.yaml"),
+    ];
+    let mut k8s = Vec::new();
+    yaml_below(&root().join("deploy/kustomize"), &mut k8s);
     k8s.sort();
+    assert!(k8s.len() >= 15, "{k8s:?}");
     files.extend(k8s);
     files
 }
@@ -63,6 +82,10 @@ fn every_h5pay_variable_in_deploy_names_a_real_setting() {
         })
         .collect();
     texts.push((root().join("deploy/Dockerfile"), read("deploy/Dockerfile")));
+    texts.push((
+        root().join(BASE).join("config.toml"),
+        read(&format!("{BASE}/config.toml")),
+    ));
     for (path, text) in &texts {
         let mut rest = text.as_str();
         while let Some(at) = rest.find("H5PAY__") {
@@ -160,7 +183,7 @@ fn the_rabbitmq_definitions_are_exactly_what_the_worker_declares() {
 }
 
 fn find_deployment() -> Yaml {
-    load(&root().join("deploy/k8s/deployment.yaml"))
+    load(&root().join(BASE).join("worker-deployment.yaml"))
         .into_iter()
         .find(|d| d["kind"].as_str() == Some("Deployment"))
         .unwrap_or_else(|| panic!("no Deployment"))
@@ -196,31 +219,23 @@ fn the_kubernetes_deployment_probes_health_runs_unprivileged_and_outlasts_the_gr
         volumes.contains("secret"),
         "the key file comes from a Secret: {volumes}"
     );
-    let kinds: Vec<String> = ["pdb.yaml", "keda-scaledobject.yaml", "configmap.yaml"]
-        .iter()
-        .flat_map(|f| load(&root().join("deploy/k8s").join(f)))
-        .filter_map(|d| d["kind"].as_str().map(str::to_owned))
-        .collect();
-    for k in ["PodDisruptionBudget", "ScaledObject", "ConfigMap"] {
+    let kinds: Vec<String> = [
+        "base/worker-pdb.yaml",
+        "base/notify-pdb.yaml",
+        "components/keda/scaledobject.yaml",
+    ]
+    .iter()
+    .flat_map(|f| load(&root().join("deploy/kustomize").join(f)))
+    .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+    .collect();
+    for k in ["PodDisruptionBudget", "ScaledObject"] {
         assert!(kinds.iter().any(|x| x == k), "{k} missing: {kinds:?}");
     }
 }
 
 #[test]
 fn the_configmap_config_is_valid_and_holds_no_inline_key() {
-    let cm = load(&root().join("deploy/k8s/configmap.yaml"))
-        .into_iter()
-        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
-        .unwrap_or_else(|| panic!("no ConfigMap"));
-    let data = cm["data"].as_hash().cloned().unwrap_or_default();
-    let toml_text = data
-        .values()
-        .find_map(|v| {
-            v.as_str()
-                .filter(|t| t.contains("[[institutions]]"))
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| panic!("no config in the ConfigMap"));
+    let toml_text = read(&format!("{BASE}/config.toml"));
     let settings =
         h5pay_worker::config::parse(&toml_text, Vec::new()).expect("the ConfigMap config parses");
     assert!(
@@ -265,7 +280,7 @@ fn the_broker_config_caps_message_size_above_the_intent_limit() {
 
 #[test]
 fn the_notify_receiver_runs_in_its_own_pods_with_probes_and_only_its_path_public() {
-    let d = load(&root().join("deploy/k8s/notify-deployment.yaml"))
+    let d = load(&root().join(BASE).join("notify-deployment.yaml"))
         .into_iter()
         .find(|d| d["kind"].as_str() == Some("Deployment"))
         .expect("a Deployment");
@@ -287,7 +302,7 @@ fn the_notify_receiver_runs_in_its_own_pods_with_probes_and_only_its_path_public
         c["livenessProbe"]["httpGet"]["path"].as_str(),
         Some("/healthz")
     );
-    let services = load(&root().join("deploy/k8s/notify-service.yaml"));
+    let services = load(&root().join(BASE).join("notify-service.yaml"));
     let public = services
         .iter()
         .find(|s| s["metadata"]["name"].as_str() == Some("h5pay-notify"))
@@ -307,4 +322,215 @@ fn the_notify_receiver_runs_in_its_own_pods_with_probes_and_only_its_path_public
         "a compose service runs the receiver"
     );
     assert!(compose.contains("H5PAY__NOTIFY__PUBLIC_URL"));
+}
+
+/// `kubectl kustomize <overlay>`, as documents; None (with a note) where
+/// kubectl is not installed: it is not in Debian's archive, so no script
+/// of ours can install it.
+fn render(overlay: &str) -> Option<Vec<Yaml>> {
+    let dir = root().join("deploy/kustomize/overlays").join(overlay);
+    let out = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: kubectl is not installed; {overlay} not rendered");
+            return None;
+        }
+        Err(e) => panic!("kubectl: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {overlay}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    Some(YamlLoader::load_from_str(&text).expect("rendered YAML parses"))
+}
+
+fn of_kind<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+fn named<'a>(docs: &'a [Yaml], kind: &str, name: &str) -> &'a Yaml {
+    of_kind(docs, kind)
+        .into_iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn yaml_json(y: &Yaml) -> Value {
+    crate::schemas::yaml_to_json(y)
+}
+
+#[test]
+fn the_minimal_overlay_renders_the_base_with_one_hashed_config_for_both_deployments() {
+    let Some(docs) = render("minimal") else {
+        return;
+    };
+    for d in &docs {
+        if d["kind"].as_str() != Some("Namespace") {
+            assert_eq!(
+                d["metadata"]["namespace"].as_str(),
+                Some("h5pay"),
+                "{:?}",
+                d["metadata"]["name"]
+            );
+        }
+    }
+    let cms = of_kind(&docs, "ConfigMap");
+    assert_eq!(cms.len(), 1);
+    let cm_name = cms[0]["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(
+        cm_name.starts_with("h5pay-worker-config-") && cm_name.len() > "h5pay-worker-config-".len(),
+        "the config's name carries its hash: {cm_name}"
+    );
+    assert_eq!(
+        cms[0]["data"]["config.toml"].as_str(),
+        Some(read(&format!("{BASE}/config.toml")).as_str())
+    );
+    for name in ["h5pay-worker", "h5pay-notify"] {
+        let d = named(&docs, "Deployment", name);
+        let pod = &d["spec"]["template"]["spec"];
+        let volumes = format!("{:?}", pod["volumes"]);
+        assert!(
+            volumes.contains(cm_name),
+            "{name} mounts {cm_name}: {volumes}"
+        );
+        assert!(volumes.contains("h5pay-worker"), "{name}: the Secret");
+        assert_eq!(
+            pod["containers"][0]["image"].as_str(),
+            Some("registry.example.com/h5pay/h5pay-worker:0.1.0")
+        );
+        assert_eq!(d["spec"]["replicas"].as_i64(), Some(2), "{name}");
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].as_str(),
+            Some("true"),
+            "{name}: scraped by annotation without the operator"
+        );
+        named(&docs, "PodDisruptionBudget", name);
+    }
+    assert!(
+        of_kind(&docs, "Secret").is_empty(),
+        "the Secret is referenced, never shipped"
+    );
+    for kind in ["ScaledObject", "ServiceMonitor", "PrometheusRule"] {
+        assert!(
+            of_kind(&docs, kind).is_empty(),
+            "{kind} needs its component"
+        );
+    }
+}
+
+#[test]
+fn the_production_overlay_adds_keda_the_prometheus_operator_and_the_dashboard() {
+    let Some(docs) = render("production") else {
+        return;
+    };
+    // KEDA owns the worker's replica count; the receiver keeps its own.
+    let worker = named(&docs, "Deployment", "h5pay-worker");
+    assert!(
+        worker["spec"]["replicas"].is_badvalue(),
+        "no replicas under KEDA"
+    );
+    assert_eq!(
+        named(&docs, "Deployment", "h5pay-notify")["spec"]["replicas"].as_i64(),
+        Some(2)
+    );
+    let so = named(&docs, "ScaledObject", "h5pay-worker");
+    assert_eq!(
+        so["spec"]["scaleTargetRef"]["name"].as_str(),
+        Some("h5pay-worker")
+    );
+    assert_eq!(
+        so["spec"]["triggers"][0]["metadata"]["queueName"].as_str(),
+        Some(AmqpSettings::default().intent_queue.as_str())
+    );
+    named(&docs, "TriggerAuthentication", "h5pay-worker-rabbitmq");
+    // Scraped by ServiceMonitors on the admin port, never twice.
+    for (monitor, service) in [
+        ("h5pay-worker", "h5pay-worker"),
+        ("h5pay-notify", "h5pay-notify-admin"),
+    ] {
+        let sm = named(&docs, "ServiceMonitor", monitor);
+        assert_eq!(sm["spec"]["endpoints"][0]["port"].as_str(), Some("admin"));
+        let svc = named(&docs, "Service", service);
+        let selector = yaml_json(&sm["spec"]["selector"]["matchLabels"]);
+        let labels = yaml_json(&svc["metadata"]["labels"]);
+        for (k, v) in selector.as_object().cloned().unwrap_or_default() {
+            assert_eq!(labels[&k], v, "{monitor} selects {service}");
+        }
+    }
+    for d in of_kind(&docs, "Deployment") {
+        assert!(
+            d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].is_badvalue(),
+            "{:?}: scraped by annotation too",
+            d["metadata"]["name"]
+        );
+    }
+    // The rules are exactly deploy/prometheus/alerts.yaml's.
+    let rule = named(&docs, "PrometheusRule", "h5pay-worker");
+    let alerts = &load(&root().join("deploy/prometheus/alerts.yaml"))[0];
+    assert_eq!(
+        yaml_json(&rule["spec"]["groups"]),
+        yaml_json(&alerts["groups"])
+    );
+    // The dashboard, labelled for Grafana's sidecar.
+    let dash = named(&docs, "ConfigMap", "h5pay-worker-dashboard");
+    assert_eq!(
+        dash["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    let json = dash["data"]["h5pay-worker.json"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(json, read("deploy/grafana/h5pay-worker.json"));
+}
+
+#[test]
+fn the_components_copies_of_the_alerts_and_the_dashboard_are_their_sources() {
+    // scripts/sync-k8s.sh writes them; this fails until it has run.
+    let rule =
+        &load(&root().join("deploy/kustomize/components/prometheus-operator/prometheusrule.yaml"))
+            [0];
+    let alerts = &load(&root().join("deploy/prometheus/alerts.yaml"))[0];
+    assert_eq!(
+        yaml_json(&rule["spec"]["groups"]),
+        yaml_json(&alerts["groups"]),
+        "run scripts/sync-k8s.sh"
+    );
+    assert_eq!(
+        read("deploy/kustomize/components/grafana-dashboard/h5pay-worker.json"),
+        read("deploy/grafana/h5pay-worker.json"),
+        "run scripts/sync-k8s.sh"
+    );
+}
+
+#[test]
+fn the_compose_stack_can_add_a_collector_and_otherwise_exports_no_spans() {
+    let compose = &load(&root().join("deploy/docker-compose.yml"))[0];
+    let services = &compose["services"];
+    let collector = &services["otel-collector"];
+    assert_eq!(
+        collector["profiles"][0].as_str(),
+        Some("tracing"),
+        "the collector runs only with --profile tracing"
+    );
+    for s in ["worker", "notify"] {
+        let endpoint = services[s]["environment"]["H5PAY__OTEL__ENDPOINT"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{s}: no H5PAY__OTEL__ENDPOINT"));
+        // Compose substitutes an empty value when the variable is unset:
+        // no endpoint, no export.
+        assert_eq!(endpoint, "${H5PAY_OTEL_ENDPOINT:-}", "{s}");
+    }
+    let config = &load(&root().join("deploy/otel/collector.yaml"))[0];
+    assert_eq!(
+        config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].as_str(),
+        Some("0.0.0.0:4318")
+    );
 }

@@ -6,6 +6,7 @@
 mod breaker;
 mod browser;
 mod cli;
+mod dashboards;
 mod deploy_files;
 mod fuzz_corpus;
 mod gateway_client;
@@ -22,6 +23,7 @@ mod sandbox_api;
 mod schemas;
 mod sign_vectors;
 mod support;
+mod traces;
 #[path = "../common/vhost.rs"]
 mod vhost;
 mod worker_dedup;

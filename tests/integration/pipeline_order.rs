@@ -42,6 +42,7 @@ impl ResultSink for Recorder {
         body: &[u8],
         _correlation_id: &str,
         _reply_to: Option<&str>,
+        _trace: &h5pay_worker::telemetry::trace::TraceHeaders,
     ) -> Result<(), PublishError> {
         let mut r = redis::Client::open(REDIS_URL)
             .expect("a Redis client")
@@ -74,7 +75,7 @@ impl ResultSink for Recorder {
     }
 }
 
-fn pipeline(env: &TestEnv, publish_retry_ms: u64) -> Pipeline {
+pub fn pipeline(env: &TestEnv, publish_retry_ms: u64) -> Pipeline {
     let mut config = env.config.clone();
     config.settings.amqp.publish_retry_ms = publish_retry_ms;
     let s = &config.settings;
@@ -91,6 +92,12 @@ fn pipeline(env: &TestEnv, publish_retry_ms: u64) -> Pipeline {
     }
 }
 
+static NO_TRACE: h5pay_worker::telemetry::trace::TraceHeaders =
+    h5pay_worker::telemetry::trace::TraceHeaders {
+        traceparent: None,
+        tracestate: None,
+    };
+
 fn incoming(body: &[u8]) -> Incoming<'_> {
     Incoming {
         body,
@@ -99,6 +106,7 @@ fn incoming(body: &[u8]) -> Incoming<'_> {
         reply_to: None,
         timestamp: None,
         redelivered: false,
+        trace: &NO_TRACE,
     }
 }
 

@@ -215,6 +215,7 @@ impl TestEnv {
     }
 
     pub async fn start(options: EnvOptions) -> TestEnv {
+        crate::traces::keep_callsites_live();
         let id = unique_id();
         let toml = base_toml(&id, "http://placeholder.invalid/");
         let institutions = Config::from_parts(&toml, Vec::new(), Source::BuiltIn)

@@ -1,0 +1,286 @@
+//! Distributed tracing (issue 15): the W3C trace context of an intent
+//! (`traceparent`, `tracestate` AMQP headers, as the Spring AMQP, amqplib
+//! and pika instrumentations inject them) is continued through the
+//! intent's processing and put on its result event and on every payment
+//! event of the identity.
+//!
+//! With `[otel] endpoint` set, the worker's tracing spans become
+//! OpenTelemetry spans (tracing-opentelemetry) exported over OTLP/HTTP:
+//! the intent's `process` span is a child of the publisher's, and the
+//! events carry the worker's own span as their parent. Without it, nothing
+//! is created or exported: the incoming context is copied onto the events
+//! unchanged, so a trace still joins up across services that do trace.
+//!
+//! Span names and attributes follow the OpenTelemetry semantic conventions
+//! for messaging (RabbitMQ) as of v1.27, which are still "development":
+//! `process h5pay.intents` (consumer), `publish h5pay.results` (producer),
+//! `POST <endpoint>` for gateway calls (client). No span name carries a
+//! merchant or a payment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lapin::types::{AMQPValue, FieldTable};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::OtelSettings;
+
+/// The semantic-conventions version the span names and attributes follow.
+pub const SEMCONV_VERSION: &str = "1.27.0";
+
+/// A message's W3C trace context, as carried in its headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceHeaders {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl TraceHeaders {
+    pub fn is_empty(&self) -> bool {
+        self.traceparent.is_none()
+    }
+
+    /// The context read from AMQP headers. A malformed `traceparent` is
+    /// dropped (with its `tracestate`), never copied on.
+    pub fn from_amqp(headers: Option<&FieldTable>) -> TraceHeaders {
+        let get = |k: &str| {
+            headers
+                .and_then(|h| h.inner().get(k))
+                .and_then(|v| match v {
+                    AMQPValue::LongString(s) => {
+                        std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
+                    }
+                    AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+                    _ => None,
+                })
+        };
+        TraceHeaders::parse(get("traceparent"), get("tracestate"))
+    }
+
+    /// Keeps a `traceparent` only if it is well formed (version 00, ids
+    /// not all zero), and a `tracestate` only with it (at most 512 bytes).
+    pub fn parse(traceparent: Option<String>, tracestate: Option<String>) -> TraceHeaders {
+        let traceparent = traceparent.filter(|t| is_traceparent(t));
+        let tracestate = traceparent
+            .as_ref()
+            .and(tracestate)
+            .filter(|s| s.len() <= 512 && s.is_ascii());
+        TraceHeaders {
+            traceparent,
+            tracestate,
+        }
+    }
+
+    /// The headers to put on an AMQP message.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("traceparent", self.traceparent.as_deref()),
+            ("tracestate", self.tracestate.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zero.
+pub fn is_traceparent(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    matches!(parts.as_slice(), [v, trace, span, flags]
+        if *v == "00" && hex(trace, 32) && hex(span, 16) && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0') && span.bytes().any(|b| b != b'0'))
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (OTel on): only then are the extra spans of
+/// an intent's steps created.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Turns the extra spans on or off (set by [`provider`]; tests set it with
+/// their own in-memory exporter).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Makes `span`'s parent the remote context in `incoming` (a no-op when
+/// OTel is off or there is none).
+pub fn continue_trace(span: &tracing::Span, incoming: &TraceHeaders) {
+    if !enabled() || incoming.is_empty() {
+        return;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    for (k, v) in incoming.pairs() {
+        carrier.insert(k.to_owned(), v.to_owned());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+/// The context to put on an outgoing event: the current span's, when it
+/// is an exported span; else `incoming`, unchanged.
+pub fn outgoing(incoming: &TraceHeaders) -> TraceHeaders {
+    if enabled() {
+        let cx = tracing::Span::current().context();
+        let span = cx.span();
+        let sc = span.span_context();
+        if sc.is_valid() {
+            let state = sc.trace_state().header();
+            return TraceHeaders {
+                traceparent: Some(format!(
+                    "00-{}-{}-{:02x}",
+                    sc.trace_id(),
+                    sc.span_id(),
+                    sc.trace_flags().to_u8()
+                )),
+                tracestate: Some(state).filter(|s| !s.is_empty()),
+            };
+        }
+    }
+    incoming.clone()
+}
+
+/// The trace id every log line of a message names: the exported span's
+/// (continuing the incoming trace, or a new one), else the incoming one's,
+/// else empty.
+pub fn trace_id(span: &tracing::Span, incoming: &TraceHeaders) -> String {
+    if enabled() {
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            return sc.trace_id().to_string();
+        }
+    }
+    incoming
+        .traceparent
+        .as_deref()
+        .and_then(|t| t.split('-').nth(1))
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A span for one step of an intent, created only when spans are exported.
+#[macro_export]
+macro_rules! step_span {
+    ($name:expr $(, $($field:tt)*)?) => {
+        if $crate::telemetry::trace::enabled() {
+            tracing::info_span!($name $(, $($field)*)?)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("OTLP exporter: {0}")]
+pub struct OtelError(String);
+
+/// The tracer provider exporting to `[otel] endpoint` (None when unset).
+/// Keep it alive; [`opentelemetry_sdk::trace::SdkTracerProvider::shutdown`]
+/// flushes what is left at the end.
+pub fn provider(
+    s: &OtelSettings,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, OtelError> {
+    if s.endpoint.is_empty() {
+        return Ok(None);
+    }
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let endpoint = format!("{}/v1/traces", s.endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .with_http_client(reqwest::Client::new())
+        .build()
+        .map_err(|e| OtelError(e.to_string()))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(s.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    // The async-runtime batch processor: the exporter's async HTTP client
+    // needs the tokio runtime, which the SDK's default (a thread of its own
+    // blocking on each export) does not provide.
+    let batch =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_resource(resource)
+        .build();
+    set_enabled(true);
+    Ok(Some(provider))
+}
+
+/// Flushes the spans still batched and stops the exporter (at most 5 s).
+/// The SDK blocks the calling thread until its export task answers, so it
+/// runs on a blocking thread: the runtime's workers stay free for that task.
+pub async fn shutdown(provider: opentelemetry_sdk::trace::SdkTracerProvider) {
+    let flush = tokio::task::spawn_blocking(move || {
+        provider.shutdown_with_timeout(std::time::Duration::from_secs(5))
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(6), flush).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "spans not flushed at shutdown"),
+        Ok(Err(_)) | Err(_) => tracing::warn!("spans not flushed at shutdown: timed out"),
+    }
+}
+
+/// The tracing layer over `provider`'s tracer.
+pub fn layer<S>(
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("h5pay-worker"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_trace_contexts_are_kept() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceHeaders::parse(Some(ok.into()), Some("vendor=x".into()));
+        assert_eq!(t.traceparent.as_deref(), Some(ok));
+        assert_eq!(t.tracestate.as_deref(), Some("vendor=x"));
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "",
+        ] {
+            let t = TraceHeaders::parse(Some(bad.into()), Some("vendor=x".into()));
+            assert_eq!(t, TraceHeaders::default(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_exported_spans_the_incoming_context_goes_on_unchanged() {
+        let incoming = TraceHeaders::parse(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            None,
+        );
+        assert_eq!(outgoing(&incoming), incoming);
+    }
+}
