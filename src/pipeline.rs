@@ -174,10 +174,29 @@ impl Waiting {
 }
 
 impl Pipeline {
-    /// Processes one delivery to a disposition. Reading and validating run
-    /// before the intent's span exists, so the span is created once with
-    /// its identity (recording fields later re-formats them, per field).
+    /// Processes one delivery to a disposition. With spans exported, the
+    /// intent's trace is sampled first: an intent whose trace is not
+    /// recorded creates no span at all.
     pub async fn process<S: ResultSink>(&self, msg: Incoming<'_>, sink: &S) -> Disposition {
+        if !trace::enabled() {
+            return self.traced(msg, sink).await;
+        }
+        match trace::sample(msg.trace) {
+            None => trace::scoped(true, self.traced(msg, sink)).await,
+            Some(carried) => {
+                let msg = Incoming {
+                    trace: &carried,
+                    ..msg
+                };
+                trace::scoped(false, self.traced(msg, sink)).await
+            }
+        }
+    }
+
+    /// Reading and validating run before the intent's span exists, so the
+    /// span is created once with its identity (recording fields later
+    /// re-formats them, per field).
+    async fn traced<S: ResultSink>(&self, msg: Incoming<'_>, sink: &S) -> Disposition {
         let obj = match intent::read(msg.body) {
             Ok(o) => o,
             Err(why) => return self.unreadable(&msg, &why),
@@ -218,8 +237,11 @@ impl Pipeline {
                     correlation: correlation_id(&msg, Some(&id.pay_trace_no)),
                     sink,
                 };
+                // Entering `process` too makes it the parent of every step
+                // span in the exported trace (the log span is not exported).
                 self.decide(&intent, &d, &institutions)
                     .instrument(span)
+                    .instrument(process.clone())
                     .await
             }
             Err(invalid) => self.invalid(&invalid, &msg, sink).instrument(process).await,

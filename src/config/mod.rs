@@ -216,6 +216,26 @@ mod tests {
                 "amqp.queue_type",
             ),
             (format!("[amqp]\nbogus = 1\n{MIN}"), vec![], "amqp.bogus"),
+            (
+                format!("[otel]\nendpoint = \"grpc://collector:4317\"\n{MIN}"),
+                vec![],
+                "otel.endpoint",
+            ),
+            (
+                format!("[otel]\nsample_ratio = 1.5\n{MIN}"),
+                vec![],
+                "otel.sample_ratio",
+            ),
+            (
+                MIN.to_string(),
+                vec![("H5PAY__OTEL__SAMPLE_RATIO", "-0.1")],
+                "otel.sample_ratio",
+            ),
+            (
+                format!("[otel]\nservice_name = \"\"\n{MIN}"),
+                vec![],
+                "otel.service_name",
+            ),
             (format!("[nope]\nx = 1\n{MIN}"), vec![], "nope"),
             (
                 format!("[redis]\nurl = \"mysql://x\"\n{MIN}"),

@@ -377,6 +377,10 @@ pub struct OtelSettings {
     pub endpoint: String,
     /// `service.name` of the spans.
     pub service_name: String,
+    /// The share of new traces recorded and exported (0.0 to 1.0). An
+    /// intent whose `traceparent` arrives marked sampled (or not) follows
+    /// its publisher's decision instead: the trace stays whole.
+    pub sample_ratio: f64,
 }
 
 impl Default for OtelSettings {
@@ -384,6 +388,7 @@ impl Default for OtelSettings {
         OtelSettings {
             endpoint: String::new(),
             service_name: "h5pay-worker".into(),
+            sample_ratio: 1.0,
         }
     }
 }

@@ -156,6 +156,9 @@ impl Settings {
         if o.service_name.is_empty() || o.service_name.len() > 128 {
             return Err(err("otel.service_name", "must be 1-128 characters"));
         }
+        if !(0.0..=1.0).contains(&o.sample_ratio) {
+            return Err(err("otel.sample_ratio", "must be between 0.0 and 1.0"));
+        }
         let n = &self.notify;
         if n.listen.parse::<SocketAddr>().is_err() {
             return Err(err(

@@ -114,7 +114,10 @@ impl<S: PaymentSink> Checker<S> {
         );
         let worked = tokio::select! {
             biased;
-            r = tracing::Instrument::instrument(self.work(&id, member, &lost, &traced), span) => r,
+            r = tracing::Instrument::instrument(
+                tracing::Instrument::instrument(self.work(&id, member, &lost, &traced), span),
+                traced.clone(),
+            ) => r,
             never = &mut renew => match never {},
         };
         if let Err(e) = self.checks.release(&id, &token).await {

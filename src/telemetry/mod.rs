@@ -49,14 +49,20 @@ fn install(log: &LogSettings, provider: Option<&opentelemetry_sdk::trace::SdkTra
             .boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),
     };
-    // Each layer filters on its own: spans are exported at `info` even
-    // when the log shows only warnings, and the log level never decides
-    // what a trace contains.
+    // Each layer filters on its own: the log level never decides what a
+    // trace contains. A trace holds the step spans (the ones that name
+    // their `otel.kind`), not the log spans, and of the log lines only
+    // warnings and errors, as span events: every span and event costs
+    // export CPU per intent (BENCHMARKS.md, "Tracing").
     let otel = provider.map(|p| {
-        trace::layer(p).with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("h5pay_worker", tracing::Level::INFO),
-        )
+        trace::layer(p).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target().starts_with("h5pay_worker")
+                && if m.is_span() {
+                    m.fields().field("otel.kind").is_some()
+                } else {
+                    *m.level() <= tracing::Level::WARN
+                }
+        }))
     });
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))

@@ -18,7 +18,7 @@
 //! merchant or a payment.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use lapin::types::{AMQPValue, FieldTable};
 use opentelemetry::propagation::TextMapPropagator;
@@ -170,11 +170,65 @@ pub fn trace_id(span: &tracing::Span, incoming: &TraceHeaders) -> String {
         .to_owned()
 }
 
-/// A span for one step of an intent, created only when spans are exported.
+static RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
+
+tokio::task_local! {
+    /// Whether the message being handled in this task has its trace
+    /// recorded (decided once, by [`sample`]).
+    static RECORDING: bool;
+}
+
+/// Whether step spans are created here: spans are exported and the trace
+/// of the message at hand is recorded.
+pub fn recording() -> bool {
+    enabled() && RECORDING.try_with(|r| *r).unwrap_or(true)
+}
+
+/// Runs `f` with the trace recorded or not (see [`recording`]).
+pub async fn scoped<F: std::future::Future>(record: bool, f: F) -> F::Output {
+    RECORDING.scope(record, f).await
+}
+
+/// Decides once per intent, before any span exists, whether its trace is
+/// recorded: a `traceparent`'s sampled flag decides where there is one,
+/// else `[otel] sample_ratio`. None: recorded, the incoming context as it
+/// is. Some(context): not recorded (no span is created, which is what
+/// makes an unrecorded intent cost nothing), and the context to carry on
+/// instead: the incoming one, or for an intent that brought none a new
+/// unsampled one, so that its events, notifies and checks share one trace
+/// id and follow the same decision.
+pub fn sample(incoming: &TraceHeaders) -> Option<TraceHeaders> {
+    use rand::RngExt;
+    if let Some(tp) = &incoming.traceparent {
+        let sampled = tp
+            .get(53..55)
+            .and_then(|f| u8::from_str_radix(f, 16).ok())
+            .is_some_and(|f| f & 1 == 1);
+        return if sampled {
+            None
+        } else {
+            Some(incoming.clone())
+        };
+    }
+    let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+    let mut rng = rand::rng();
+    if rng.random_bool(ratio.clamp(0.0, 1.0)) {
+        return None;
+    }
+    let trace: u128 = rng.random::<u128>().max(1);
+    let span: u64 = rng.random::<u64>().max(1);
+    Some(TraceHeaders {
+        traceparent: Some(format!("00-{trace:032x}-{span:016x}-00")),
+        tracestate: None,
+    })
+}
+
+/// A span for one step, created only when spans are exported and the
+/// trace at hand is recorded.
 #[macro_export]
 macro_rules! step_span {
     ($name:expr $(, $($field:tt)*)?) => {
-        if $crate::telemetry::trace::enabled() {
+        if $crate::telemetry::trace::recording() {
             tracing::info_span!($name $(, $($field)*)?)
         } else {
             tracing::Span::none()
@@ -220,7 +274,14 @@ pub fn provider(
             opentelemetry_sdk::runtime::Tokio,
         )
         .build();
+    // Intents are sampled before their spans exist ([`sample`], at
+    // `sample_ratio`); the SDK follows that decision through the parent
+    // (a trace is kept whole or not at all) and keeps what starts here.
+    use opentelemetry_sdk::trace::Sampler;
+    RATIO.store(s.sample_ratio.to_bits(), Ordering::Relaxed);
+    let sampler = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_span_processor(batch)
         .with_resource(resource)
         .build();
@@ -273,6 +334,29 @@ mod tests {
             let t = TraceHeaders::parse(Some(bad.into()), Some("vendor=x".into()));
             assert_eq!(t, TraceHeaders::default(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_publishers_sampled_flag_decides_and_else_the_ratio_with_a_new_unsampled_context() {
+        let sampled = TraceHeaders::parse(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            None,
+        );
+        assert_eq!(sample(&sampled), None);
+        let unsampled = TraceHeaders::parse(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into()),
+            Some("congo=t61rcWkgMzE".into()),
+        );
+        assert_eq!(sample(&unsampled), Some(unsampled.clone()));
+        // The only test that sets the ratio.
+        RATIO.store(0.0f64.to_bits(), Ordering::Relaxed);
+        let a = sample(&TraceHeaders::default()).expect("not recorded at 0.0");
+        let b = sample(&TraceHeaders::default()).expect("not recorded at 0.0");
+        let tp = a.traceparent.clone().unwrap_or_default();
+        assert!(is_traceparent(&tp) && tp.ends_with("-00"), "{tp}");
+        assert_ne!(a, b, "a new trace each time");
+        RATIO.store(1.0f64.to_bits(), Ordering::Relaxed);
+        assert_eq!(sample(&TraceHeaders::default()), None);
     }
 
     #[test]

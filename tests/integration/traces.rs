@@ -230,7 +230,11 @@ async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_h
     let mut child = crate::cli::spawn_run(
         &path,
         admin,
-        &[("H5PAY__OTEL__ENDPOINT", &endpoint)],
+        // No new trace is kept; a publisher's decision still is.
+        &[
+            ("H5PAY__OTEL__ENDPOINT", &endpoint),
+            ("H5PAY__OTEL__SAMPLE_RATIO", "0"),
+        ],
         std::process::Stdio::null(),
     );
     assert!(crate::cli::wait_ready(admin).await, "worker not ready");
@@ -245,6 +249,23 @@ async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_h
         Some(PARENT),
         "the event names the worker's own span"
     );
+    // A publisher that did not sample: the trace goes on, unrecorded.
+    let unsampled = "5ce929d0e0e4736a4bf92f3577b34da6";
+    let body = serde_json::to_vec(&intent("TR-OTLP-2", "M1", 100)).expect("json");
+    env.publish_with(&body, with_trace(&format!("00-{unsampled}-{PARENT}-00")))
+        .await;
+    let r = results.take(1, WAIT).await.remove(0);
+    let tp = r.header("traceparent").expect("a traceparent");
+    assert_eq!(tp.split('-').nth(1), Some(unsampled), "{tp}");
+    assert_eq!(tp.split('-').nth(3), Some("00"), "still not sampled: {tp}");
+    // No context and sample_ratio 0: not recorded, yet a trace id of its own
+    // (unsampled) that its events, notifies and checks share.
+    let body = serde_json::to_vec(&intent("TR-OTLP-3", "M1", 100)).expect("json");
+    env.publish(&body).await;
+    let r = results.take(1, WAIT).await.remove(0);
+    let own = r.header("traceparent").expect("a context of its own");
+    assert!(own.ends_with("-00"), "{own}");
+    let own_id = own.split('-').nth(1).unwrap_or_default().to_owned();
     // A graceful stop flushes the batch that is left.
     let pid = child.id().unwrap_or_default().to_string();
     let _ = std::process::Command::new("kill")
@@ -265,8 +286,17 @@ async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_h
         has(&all, &trace_bytes),
         "the intent's trace id was exported"
     );
+    for id in [unsampled, own_id.as_str()] {
+        assert!(
+            !has(&all, &hex::decode(id).expect("hex")),
+            "an unsampled trace was exported"
+        );
+    }
     for text in [
         "process h5pay.intents",
+        "claim",
+        "POST /api/openpay/v3/h5pay",
+        "store",
         "publish h5pay.results",
         "h5pay-worker",
     ] {
