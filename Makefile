@@ -1,5 +1,8 @@
 # h5pay-worker: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
+# Where cargo puts what it builds: CI builds outside the clone (CARGO_TARGET_DIR).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/debug/h5pay-worker
 
 .PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check alerts k8s-check sandbox run clean
 
@@ -25,16 +28,16 @@ test: services
 	./scripts/ensure-browser.sh
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
-	./scripts/check-docs.sh target/debug/h5pay-worker
+	./scripts/check-docs.sh $(BIN)
 	./scripts/check-alerts.sh
 	./scripts/check-k8s.sh
-	./scripts/examples.sh --available target/debug/h5pay-worker
+	./scripts/examples.sh --available $(BIN)
 
 ## docs-check: docs/asyncapi.yaml and docs/openapi.yaml validated, and the OpenAPI
 ##             document exercised against a running sandbox and receiver (schemathesis)
 docs-check: services
 	$(CARGO) build --locked
-	./scripts/check-docs.sh target/debug/h5pay-worker
+	./scripts/check-docs.sh $(BIN)
 
 ## alerts: promtool check rules and the alert unit tests (deploy/prometheus/)
 alerts:
@@ -48,7 +51,7 @@ k8s-check:
 ##           running worker (installs each toolchain's packages; see docs/PUBLISHING.md)
 examples: services
 	$(CARGO) build --locked
-	./scripts/examples.sh target/debug/h5pay-worker
+	./scripts/examples.sh $(BIN)
 
 ## lint: formatting and clippy, as CI runs them
 lint:

@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-bin=${1:-target/debug/h5pay-worker}
+bin=${1:-${CARGO_TARGET_DIR:-target}/debug/h5pay-worker}
+[ -x "$bin" ] || { echo "check-docs: no h5pay-worker binary at $bin (cargo build first)" >&2; exit 1; }
 tools=target/docs-tools
 mkdir -p "$tools"
 

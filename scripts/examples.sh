@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 install=1
 if [ "${1:-}" = "--available" ]; then install=0; shift; fi
-bin=${1:-target/debug/h5pay-worker}
+bin=${1:-${CARGO_TARGET_DIR:-target}/debug/h5pay-worker}
+[ -x "$bin" ] || { echo "examples: no h5pay-worker binary at $bin (cargo build first)" >&2; exit 1; }
 work=target/examples
 mkdir -p "$work"
 
