@@ -28,6 +28,7 @@ use crate::payment::event::{Anomaly, AnomalyKind, parse_end_time};
 use crate::payment::{Known, PaymentStore, Source};
 use crate::reconcile::ChecksStore;
 use crate::telemetry::metrics::{self, Label, NotifyOutcome};
+use crate::telemetry::trace;
 use parse::Refused;
 
 /// The reply both known gateway clients stop on (gateway-lifecycle.md).
@@ -132,15 +133,7 @@ impl<S: PaymentSink> Receiver<S> {
             Err(e) => return refused(&e),
         };
         let id = parse::identity(&fields, &inst_no);
-        // The server span (when spans are exported) joins the trace of the
-        // intent that placed the order, once the payment is read.
-        let span = crate::step_span!(
-            "notify",
-            otel.name = "POST notify",
-            otel.kind = "server",
-            http.request.method = "POST",
-        );
-        let answer = self.apply(&id, &fields, body).instrument(span).await;
+        let answer = self.apply(&id, &fields, body).await;
         info!(
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),
@@ -157,9 +150,40 @@ impl<S: PaymentSink> Receiver<S> {
             Ok(v) => v,
             Err(e) => return Answer::unavailable(&ApplyError::Redis(e)),
         };
-        if let Some(sent) = &view.sent {
-            crate::telemetry::trace::continue_trace(&tracing::Span::current(), &sent.trace);
-        }
+        // The server span joins the trace of the intent that placed the
+        // order, and exists only if that trace is recorded; its parent is
+        // set before it is first entered (entering starts it).
+        let stored = view
+            .sent
+            .as_ref()
+            .map(|s| s.trace.clone())
+            .unwrap_or_default();
+        let record = trace::records(&stored);
+        let span = if record {
+            tracing::info_span!(
+                "notify",
+                otel.name = "POST notify",
+                otel.kind = "server",
+                http.request.method = "POST",
+            )
+        } else {
+            tracing::Span::none()
+        };
+        trace::continue_trace(&span, &stored);
+        trace::scoped(
+            record,
+            self.apply_viewed(id, fields, body, view).instrument(span),
+        )
+        .await
+    }
+
+    async fn apply_viewed(
+        &self,
+        id: &Identity,
+        fields: &Map<String, Value>,
+        body: &[u8],
+        view: crate::payment::View,
+    ) -> Answer {
         let now = Utc::now();
         if view.known != Known::Unknown
             && let Err(e) = self.payments.count_notify(id).await

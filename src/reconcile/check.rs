@@ -24,6 +24,7 @@ use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
 use crate::payment::event::{Anomaly, parse_end_time};
 use crate::payment::{EventState, Evidence, PaymentState, PaymentStore, Source, View};
 use crate::telemetry::metrics::{self, CheckResult, Label};
+use crate::telemetry::trace;
 use crate::text::gateway_text;
 
 /// What a check needs; one per process.
@@ -98,15 +99,9 @@ impl<S: PaymentSink> Checker<S> {
         let lost = CancellationToken::new();
         let renew = self.renew(&id, &token, &lost);
         tokio::pin!(renew);
-        // Its own span for the logs; when spans are exported, a span that
-        // joins the trace of the intent that placed the order.
-        let traced = crate::step_span!(
-            "check",
-            otel.name = "reconcile check",
-            otel.kind = "internal"
-        );
+        // Its own span for the logs (the exported span, if any, is made
+        // once the payment's trace is known: `work`).
         let span = tracing::info_span!(
-            parent: &traced,
             "check",
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),
@@ -114,10 +109,7 @@ impl<S: PaymentSink> Checker<S> {
         );
         let worked = tokio::select! {
             biased;
-            r = tracing::Instrument::instrument(
-                tracing::Instrument::instrument(self.work(&id, member, &lost, &traced), span),
-                traced.clone(),
-            ) => r,
+            r = tracing::Instrument::instrument(self.work(&id, member, &lost), span) => r,
             never = &mut renew => match never {},
         };
         if let Err(e) = self.checks.release(&id, &token).await {
@@ -186,12 +178,40 @@ impl<S: PaymentSink> Checker<S> {
         id: &Identity,
         member: &str,
         lost: &CancellationToken,
-        traced: &tracing::Span,
     ) -> Result<Done, CheckError> {
         let view = self.payments.view(id).await?;
-        if let Some(sent) = &view.sent {
-            crate::telemetry::trace::continue_trace(traced, &sent.trace);
-        }
+        // The check joins the trace of the intent that placed the order,
+        // and is recorded only if that trace is.
+        let stored = view
+            .sent
+            .as_ref()
+            .map(|s| s.trace.clone())
+            .unwrap_or_default();
+        let record = trace::records(&stored);
+        let traced = if record {
+            tracing::info_span!(
+                "check",
+                otel.name = "reconcile check",
+                otel.kind = "internal"
+            )
+        } else {
+            tracing::Span::none()
+        };
+        trace::continue_trace(&traced, &stored);
+        trace::scoped(
+            record,
+            tracing::Instrument::instrument(self.work_viewed(id, member, lost, view), traced),
+        )
+        .await
+    }
+
+    async fn work_viewed(
+        &self,
+        id: &Identity,
+        member: &str,
+        lost: &CancellationToken,
+        view: View,
+    ) -> Result<Done, CheckError> {
         match view.known.state() {
             Some(PaymentState::Open) => {}
             Some(state) => {

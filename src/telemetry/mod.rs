@@ -50,22 +50,13 @@ fn install(log: &LogSettings, provider: Option<&opentelemetry_sdk::trace::SdkTra
         LogFormat::Pretty => fmt.compact().boxed(),
     };
     // Each layer filters on its own: the log level never decides what a
-    // trace contains. A trace holds the step spans (the ones that name
-    // their `otel.kind`), not the log spans, and of the log lines only
-    // warnings and errors, as span events: every span and event costs
-    // export CPU per intent (BENCHMARKS.md, "Tracing").
-    let otel = provider.map(|p| {
-        trace::layer(p).with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target().starts_with("h5pay_worker")
-                && if m.is_span() {
-                    m.fields().field("otel.kind").is_some()
-                } else {
-                    *m.level() <= tracing::Level::WARN
-                }
-        }))
-    });
+    // trace contains, and the log shows the log spans (a line's `span` is
+    // its intent or check, with the identity), never a step span.
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    let logged = filter.and(filter_fn(|m| !trace::is_step_span(m)));
+    let otel = provider.map(|p| trace::layer(p).with_filter(filter_fn(trace::exported)));
     let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
+        .with(fmt.with_filter(logged))
         .with(otel)
         .try_init();
 }

@@ -132,7 +132,9 @@ pub fn continue_trace(span: &tracing::Span, incoming: &TraceHeaders) {
 /// is an exported span; else `incoming`, unchanged.
 pub fn outgoing(incoming: &TraceHeaders) -> TraceHeaders {
     if enabled() {
-        let cx = tracing::Span::current().context();
+        // The innermost exported span entered (the log spans are not
+        // exported, so `Span::current()` may be one that has no context).
+        let cx = opentelemetry::Context::current();
         let span = cx.span();
         let sc = span.span_context();
         if sc.is_valid() {
@@ -221,6 +223,30 @@ pub fn sample(incoming: &TraceHeaders) -> Option<TraceHeaders> {
         traceparent: Some(format!("00-{trace:032x}-{span:016x}-00")),
         tracestate: None,
     })
+}
+
+/// Whether a message that belongs to a stored payment (a notify, a check)
+/// is recorded: as the intent's trace was (its stored context's sampled
+/// flag), or for a payment stored without one, at `sample_ratio`.
+pub fn records(stored: &TraceHeaders) -> bool {
+    enabled() && sample(stored).is_none()
+}
+
+/// The step spans, which carry `otel.kind`: the spans a trace is made of.
+pub fn is_step_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.fields().field("otel.kind").is_some()
+}
+
+/// What the exporting layer sees: this crate's step spans, and of its log
+/// lines only warnings and errors (as span events). Log spans are not
+/// exported: every span and event costs CPU per intent.
+pub fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("h5pay_worker")
+        && if meta.is_span() {
+            is_step_span(meta)
+        } else {
+            *meta.level() <= tracing::Level::WARN
+        }
 }
 
 /// A span for one step, created only when spans are exported and the

@@ -15,42 +15,64 @@ use crate::support::{TestEnv, base_toml};
 
 const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
 
-fn metric_names(e: &Expr, out: &mut BTreeSet<String>) {
-    let selector = |vs: &parser::VectorSelector, out: &mut BTreeSet<String>| match &vs.name {
-        Some(n) => {
-            out.insert(n.clone());
-        }
-        None => {
-            for m in &vs.matchers.matchers {
-                if m.name == "__name__" {
-                    out.insert(m.value.clone());
-                }
-            }
-        }
-    };
+/// Every vector selector of an expression.
+fn selectors(e: &Expr, out: &mut Vec<parser::VectorSelector>) {
     match e {
         Expr::Aggregate(a) => {
-            metric_names(&a.expr, out);
+            selectors(&a.expr, out);
             if let Some(p) = &a.param {
-                metric_names(p, out);
+                selectors(p, out);
             }
         }
-        Expr::Unary(u) => metric_names(&u.expr, out),
+        Expr::Unary(u) => selectors(&u.expr, out),
         Expr::Binary(b) => {
-            metric_names(&b.lhs, out);
-            metric_names(&b.rhs, out);
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
         }
-        Expr::Paren(p) => metric_names(&p.expr, out),
-        Expr::Subquery(s) => metric_names(&s.expr, out),
-        Expr::VectorSelector(vs) => selector(vs, out),
-        Expr::MatrixSelector(ms) => selector(&ms.vs, out),
+        Expr::Paren(p) => selectors(&p.expr, out),
+        Expr::Subquery(s) => selectors(&s.expr, out),
+        Expr::VectorSelector(vs) => out.push(vs.clone()),
+        Expr::MatrixSelector(ms) => out.push(ms.vs.clone()),
         Expr::Call(c) => {
             for a in &c.args.args {
-                metric_names(a, out);
+                selectors(a, out);
             }
         }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
+}
+
+fn metric_of(vs: &parser::VectorSelector) -> Option<String> {
+    vs.name.clone().or_else(|| {
+        vs.matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "__name__")
+            .map(|m| m.value.clone())
+    })
+}
+
+/// The label values a selector asks for (`label="v"`, or `label=~"a|b"`
+/// of plain words), which the product must expose: its series are
+/// registered at zero, every label value of them.
+fn wanted_labels(vs: &parser::VectorSelector) -> Vec<(String, String)> {
+    use promql_parser::label::MatchOp;
+    let mut out = Vec::new();
+    for m in &vs.matchers.matchers {
+        if ["__name__", "job", "instance", "le"].contains(&m.name.as_str()) {
+            continue;
+        }
+        let plain =
+            |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match &m.op {
+            MatchOp::Equal => out.push((m.name.clone(), m.value.clone())),
+            MatchOp::Re(_) if m.value.split('|').all(plain) => {
+                out.extend(m.value.split('|').map(|v| (m.name.clone(), v.to_owned())));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Grafana's variables, as Grafana would substitute them.
@@ -171,6 +193,8 @@ async fn every_expression_of_the_dashboard_and_the_alerts_parses_and_names_real_
     let receiver = scrape(&["notify"], &path, crate::net::free_port().expect("a port")).await;
     let mut names = exposed(&worker);
     names.extend(exposed(&receiver));
+    let scraped = format!("{worker}\n{receiver}");
+    let mut labels_checked = 0;
 
     let mut checked = 0;
     for (source, exprs) in [("dashboard", dashboard_exprs()), ("alerts", alert_exprs())] {
@@ -178,10 +202,11 @@ async fn every_expression_of_the_dashboard_and_the_alerts_parses_and_names_real_
         for raw in exprs {
             let expr = substitute(&raw);
             let parsed = parser::parse(&expr).unwrap_or_else(|e| panic!("{source}: {raw}: {e}"));
-            let mut used = BTreeSet::new();
-            metric_names(&parsed, &mut used);
-            assert!(!used.is_empty(), "{source}: {raw} names no metric");
-            for m in used {
+            let mut found = Vec::new();
+            selectors(&parsed, &mut found);
+            assert!(!found.is_empty(), "{source}: {raw} names no metric");
+            for vs in &found {
+                let m = metric_of(vs).unwrap_or_else(|| panic!("{source}: {raw}: no metric name"));
                 if m.starts_with("rabbitmq_") {
                     continue;
                 }
@@ -194,10 +219,24 @@ async fn every_expression_of_the_dashboard_and_the_alerts_parses_and_names_real_
                     "{source}: {raw}: {m} is not exposed by the worker or the receiver"
                 );
                 checked += 1;
+                for (label, value) in wanted_labels(vs) {
+                    let pair = format!("{label}=\"{value}\"");
+                    assert!(
+                        scraped
+                            .lines()
+                            .any(|l| l.starts_with(&format!("{m}{{")) && l.contains(&pair)),
+                        "{source}: {raw}: no {m} series with {pair}"
+                    );
+                    labels_checked += 1;
+                }
             }
         }
     }
     assert!(checked > 40, "{checked} metric references checked");
+    assert!(
+        labels_checked >= 10,
+        "{labels_checked} label values checked"
+    );
 }
 
 /// GitHub's anchor of a Markdown heading.

@@ -10,6 +10,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use opentelemetry::trace::{SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing::instrument::WithSubscriber;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use h5pay_worker::pipeline::Incoming;
@@ -89,8 +90,12 @@ async fn with_spans_exported_one_trace_runs_from_the_publisher_through_every_ste
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // The exporting layer filtered as in production (trace::exported).
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_filter(tracing_subscriber::filter::filter_fn(trace::exported)),
+    );
     trace::set_enabled(true);
 
     let pipeline = crate::pipeline_order::pipeline(&env, 5000);
@@ -167,6 +172,26 @@ async fn with_spans_exported_one_trace_runs_from_the_publisher_through_every_ste
         format!("00-{TRACE_ID}-{}-01", publish.span_context.span_id()),
         "{names:?}"
     );
+    // What is stored with the claim, for the payment's notifies and checks
+    // to continue: the worker's consumer span, in the publisher's trace.
+    let id = h5pay_worker::intent::Identity {
+        inst_no: "60000001".into(),
+        mch_no: "M1".into(),
+        pay_trace_no: "TR-OTEL-1".into(),
+    };
+    let view = h5pay_worker::payment::PaymentStore::new(env.claim_store())
+        .view(&id)
+        .await
+        .expect("the payment");
+    let stored = view
+        .sent
+        .and_then(|s| s.trace.traceparent)
+        .expect("a stored context");
+    assert_eq!(
+        stored,
+        format!("00-{TRACE_ID}-{}-01", process.span_context.span_id()),
+        "stored: the consumer span"
+    );
     // No span name carries a merchant or a payment.
     for n in &names {
         assert!(!n.contains("M1") && !n.contains("TR-OTEL"), "{n}");
@@ -213,68 +238,121 @@ async fn collector() -> (u16, Exports) {
     (port, got)
 }
 
+/// Sends SIGTERM and waits (at most 20 s) for the process to end.
+async fn stop(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
+}
+
+fn trace_id_of(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_http() {
+async fn with_otel_endpoint_set_the_worker_and_the_receiver_export_each_payments_trace_over_otlp_http()
+ {
     let env = TestEnv::new().await;
     let (port, got) = collector().await;
     let mut results = env.results().await;
+    let mut payments = env.payments().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("c.toml");
+    let notify_port = crate::net::free_port().expect("a port");
     std::fs::write(
         &path,
-        crate::support::base_toml(&env.id, &env.gateway_url()),
+        format!(
+            "{}\n[notify]\nlisten = \"127.0.0.1:{notify_port}\"\npublic_url = \"http://127.0.0.1:{notify_port}/h5pay/notify\"\n",
+            crate::support::base_toml(&env.id, &env.gateway_url())
+        ),
     )
     .expect("config written");
-    let admin = crate::net::free_port().expect("a port");
     let endpoint = format!("http://127.0.0.1:{port}");
-    let mut child = crate::cli::spawn_run(
-        &path,
-        admin,
-        // No new trace is kept; a publisher's decision still is.
-        &[
-            ("H5PAY__OTEL__ENDPOINT", &endpoint),
-            ("H5PAY__OTEL__SAMPLE_RATIO", "0"),
-        ],
-        std::process::Stdio::null(),
-    );
+    // No new trace is kept; a publisher's decision still is.
+    let otel = [
+        ("H5PAY__OTEL__ENDPOINT", endpoint.as_str()),
+        ("H5PAY__OTEL__SAMPLE_RATIO", "0"),
+        ("H5PAY__LOG__LEVEL", "info"),
+    ];
+    let admin = crate::net::free_port().expect("a port");
+    let mut worker = crate::cli::spawn_run(&path, admin, &otel, std::process::Stdio::piped());
+    let receiver_admin = crate::net::free_port().expect("a port");
+    let mut receiver = tokio::process::Command::new(env!("CARGO_BIN_EXE_h5pay-worker"))
+        .args(["notify", "--config", &path.display().to_string()])
+        .env(
+            "H5PAY__ADMIN__LISTEN",
+            format!("127.0.0.1:{receiver_admin}"),
+        )
+        .envs(otel)
+        .env("H5PAY__OTEL__SERVICE_NAME", "h5pay-notify")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the receiver started");
     assert!(crate::cli::wait_ready(admin).await, "worker not ready");
+    assert!(
+        crate::cli::wait_ready(receiver_admin).await,
+        "receiver not ready"
+    );
+
+    // 1. A publisher that sampled: recorded, the worker's spans in its trace.
     let body = serde_json::to_vec(&intent("TR-OTLP-1", "M1", 100)).expect("json");
     env.publish_with(&body, with_trace(&traceparent())).await;
     let r = results.take(1, WAIT).await.remove(0);
     assert_eq!(r.event["status"], "ready", "{}", r.event);
     let tp = r.header("traceparent").expect("a traceparent");
-    assert_eq!(tp.split('-').nth(1), Some(TRACE_ID), "{tp}");
+    assert_eq!(trace_id_of(&tp), TRACE_ID, "{tp}");
     assert_ne!(
         tp.split('-').nth(2),
         Some(PARENT),
         "the event names the worker's own span"
     );
-    // A publisher that did not sample: the trace goes on, unrecorded.
+    // 2. A publisher that did not sample: the trace goes on, unrecorded.
     let unsampled = "5ce929d0e0e4736a4bf92f3577b34da6";
     let body = serde_json::to_vec(&intent("TR-OTLP-2", "M1", 100)).expect("json");
     env.publish_with(&body, with_trace(&format!("00-{unsampled}-{PARENT}-00")))
         .await;
     let r = results.take(1, WAIT).await.remove(0);
     let tp = r.header("traceparent").expect("a traceparent");
-    assert_eq!(tp.split('-').nth(1), Some(unsampled), "{tp}");
+    assert_eq!(trace_id_of(&tp), unsampled, "{tp}");
     assert_eq!(tp.split('-').nth(3), Some("00"), "still not sampled: {tp}");
-    // No context and sample_ratio 0: not recorded, yet a trace id of its own
-    // (unsampled) that its events, notifies and checks share.
+    // 3. No context and sample_ratio 0: not recorded, yet a trace id of its
+    // own (unsampled) that its events, notifies and checks share.
     let body = serde_json::to_vec(&intent("TR-OTLP-3", "M1", 100)).expect("json");
     env.publish(&body).await;
     let r = results.take(1, WAIT).await.remove(0);
     let own = r.header("traceparent").expect("a context of its own");
     assert!(own.ends_with("-00"), "{own}");
-    let own_id = own.split('-').nth(1).unwrap_or_default().to_owned();
+    let own_id = trace_id_of(&own).to_owned();
+
+    // The buyers pay: each payment event continues its intent's trace, and
+    // the receiver records the notify only for the recorded one.
+    for (trace, want) in [
+        ("TR-OTLP-1", TRACE_ID),
+        ("TR-OTLP-2", unsampled),
+        ("TR-OTLP-3", own_id.as_str()),
+    ] {
+        env.pay("M1", trace).await;
+        let p = payments.take(1, WAIT).await.remove(0);
+        assert_eq!(p.event["state"], "paid", "{}", p.event);
+        assert_eq!(p.event["pay_trace_no"], trace);
+        let tp = p.header("traceparent").expect("a traceparent");
+        assert_eq!(trace_id_of(&tp), want, "{trace}: {tp}");
+        assert_eq!(
+            tp.ends_with("-01"),
+            trace == "TR-OTLP-1",
+            "{trace}: sampled as its intent was: {tp}"
+        );
+    }
+
     // A graceful stop flushes the batch that is left.
-    let pid = child.id().unwrap_or_default().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
+    stop(&mut worker).await;
+    stop(&mut receiver).await;
     let sent = got.lock().map(|g| g.clone()).unwrap_or_default();
     assert!(!sent.is_empty(), "nothing reached the collector");
-    let trace_bytes = hex::decode(TRACE_ID).expect("hex");
     let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     assert!(
         sent.iter().all(|(ct, _)| ct == "application/x-protobuf"),
@@ -283,7 +361,7 @@ async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_h
     );
     let all: Vec<u8> = sent.into_iter().flat_map(|(_, b)| b).collect();
     assert!(
-        has(&all, &trace_bytes),
+        has(&all, &hex::decode(TRACE_ID).expect("hex")),
         "the intent's trace id was exported"
     );
     for id in [unsampled, own_id.as_str()] {
@@ -299,6 +377,8 @@ async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_h
         "store",
         "publish h5pay.results",
         "h5pay-worker",
+        "POST notify",
+        "h5pay-notify",
     ] {
         assert!(has(&all, text.as_bytes()), "{text} not in the export");
     }
@@ -306,4 +386,36 @@ async fn with_otel_endpoint_set_the_worker_exports_the_intents_trace_over_otlp_h
         !has(&all, SANDBOX_KEY.as_bytes()),
         "no key in an exported span"
     );
+    // Three notifies, one recorded: the others follow their intents' traces,
+    // which were not recorded.
+    let notifies = all
+        .windows(b"POST notify".len())
+        .filter(|w| *w == b"POST notify")
+        .count();
+    assert_eq!(
+        notifies, 1,
+        "only the recorded payment's notify is exported"
+    );
+    // With spans exported, a log line still names its payment: the audit
+    // lines sit in the intent's span, not in the step span around them.
+    let mut stderr = String::new();
+    if let Some(mut e) = worker.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    let audit: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "gateway attempt")
+        .collect();
+    assert_eq!(audit.len(), 3, "one per intent:\n{stderr}");
+    for line in &audit {
+        assert!(
+            line["span"]["pay_trace_no"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("TR-OTLP-")),
+            "{line}"
+        );
+        assert_eq!(line["span"]["name"], "intent", "{line}");
+    }
 }
