@@ -693,17 +693,7 @@ impl Pipeline {
         let started = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
-            // The producer span (when spans are exported) is the event's
-            // parent in the trace; else the intent's context goes on as is.
-            let span = crate::step_span!(
-                "publish",
-                otel.name = "publish h5pay.results",
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                messaging.operation.type = "publish",
-                messaging.destination.name = "h5pay.results",
-                messaging.message.id = out.event.event_id.as_str(),
-            );
+            let span = trace::publish_span(&out.event.event_id);
             let outgoing = span.in_scope(|| trace::outgoing(d.msg.trace));
             let published = d
                 .sink

@@ -150,26 +150,14 @@ impl<S: PaymentSink> Receiver<S> {
             Ok(v) => v,
             Err(e) => return Answer::unavailable(&ApplyError::Redis(e)),
         };
-        // The server span joins the trace of the intent that placed the
-        // order, and exists only if that trace is recorded; its parent is
-        // set before it is first entered (entering starts it).
-        let stored = view
-            .sent
-            .as_ref()
-            .map(|s| s.trace.clone())
-            .unwrap_or_default();
-        let record = trace::records(&stored);
-        let span = if record {
+        let (span, record) = trace::joining(&view.trace(), || {
             tracing::info_span!(
                 "notify",
                 otel.name = "POST notify",
                 otel.kind = "server",
                 http.request.method = "POST",
             )
-        } else {
-            tracing::Span::none()
-        };
-        trace::continue_trace(&span, &stored);
+        });
         trace::scoped(
             record,
             self.apply_viewed(id, fields, body, view).instrument(span),

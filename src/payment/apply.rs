@@ -33,7 +33,7 @@ pub struct Outgoing<'a> {
     pub occurred_at: &'a str,
     pub subject: &'a str,
     /// The trace context to put on the event.
-    pub trace: &'a crate::telemetry::trace::TraceHeaders,
+    pub trace: &'a TraceHeaders,
 }
 
 /// Where payment events go: the confirm-mode publisher in production, a
@@ -91,14 +91,6 @@ fn correlation<'a>(id: &'a Identity, view: &'a View) -> &'a str {
         .unwrap_or(&id.pay_trace_no)
 }
 
-/// The trace context the identity's intent carried (empty when unknown).
-fn trace_of(view: &View) -> TraceHeaders {
-    view.sent
-        .as_ref()
-        .map(|s| s.trace.clone())
-        .unwrap_or_default()
-}
-
 async fn publish(
     sink: &impl PaymentSink,
     ev: &PaymentEvent,
@@ -107,17 +99,7 @@ async fn publish(
     trace: &TraceHeaders,
 ) -> Result<(), PublishError> {
     let key = ev.routing_key();
-    // The producer span (when spans are exported) is the event's parent in
-    // the trace; else the intent's context goes on as is.
-    let span = crate::step_span!(
-        "publish",
-        otel.name = "publish h5pay.results",
-        otel.kind = "producer",
-        messaging.system = "rabbitmq",
-        messaging.operation.type = "publish",
-        messaging.destination.name = "h5pay.results",
-        messaging.message.id = ev.event_id.as_str(),
-    );
+    let span = trace::publish_span(&ev.event_id);
     let outgoing = span.in_scope(|| trace::outgoing(trace));
     sink.publish_payment(Outgoing {
         event_id: &ev.event_id,
@@ -159,7 +141,7 @@ pub async fn anomaly(
         &ev,
         &ev.to_json(),
         correlation(id, view),
-        &trace_of(view),
+        &view.trace(),
     )
     .await?;
     Ok(Applied::Anomaly(Box::new(ev)))
@@ -216,7 +198,7 @@ pub async fn apply(
                         &ev,
                         json.as_bytes(),
                         correlation(id, &view),
-                        &trace_of(&view),
+                        &view.trace(),
                     )
                     .await?;
                     store.confirm(id, event_id).await?;
@@ -254,7 +236,7 @@ pub async fn apply(
                     Moved::Yes => {}
                 }
                 if let Err(e) =
-                    publish(sink, &ev, &body, correlation(id, &view), &trace_of(&view)).await
+                    publish(sink, &ev, &body, correlation(id, &view), &view.trace()).await
                 {
                     // Nothing changed, so the evidence comes again.
                     if let Err(undo) = store.undo(id, &ev.event_id, &view.raw_state).await {

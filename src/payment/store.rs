@@ -36,6 +36,17 @@ pub struct View {
     pub notifies: u64,
 }
 
+impl View {
+    /// The trace context the identity's intent carried, for the payment's
+    /// events, notifies and checks to continue (empty when unknown).
+    pub fn trace(&self) -> crate::telemetry::trace::TraceHeaders {
+        self.sent
+            .as_ref()
+            .map(|s| s.trace.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Whether an outcome's payment is followed (contract §10): `ready`,
 /// `in_process`, and `outcome_unknown` (an order may exist).
 pub fn is_followed(status: Status, failure: Option<FailureKind>) -> bool {

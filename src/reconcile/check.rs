@@ -182,22 +182,13 @@ impl<S: PaymentSink> Checker<S> {
         let view = self.payments.view(id).await?;
         // The check joins the trace of the intent that placed the order,
         // and is recorded only if that trace is.
-        let stored = view
-            .sent
-            .as_ref()
-            .map(|s| s.trace.clone())
-            .unwrap_or_default();
-        let record = trace::records(&stored);
-        let traced = if record {
+        let (traced, record) = trace::joining(&view.trace(), || {
             tracing::info_span!(
                 "check",
                 otel.name = "reconcile check",
                 otel.kind = "internal"
             )
-        } else {
-            tracing::Span::none()
-        };
-        trace::continue_trace(&traced, &stored);
+        });
         trace::scoped(
             record,
             tracing::Instrument::instrument(self.work_viewed(id, member, lost, view), traced),

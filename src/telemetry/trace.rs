@@ -232,6 +232,39 @@ pub fn records(stored: &TraceHeaders) -> bool {
     enabled() && sample(stored).is_none()
 }
 
+/// The span of a message that belongs to a stored payment (a notify, a
+/// check), joining the trace of the intent that placed the order: made by
+/// `make` only if that trace is recorded ([`records`]), its parent set
+/// before it is first entered (entering starts it). With the decision, for
+/// [`scoped`].
+pub fn joining(
+    stored: &TraceHeaders,
+    make: impl FnOnce() -> tracing::Span,
+) -> (tracing::Span, bool) {
+    let record = records(stored);
+    let span = if record {
+        make()
+    } else {
+        tracing::Span::none()
+    };
+    continue_trace(&span, stored);
+    (span, record)
+}
+
+/// The producer span of one event on `h5pay.results` (result and payment
+/// events alike): its context is the event's `traceparent`.
+pub fn publish_span(event_id: &str) -> tracing::Span {
+    crate::step_span!(
+        "publish",
+        otel.name = "publish h5pay.results",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "publish",
+        messaging.destination.name = "h5pay.results",
+        messaging.message.id = event_id,
+    )
+}
+
 /// The step spans, which carry `otel.kind`: the spans a trace is made of.
 pub fn is_step_span(meta: &tracing::Metadata<'_>) -> bool {
     meta.is_span() && meta.fields().field("otel.kind").is_some()
