@@ -301,7 +301,7 @@ pub fn notify(data: &[u8]) {
         anomaly,
         Some(PaymentState::Open),
         Source::Notify,
-        data,
+        parse::text(&m, "sign").as_deref().unwrap_or_default(),
         now,
     );
     let back = serde_json::from_slice::<PaymentEvent>(&ev.to_json());

@@ -328,10 +328,17 @@ impl Pipeline {
             pay_time_explicit: intent.pay_time.is_some(),
             too_old: intent::is_expired(made, now, self.settings.max_intent_age_secs),
             sent: &sent_json,
+            reached: false,
         };
         let id = &intent.identity;
         let mut waiting = Waiting::new();
+        // An attempt of this delivery may have reached the gateway: kept for
+        // the whole delivery, also when its claim vanished (an expiry, a
+        // failover) and is taken again, and stored with that claim
+        // (contract §5.6).
+        let mut reached = false;
         loop {
+            let request = ClaimRequest { reached, ..request };
             let claimed = self
                 .redis(RedisOp::Claim, Persist::UntilStop, || {
                     self.claims.claim(id, &request)
@@ -391,7 +398,11 @@ impl Pipeline {
                     sent: stored,
                 } => {
                     waiting.over();
-                    if takeover {
+                    if reached {
+                        info!(
+                            "claimed again after losing the claim mid-call; sending the identical request"
+                        );
+                    } else if takeover {
                         metrics::claim_taken_over();
                         info!("took over an expired claim; sending the identical request");
                     }
@@ -424,10 +435,15 @@ impl Pipeline {
                         }
                         CallEnd::HandBack => return Disposition::HandBack,
                         CallEnd::Unusable => return self.unusable(d.msg),
-                        // Another worker owns the identity now: its outcome wins.
-                        CallEnd::ClaimLost => {
+                        // Another worker owns the identity now (its outcome
+                        // wins), or the claim vanished: claim again.
+                        CallEnd::ClaimLost { attempted } => {
+                            reached |= attempted;
                             metrics::claim_lost();
-                            warn!("lost the claim to another worker; waiting for its outcome");
+                            warn!(
+                                attempted,
+                                "lost the claim mid-call; claiming again (another worker's outcome wins)"
+                            );
                         }
                     }
                 }
@@ -492,9 +508,9 @@ impl Pipeline {
         if !is_followed(event.status, event.error.as_ref().map(|e| e.kind)) {
             return true;
         }
-        let pay_time = event.pay_time.as_deref().unwrap_or_default();
+        let placed = event.placed_at().unwrap_or_else(Utc::now);
         self.redis(RedisOp::Schedule, Persist::WhileAlive, || {
-            s.first_check(id, pay_time)
+            s.first_check(id, placed)
         })
         .await
         .is_ok()
@@ -556,6 +572,7 @@ impl Pipeline {
         let abandon = Abandon {
             any_time: &lost,
             before_first: &self.stop,
+            unless: None,
         };
         let h5pay = self
             .gateway
@@ -575,7 +592,9 @@ impl Pipeline {
             Ok(r) => r,
             Err(abandoned) if lost.is_cancelled() => {
                 debug!(attempts = abandoned.attempts, "claim lost during the call");
-                return CallEnd::ClaimLost;
+                return CallEnd::ClaimLost {
+                    attempted: call.takeover || abandoned.attempts > 0,
+                };
             }
             Err(_) => {
                 // Stopping before the first attempt: give the claim back so
@@ -627,7 +646,8 @@ impl Pipeline {
                 );
                 CallEnd::Stored(Box::new(out))
             }
-            Ok(false) => CallEnd::ClaimLost,
+            // The gateway answered: it has seen this request.
+            Ok(false) => CallEnd::ClaimLost { attempted: true },
             Err(RedisGaveUp::Stopping) => CallEnd::HandBack,
             Err(RedisGaveUp::Unusable) => CallEnd::Unusable,
         }
@@ -834,7 +854,11 @@ enum CallEnd {
     Stored(Box<Outgoing>),
     /// Stopping before the gateway saw the request.
     HandBack,
-    ClaimLost,
+    /// The claim was lost during the call or before its store; `attempted`:
+    /// the gateway may have seen this request.
+    ClaimLost {
+        attempted: bool,
+    },
     /// Redis answered something no retry can fix.
     Unusable,
 }

@@ -175,6 +175,15 @@ impl ResultEvent {
     pub fn error_kind(&self) -> Option<&'static str> {
         self.error.as_ref().map(|e| e.kind.as_str())
     }
+
+    /// When the outcome was decided: for a followed payment, when its order
+    /// was placed. Every time of the reconciler counts from it, never from a
+    /// publisher's `pay_time` (contract §12).
+    pub fn placed_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.occurred_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
 }
 
 /// A stored event made ready for a replay: unchanged but for `duplicate`.

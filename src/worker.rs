@@ -66,7 +66,6 @@ impl Worker {
         let scheduling = s.reconcile.enabled.then(|| Scheduling {
             checks: ChecksStore::new(claims.clone()),
             schedule: Schedule::new(&s.reconcile),
-            offset: s.worker.offset(),
         });
         let pipeline = Arc::new(Pipeline {
             claims,
@@ -115,7 +114,7 @@ impl Worker {
                 keys: self.pipeline.keys.clone(),
                 sink: link,
                 schedule: sch.schedule.clone(),
-                offset: sch.offset,
+                offset: s.worker.offset(),
                 lease_ms: s.redis.lease_ms,
                 stop: stop.clone(),
             });

@@ -25,7 +25,8 @@ pub enum ClaimReply {
     /// This worker owns the identity now and may call the gateway with
     /// `pay_time` and what was stored as sent with the claim (`sent`, JSON;
     /// empty for a claim made before it was stored). `takeover`: an earlier
-    /// owner's lease had expired, so the gateway may already have seen this
+    /// owner's lease had expired, or an earlier attempt of this delivery
+    /// lost its claim mid-call, so the gateway may already have seen this
     /// request.
     Claimed {
         pay_time: String,
@@ -57,6 +58,10 @@ pub struct ClaimRequest<'a> {
     pub too_old: bool,
     /// What is sent (JSON), stored with a new claim.
     pub sent: &'a str,
+    /// An earlier attempt of this delivery may have reached the gateway
+    /// (its claim vanished mid-call): the claim remembers it, and answers
+    /// as a takeover (contract §5.6).
+    pub reached: bool,
 }
 
 /// A decided outcome to store.
@@ -361,6 +366,7 @@ impl ClaimStore {
             .arg(self.retention_secs)
             .arg(if req.too_old { "1" } else { "0" })
             .arg(req.sent)
+            .arg(if req.reached { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         parse_claim_reply(reply)

@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod close;
 pub mod h5pay;
+pub mod kinds;
 pub mod query;
 pub mod retry;
 pub mod sign;

@@ -6,6 +6,7 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use super::kinds::{self, Expected};
 use super::sign;
 use super::signed_call::{
     Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix,
@@ -29,8 +30,13 @@ pub enum QueryAnswer {
     Failed { trade_no: Option<String> },
     /// Not paid yet (`PAY_IN_PROCESS`, or `NOTPAY`/`USERPAYING`).
     NotYet { trade_no: Option<String> },
-    /// A verified answer that cannot be taken as evidence: an anomaly.
-    Anomaly { kind: AnomalyKind, message: String },
+    /// A verified answer that cannot be taken as evidence: an anomaly,
+    /// with the answer's `sign` (the anomaly's id derives from it).
+    Anomaly {
+        kind: AnomalyKind,
+        message: String,
+        sign: String,
+    },
     /// No usable answer (refused, `return_code` FAIL, a sign that does not
     /// verify, or retries ran out): the payment stays open.
     NoAnswer(String),
@@ -114,10 +120,6 @@ fn trade_state(s: &str) -> Meaning<'_> {
     }
 }
 
-fn anomaly(kind: AnomalyKind, message: String) -> QueryAnswer {
-    QueryAnswer::Anomaly { kind, message }
-}
-
 fn fin(value: QueryAnswer, status: u16, raw: Option<&Map<String, Value>>) -> Verdict<QueryAnswer> {
     Verdict::Final {
         value,
@@ -173,6 +175,20 @@ pub fn read_answer(m: &Map<String, Value>, expect: QueryExpect<'_>) -> QueryAnsw
         return QueryAnswer::NoAnswer(format!("query answer sign check failed: {e}"));
     }
     let field = |k: &str| text(m, k).filter(|v| !v.is_empty());
+    let anomaly = |kind: AnomalyKind, message: String| QueryAnswer::Anomaly {
+        kind,
+        message,
+        sign: text(m, "sign").unwrap_or_default(),
+    };
+    // Another kind of signed message returned as an answer is decided
+    // first, whatever else is wrong with it (contract §10 rule 4).
+    let foreign = kinds::foreign_fields(m, Expected::QueryAnswer);
+    if !foreign.is_empty() {
+        return anomaly(
+            AnomalyKind::ForeignMessage,
+            kinds::foreign_message(&foreign, Expected::QueryAnswer),
+        );
+    }
     if field("return_code").as_deref() != Some("SUCCESS") {
         return QueryAnswer::NoAnswer(format!(
             "query answered return_code {}: {}",
@@ -214,14 +230,18 @@ pub fn read_answer(m: &Map<String, Value>, expect: QueryExpect<'_>) -> QueryAnsw
     };
     let trade_no = field("trade_no");
     match meaning {
-        Meaning::Paid => match trade_no {
-            Some(trade_no) => QueryAnswer::Paid {
+        Meaning::Paid => match (trade_no, field("total_amount")) {
+            (Some(trade_no), Some(_)) => QueryAnswer::Paid {
                 trade_no,
                 end_time: field("end_time"),
             },
-            None => anomaly(
+            (None, _) => anomaly(
                 AnomalyKind::Unexpected,
                 "a query answer says paid without a trade_no".into(),
+            ),
+            (Some(_), None) => anomaly(
+                AnomalyKind::Unexpected,
+                "a query answer says paid without a total_amount".into(),
             ),
         },
         Meaning::Failed => QueryAnswer::Failed { trade_no },
@@ -393,6 +413,49 @@ mod tests {
     }
 
     #[test]
+    fn other_messages_returned_as_answers_are_foreign_whatever_else_they_say() {
+        let key = SecretString::from(KEY);
+        let e = expect(&key);
+        for extra in [
+            // An h5pay answer: PAY_SUCCESS there means placed, not paid.
+            json!({"result_code": "PAY_SUCCESS", "trade_no": "TN", "code_url": "https://pay"}),
+            json!({"result_code": "PAY_SUCCESS", "trade_no": "TN", "appId": "wx", "paySign": "p"}),
+            json!({"result_code": "PAY_SUCCESS", "trade_no": "TN", "ali_trade_no": "2026"}),
+            // A close answer: PAY_SUCCESS there means closed.
+            json!({"result_code": "PAY_SUCCESS", "trade_no": "TN", "close_trace_no": "c1", "close_time": "20261130120000"}),
+            // Foreign and also a mismatch, or a FAIL: foreign first.
+            json!({"result_code": "PAY_SUCCESS", "trade_no": "TN", "code_url": "https://pay", "total_amount": "1"}),
+            json!({"return_code": "FAIL", "code_url": "https://pay"}),
+        ] {
+            let m = with(extra.clone());
+            let a = read_answer(&m, e);
+            assert!(
+                matches!(&a, QueryAnswer::Anomaly { kind: AnomalyKind::ForeignMessage, sign, .. } if Some(sign) == m.get("sign").and_then(Value::as_str).map(str::to_owned).as_ref()),
+                "{extra}: {a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn paid_needs_an_amount() {
+        let key = SecretString::from(KEY);
+        let mut m = with(json!({"result_code": "PAY_SUCCESS", "trade_no": "TN"}));
+        m.remove("total_amount");
+        m.remove("sign");
+        let m = signed(Value::Object(m));
+        assert!(
+            matches!(
+                read_answer(&m, expect(&key)),
+                QueryAnswer::Anomaly {
+                    kind: AnomalyKind::Unexpected,
+                    ..
+                }
+            ),
+            "PAY_SUCCESS without a total_amount is never paid"
+        );
+    }
+
+    #[test]
     fn two_fields_that_disagree_are_a_contradiction() {
         let key = SecretString::from(KEY);
         let a = read_answer(
@@ -438,7 +501,7 @@ mod tests {
                 e,
             );
             assert!(
-                matches!(&a, QueryAnswer::Anomaly { kind: AnomalyKind::Mismatch, message } if message.contains(k)),
+                matches!(&a, QueryAnswer::Anomaly { kind: AnomalyKind::Mismatch, message, .. } if message.contains(k)),
                 "{k}: {a:?}"
             );
         }

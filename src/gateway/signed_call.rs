@@ -7,6 +7,7 @@
 //! function from an [`Exchange`] to a [`Verdict`].
 
 use std::error::Error as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -246,12 +247,30 @@ pub struct Called<F> {
 }
 
 /// When a call may be abandoned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Abandon<'a> {
     /// At any point between attempts (a lost claim).
     pub any_time: &'a CancellationToken,
     /// Only while no attempt has been made (a stop hands such intents back).
     pub before_first: &'a CancellationToken,
+    /// Asked before every attempt, retries included: `false` abandons the
+    /// call (a close whose payment is no longer open, contract §12).
+    pub unless: Option<&'a dyn StillWanted>,
+}
+
+impl std::fmt::Debug for Abandon<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Abandon")
+            .field("any_time", &self.any_time.is_cancelled())
+            .field("before_first", &self.before_first.is_cancelled())
+            .field("unless", &self.unless.is_some())
+            .finish()
+    }
+}
+
+/// A condition a call's every attempt depends on, read again before each.
+pub trait StillWanted: Sync {
+    fn still_wanted(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
 
 /// The signed-call client: one per process, shared by every endpoint.
@@ -372,6 +391,11 @@ impl SignedClient {
         made: u32,
         abandon: Abandon<'_>,
     ) -> Result<(Verdict<F>, Duration, Transient), Abandoned> {
+        if let Some(guard) = abandon.unless
+            && !guard.still_wanted().await
+        {
+            return Err(Abandoned { attempts: made });
+        }
         let permit = if made == 0 {
             Some(tokio::select! {
                 biased;

@@ -133,7 +133,7 @@ impl<S: PaymentSink> Receiver<S> {
             Err(e) => return refused(&e),
         };
         let id = parse::identity(&fields, &inst_no);
-        let answer = self.apply(&id, &fields, body).await;
+        let answer = self.apply(&id, &fields).await;
         info!(
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),
@@ -145,7 +145,7 @@ impl<S: PaymentSink> Receiver<S> {
         answer
     }
 
-    async fn apply(&self, id: &Identity, fields: &Map<String, Value>, body: &[u8]) -> Answer {
+    async fn apply(&self, id: &Identity, fields: &Map<String, Value>) -> Answer {
         let view = match self.payments.view(id).await {
             Ok(v) => v,
             Err(e) => return Answer::unavailable(&ApplyError::Redis(e)),
@@ -158,21 +158,39 @@ impl<S: PaymentSink> Receiver<S> {
                 http.request.method = "POST",
             )
         });
-        trace::scoped(
-            record,
-            self.apply_viewed(id, fields, body, view).instrument(span),
-        )
-        .await
+        trace::scoped(record, self.apply_viewed(id, fields, view).instrument(span)).await
     }
 
     async fn apply_viewed(
         &self,
         id: &Identity,
         fields: &Map<String, Value>,
-        body: &[u8],
         view: crate::payment::View,
     ) -> Answer {
         let now = Utc::now();
+        let sign = parse::text(fields, "sign").unwrap_or_default();
+        // A transition whose event never reached the broker goes first
+        // (contract §10 rule 7).
+        if let Err(e) = apply::settle_unconfirmed(&self.payments, &self.sink, id, &view).await {
+            return Answer::unavailable(&e);
+        }
+        // A signed message of another kind is decided first, whatever else
+        // is wrong with it: an anomaly, then 400 (contract §11.5).
+        if let Some(message) = parse::foreign(fields) {
+            let a = Anomaly {
+                kind: AnomalyKind::ForeignMessage,
+                message,
+            };
+            return match apply::anomaly(&self.sink, id, &view, a, Source::Notify, &sign, now).await
+            {
+                Ok(_) => Answer::fail(
+                    NotifyOutcome::Foreign,
+                    StatusCode::BAD_REQUEST,
+                    "not a notify: it carries fields of another gateway message",
+                ),
+                Err(e) => Answer::unavailable(&e),
+            };
+        }
         if view.known != Known::Unknown
             && let Err(e) = self.payments.count_notify(id).await
         {
@@ -185,21 +203,7 @@ impl<S: PaymentSink> Receiver<S> {
                     kind: AnomalyKind::Unexpected,
                     message: format!("a notify the worker cannot place: {message}"),
                 };
-                if let Err(e) =
-                    apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now).await
-                {
-                    return Answer::unavailable(&e);
-                }
-                // The gateway says something else than the worker knows:
-                // ask it at once (contract §10 rule 4). If that cannot be
-                // scheduled, the notify is refused and comes again (its
-                // anomaly has the same event_id).
-                if let Some(checks) = &self.checks
-                    && let Err(e) = checks.bring_forward(id, now.timestamp_millis()).await
-                {
-                    return Answer::unavailable(&ApplyError::Redis(e));
-                }
-                return Answer::success(NotifyOutcome::Mismatch);
+                return self.anomaly_and_query(id, &view, a, &sign, now).await;
             }
         };
         if view.known != Known::Unknown {
@@ -209,21 +213,7 @@ impl<S: PaymentSink> Receiver<S> {
                     kind: AnomalyKind::Mismatch,
                     message: format!("a signed notify that differs: {}", wrong.join("; ")),
                 };
-                if let Err(e) =
-                    apply::anomaly(&self.sink, id, &view, a, Source::Notify, body, now).await
-                {
-                    return Answer::unavailable(&e);
-                }
-                // The gateway says something else than the worker knows:
-                // ask it at once (contract §10 rule 4). If that cannot be
-                // scheduled, the notify is refused and comes again (its
-                // anomaly has the same event_id).
-                if let Some(checks) = &self.checks
-                    && let Err(e) = checks.bring_forward(id, now.timestamp_millis()).await
-                {
-                    return Answer::unavailable(&ApplyError::Redis(e));
-                }
-                return Answer::success(NotifyOutcome::Mismatch);
+                return self.anomaly_and_query(id, &view, a, &sign, now).await;
             }
         }
         let paid_at = parse::text(fields, "end_time").and_then(|t| parse_end_time(&t));
@@ -235,7 +225,7 @@ impl<S: PaymentSink> Receiver<S> {
             &evidence,
             Source::Notify,
             paid_at,
-            body,
+            &sign,
             now,
         )
         .await;
@@ -249,6 +239,29 @@ impl<S: PaymentSink> Receiver<S> {
             }),
             Err(e) => Answer::unavailable(&e),
         }
+    }
+
+    /// The gateway says something else than the worker knows (a mismatch,
+    /// an answer it cannot place): an anomaly, then a query at once
+    /// (contract §11.5). If that cannot be scheduled, the notify is refused
+    /// and comes again (its anomaly has the same event_id).
+    async fn anomaly_and_query(
+        &self,
+        id: &Identity,
+        view: &crate::payment::View,
+        a: Anomaly,
+        sign: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Answer {
+        if let Err(e) = apply::anomaly(&self.sink, id, view, a, Source::Notify, sign, now).await {
+            return Answer::unavailable(&e);
+        }
+        if let Some(checks) = &self.checks
+            && let Err(e) = checks.bring_forward(id, now.timestamp_millis()).await
+        {
+            return Answer::unavailable(&ApplyError::Redis(e));
+        }
+        Answer::success(NotifyOutcome::Mismatch)
     }
 }
 

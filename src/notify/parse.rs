@@ -4,6 +4,7 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use crate::gateway::kinds::{self, Expected};
 use crate::gateway::sign;
 use crate::gateway::wire::json_kind;
 use crate::intent::Identity;
@@ -75,8 +76,23 @@ pub fn identity(m: &Map<String, Value>, inst_no: &str) -> Identity {
     }
 }
 
-/// What a verified notify says: evidence, or why it cannot be placed.
+/// Why a verified notify is no notify of this payment at all: it carries
+/// fields only another signed message carries (contract §10 rule 4).
+pub fn foreign(m: &Map<String, Value>) -> Option<String> {
+    let fields = kinds::foreign_fields(m, Expected::Notify);
+    (!fields.is_empty()).then(|| kinds::foreign_message(&fields, Expected::Notify))
+}
+
+/// What a verified notify says: evidence, or why it cannot be placed. A
+/// refund's notify is never evidence about the payment, and `paid` needs
+/// the order's number and amount (contract §10 rule 4).
 pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
+    if kinds::is_refund(m) {
+        return Err(
+            "a refund notify (TRADE_REFUND): refunds are not part of this contract, never payment evidence"
+                .to_owned(),
+        );
+    }
     if let Some(rc) = text(m, "return_code").filter(|c| c != "SUCCESS") {
         return Err(format!("return_code {}", quoted(&rc)));
     }
@@ -84,6 +100,9 @@ pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
         return Err(format!("unknown trade_type {}", quoted(&tt)));
     }
     match text(m, "result_code").as_deref() {
+        Some("PAY_SUCCESS") if text(m, "total_amount").is_none_or(|a| a.is_empty()) => {
+            Err("PAY_SUCCESS without a total_amount".to_owned())
+        }
         Some("PAY_SUCCESS") => Ok(Evidence::Paid {
             trade_no: text(m, "trade_no").filter(|t| !t.is_empty()),
         }),
@@ -165,7 +184,7 @@ mod tests {
     #[test]
     fn what_a_notify_says() {
         let paid = obj(
-            json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS", "trade_no": "T1", "trade_type": "1"}),
+            json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS", "trade_no": "T1", "trade_type": "1", "total_amount": "100"}),
         );
         assert_eq!(
             evidence(&paid),
@@ -188,6 +207,19 @@ mod tests {
             .is_err()
         );
         assert!(evidence(&obj(json!({"return_code": "FAIL"}))).is_err());
+        // paid without an amount, and refunds, are never evidence.
+        assert!(
+            evidence(&obj(
+                json!({"result_code": "PAY_SUCCESS", "trade_no": "T1"})
+            ))
+            .is_err()
+        );
+        for refund in [
+            json!({"result_code": "TRADE_REFUND", "trade_no": "T1", "total_amount": "100"}),
+            json!({"result_code": "PAY_SUCCESS", "trade_no": "T1", "total_amount": "100", "refund_no": "R1"}),
+        ] {
+            assert!(evidence(&obj(refund.clone())).is_err(), "{refund}");
+        }
         assert!(evidence(&obj(json!({}))).is_err());
     }
 }

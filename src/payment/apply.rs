@@ -117,25 +117,20 @@ async fn publish(
     Ok(())
 }
 
-/// Publishes an anomaly about `id` (the state does not change).
+/// Publishes an anomaly about `id` (the state does not change). `sign`:
+/// the received message's sign, so one signed message sent again is one
+/// anomaly event (contract §10).
 pub async fn anomaly(
     sink: &impl PaymentSink,
     id: &Identity,
     view: &View,
     anomaly: Anomaly,
     source: Source,
-    received: &[u8],
+    sign: &str,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
     let current = view.known.state();
-    let ev = PaymentEvent::anomaly(
-        &facts(id, view, None),
-        anomaly,
-        current,
-        source,
-        received,
-        now,
-    );
+    let ev = PaymentEvent::anomaly(&facts(id, view, None), anomaly, current, source, sign, now);
     publish(
         sink,
         &ev,
@@ -147,10 +142,48 @@ pub async fn anomaly(
     Ok(Applied::Anomaly(Box::new(ev)))
 }
 
+/// Publishes the payment's last event if the broker never confirmed it (a
+/// process that died between a transition and the confirm), and marks it
+/// confirmed: whoever reads the payment next does this before anything
+/// else (contract §10 rule 7). `true` when it published one.
+pub async fn settle_unconfirmed(
+    store: &PaymentStore,
+    sink: &impl PaymentSink,
+    id: &Identity,
+    view: &View,
+) -> Result<bool, ApplyError> {
+    let Some((event_id, json)) = &view.unconfirmed else {
+        return Ok(false);
+    };
+    let ev = match serde_json::from_str::<PaymentEvent>(json) {
+        Ok(ev) => ev,
+        Err(e) => {
+            // Only this process's own JSON is stored there; never seen.
+            tracing::error!(error = %e, event_id = event_id.as_str(), "an unconfirmed payment event is unreadable");
+            return Ok(false);
+        }
+    };
+    publish(
+        sink,
+        &ev,
+        json.as_bytes(),
+        correlation(id, view),
+        &view.trace(),
+    )
+    .await?;
+    store.confirm(id, event_id).await?;
+    tracing::info!(
+        event_id = event_id.as_str(),
+        state = ev.state.as_str(),
+        "published a payment event the broker had not confirmed"
+    );
+    Ok(true)
+}
+
 /// Applies verified, matching evidence. `view` is what the caller already
 /// read (and checked the echoes against); it is read again only if another
-/// transition wins the race. `received` is the evidence as received (an
-/// anomaly's id derives from it).
+/// transition wins the race. `sign` is the evidence's sign (an anomaly's
+/// id derives from it).
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     store: &PaymentStore,
@@ -160,7 +193,7 @@ pub async fn apply(
     evidence: &Evidence,
     source: Source,
     paid_at: Option<DateTime<Utc>>,
-    received: &[u8],
+    sign: &str,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
     let learned = match evidence {
@@ -178,31 +211,19 @@ pub async fn apply(
                     kind: AnomalyKind::UnknownPayment,
                     message: "no payment of this identity is known".to_owned(),
                 };
-                return anomaly(sink, id, &view, a, source, received, now).await;
+                return anomaly(sink, id, &view, a, source, sign, now).await;
             }
             Step::Unexpected(message) => {
                 let a = Anomaly {
                     kind: AnomalyKind::Unexpected,
                     message,
                 };
-                return anomaly(sink, id, &view, a, source, received, now).await;
+                return anomaly(sink, id, &view, a, source, sign, now).await;
             }
             Step::Already(_) => {
                 // A transition whose event was never confirmed (a crash, a
                 // refusal) is published now, before the answer.
-                if let Some((event_id, json)) = &view.unconfirmed
-                    && let Ok(ev) = serde_json::from_str::<PaymentEvent>(json)
-                {
-                    publish(
-                        sink,
-                        &ev,
-                        json.as_bytes(),
-                        correlation(id, &view),
-                        &view.trace(),
-                    )
-                    .await?;
-                    store.confirm(id, event_id).await?;
-                }
+                settle_unconfirmed(store, sink, id, &view).await?;
                 return Ok(Applied::Already);
             }
             Step::Transition { from, to, late } => {

@@ -86,6 +86,9 @@ pub enum AnomalyKind {
     Contradiction,
     /// An answer the worker cannot place.
     Unexpected,
+    /// A signed message of another kind replayed as a notify or a query
+    /// answer (contract §10 rule 4).
+    ForeignMessage,
 }
 
 impl AnomalyKind {
@@ -95,6 +98,7 @@ impl AnomalyKind {
             AnomalyKind::UnknownPayment => "unknown_payment",
             AnomalyKind::Contradiction => "contradiction",
             AnomalyKind::Unexpected => "unexpected",
+            AnomalyKind::ForeignMessage => "foreign_message",
         }
     }
 }
@@ -194,20 +198,27 @@ impl PaymentEvent {
         )
     }
 
-    /// An anomaly: no state changes; its id derives from what was received.
+    /// An anomaly: no state changes. Its id derives from the identity, the
+    /// kind and the received message's `sign` (contract §10): one signed
+    /// message sent again, in other whitespace or with fields the sign
+    /// leaves out, is one anomaly, not one per copy.
     pub fn anomaly(
         facts: &Facts<'_>,
         anomaly: Anomaly,
         current: Option<PaymentState>,
         source: Source,
-        received: &[u8],
+        sign: &str,
         now: DateTime<Utc>,
     ) -> Self {
+        let id = facts.identity;
         let event_id = digest_id(&[
             SCHEMA.as_bytes(),
             b"anomaly",
+            id.inst_no.as_bytes(),
+            id.mch_no.as_bytes(),
+            id.pay_trace_no.as_bytes(),
             anomaly.kind.as_str().as_bytes(),
-            received,
+            sign.as_bytes(),
         ]);
         let state = EventState::Anomaly;
         Self::build(

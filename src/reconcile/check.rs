@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,8 +17,9 @@ use super::store::{ChecksStore, Lease, identity};
 use crate::claim::{self, ClaimError};
 use crate::gateway::close::CloseAnswer;
 use crate::gateway::query::{QueryAnswer, QueryExpect};
+use crate::gateway::signed_call::StillWanted;
 use crate::gateway::{Abandon, Abandoned, CloseRequest, Gateway, QueryBy, QueryRequest};
-use crate::intent::{Identity, format_pay_time, parse_pay_time};
+use crate::intent::{Identity, format_pay_time};
 use crate::keys::KeyRing;
 use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
 use crate::payment::event::{Anomaly, parse_end_time};
@@ -203,6 +204,10 @@ impl<S: PaymentSink> Checker<S> {
         lost: &CancellationToken,
         view: View,
     ) -> Result<Done, CheckError> {
+        // A transition whose event never reached the broker is published
+        // before anything else (contract §10 rule 7): above all for a
+        // payment that only queries can follow.
+        apply::settle_unconfirmed(&self.payments, &self.sink, id, &view).await?;
         match view.known.state() {
             Some(PaymentState::Open) => {}
             Some(state) => {
@@ -222,39 +227,32 @@ impl<S: PaymentSink> Checker<S> {
                 });
             }
         }
-        let Some(pay_time) = view
-            .pay_time
-            .as_deref()
-            .and_then(parse_pay_time)
-            .and_then(|t| self.offset.from_local_datetime(&t).single())
-            .map(|t| t.with_timezone(&Utc))
-        else {
-            warn!("a followed payment without a readable pay_time; no more checks");
+        // Every time counts from when the order was placed, never from the
+        // publisher's pay_time (contract §12).
+        let Some(placed) = view.outcome.as_ref().and_then(|o| o.placed_at()) else {
+            warn!("a followed payment without a readable outcome; no more checks");
             self.checks.remove(member).await?;
             return Ok(Done {
                 result: CheckResult::Gone,
                 plan: None,
-                detail: "no pay_time".into(),
+                detail: "no stored outcome".into(),
             });
-        };
-        let Some(key) = self.keys.current().key(&id.inst_no).cloned() else {
-            warn!("no key for the payment's institution; checking it later");
-            self.next(member, pay_time).await?;
-            return Ok(Done {
-                result: CheckResult::NoAnswer,
-                plan: None,
-                detail: "no key for the institution".into(),
-            });
-        };
-        let abandon = Abandon {
-            any_time: lost,
-            before_first: &self.stop,
         };
         let now = Utc::now();
         let facts = self.checks.facts(id).await?;
         let plan = self
             .schedule
-            .plan(pay_time, now, view.trade_no.is_some(), facts.closed);
+            .plan(placed, now, view.trade_no.is_some(), facts.closed);
+        let Some(key) = self.keys.current().key(&id.inst_no).cloned() else {
+            // Nothing can sign a query: wait on the schedule, and give up
+            // at max_age like any payment that stays open.
+            return self.orphaned(id, member, plan, placed, now).await;
+        };
+        let abandon = Abandon {
+            any_time: lost,
+            before_first: &self.stop,
+            unless: None,
+        };
         let mut closed = facts.closed;
         let mut detail = String::new();
         if plan == Plan::Close
@@ -276,7 +274,6 @@ impl<S: PaymentSink> Checker<S> {
             // then be closed.
             self.checks.note(id, true, &[("tn", t)]).await?;
         }
-        let received = format!("query {query_trace_no}");
         let (evidence, source, paid_at) = match &answer {
             QueryAnswer::Paid { trade_no, end_time } => (
                 Some(Evidence::Paid {
@@ -289,21 +286,16 @@ impl<S: PaymentSink> Checker<S> {
                 (Some(Evidence::ClosedAfterClose), Source::Close, None)
             }
             QueryAnswer::Failed { .. } => (Some(Evidence::Failed), Source::Query, None),
-            QueryAnswer::Anomaly { kind, message } => {
+            QueryAnswer::Anomaly {
+                kind,
+                message,
+                sign,
+            } => {
                 let a = Anomaly {
                     kind: *kind,
                     message: message.clone(),
                 };
-                apply::anomaly(
-                    &self.sink,
-                    id,
-                    &view,
-                    a,
-                    Source::Query,
-                    received.as_bytes(),
-                    now,
-                )
-                .await?;
+                apply::anomaly(&self.sink, id, &view, a, Source::Query, sign, now).await?;
                 (None, Source::Query, None)
             }
             QueryAnswer::NotYet { .. } | QueryAnswer::NoAnswer(_) => (None, Source::Query, None),
@@ -318,48 +310,24 @@ impl<S: PaymentSink> Checker<S> {
                 e,
                 source,
                 paid_at,
-                received.as_bytes(),
+                &query_trace_no,
                 now,
             )
             .await?;
             moved = final_state(&applied);
         }
         if moved.is_none() && plan == Plan::GiveUp {
-            let applied = apply::apply(
-                &self.payments,
-                &self.sink,
-                id,
-                self.payments.view(id).await?,
-                &Evidence::GiveUp,
-                Source::Query,
-                None,
-                received.as_bytes(),
-                now,
-            )
-            .await?;
-            moved = final_state(&applied);
-            if moved == Some(EventState::Unresolved) {
-                warn!("payment unresolved: still open after reconcile.max_age_secs");
-                detail.push_str(&format!(
-                    "; still open {} s after pay_time: given up",
-                    (now - pay_time).num_seconds()
-                ));
-            }
+            moved = self.give_up(id, placed, now, &mut detail).await?;
         }
         let result = match (moved, &answer) {
             (Some(state), _) => {
                 self.checks.remove(member).await?;
-                match state {
-                    EventState::Paid => CheckResult::Paid,
-                    EventState::Failed => CheckResult::Failed,
-                    EventState::Closed => CheckResult::Closed,
-                    _ => CheckResult::Unresolved,
-                }
+                result_of(state)
             }
             (None, answer) => {
                 // Still open (or moved by someone else meanwhile: the next
                 // check finds it final and stops).
-                self.next(member, pay_time).await?;
+                self.next(member, placed).await?;
                 match answer {
                     QueryAnswer::Anomaly { .. } => CheckResult::Anomaly,
                     QueryAnswer::NoAnswer(_) => CheckResult::NoAnswer,
@@ -380,8 +348,70 @@ impl<S: PaymentSink> Checker<S> {
         })
     }
 
-    async fn next(&self, member: &str, pay_time: DateTime<Utc>) -> Result<(), ClaimError> {
-        let at = self.schedule.next(pay_time, Utc::now());
+    /// A followed payment whose institution left the config: never
+    /// queried (nothing can sign the query), checked on its schedule, and
+    /// `unresolved` at `max_age_secs` (contract §12), never a loop.
+    async fn orphaned(
+        &self,
+        id: &Identity,
+        member: &str,
+        plan: Plan,
+        placed: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Done, CheckError> {
+        let mut detail = "no key for the institution: not queried".to_owned();
+        if plan == Plan::GiveUp
+            && let Some(state) = self.give_up(id, placed, now, &mut detail).await?
+        {
+            self.checks.remove(member).await?;
+            return Ok(Done {
+                result: result_of(state),
+                plan: Some(plan),
+                detail,
+            });
+        }
+        warn!("no key for the payment's institution; checking it later");
+        self.next(member, placed).await?;
+        Ok(Done {
+            result: CheckResult::NoAnswer,
+            plan: Some(plan),
+            detail,
+        })
+    }
+
+    /// Gives a payment still open at `max_age_secs` up: `unresolved`.
+    async fn give_up(
+        &self,
+        id: &Identity,
+        placed: DateTime<Utc>,
+        now: DateTime<Utc>,
+        detail: &mut String,
+    ) -> Result<Option<EventState>, CheckError> {
+        let applied = apply::apply(
+            &self.payments,
+            &self.sink,
+            id,
+            self.payments.view(id).await?,
+            &Evidence::GiveUp,
+            Source::Query,
+            None,
+            "give up",
+            now,
+        )
+        .await?;
+        let moved = final_state(&applied);
+        if moved == Some(EventState::Unresolved) {
+            warn!("payment unresolved: still open after reconcile.max_age_secs");
+            detail.push_str(&format!(
+                "; still open {} s after it was placed: given up",
+                (now - placed).num_seconds()
+            ));
+        }
+        Ok(moved)
+    }
+
+    async fn next(&self, member: &str, placed: DateTime<Utc>) -> Result<(), ClaimError> {
+        let at = self.schedule.next(placed, Utc::now());
         self.checks.reschedule(member, at.timestamp_millis()).await
     }
 
@@ -409,7 +439,31 @@ impl<S: PaymentSink> Checker<S> {
             close_time,
             trade_no: trade_no.to_owned(),
         };
-        let answer = self.gateway.close(&req, key, abandon).await?;
+        // Sent only while the payment is still open: read again before
+        // every attempt, retries included (contract §12). The check holds
+        // the identity's lease, but a notify does not take it.
+        let still_open = StillOpen {
+            payments: &self.payments,
+            id,
+            not_open: std::sync::atomic::AtomicBool::new(false),
+        };
+        let guarded = Abandon {
+            unless: Some(&still_open),
+            ..abandon
+        };
+        let answer = match self.gateway.close(&req, key, guarded).await {
+            Ok(a) => a,
+            Err(_)
+                if still_open
+                    .not_open
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                info!("closeorder not sent: the payment is no longer open");
+                detail.push_str("closeorder: not sent, the payment is no longer open; ");
+                return Ok(false);
+            }
+            Err(abandoned) => return Err(abandoned.into()),
+        };
         let closed = answer == CloseAnswer::Closed;
         if closed {
             self.checks.note(id, false, &[("xd", "1")]).await?;
@@ -458,6 +512,44 @@ impl<S: PaymentSink> Checker<S> {
             query_trace_no,
         };
         self.gateway.query(&req, key, expect, abandon).await
+    }
+}
+
+/// The close's condition: the payment, read again, is still open.
+struct StillOpen<'a> {
+    payments: &'a PaymentStore,
+    id: &'a Identity,
+    /// Set when a read found it not open (or could not read it).
+    not_open: std::sync::atomic::AtomicBool,
+}
+
+impl StillWanted for StillOpen<'_> {
+    fn still_wanted(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let open = match self.payments.view(self.id).await {
+                Ok(v) => v.known.state() == Some(PaymentState::Open),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the payment before closeorder; not closing now");
+                    false
+                }
+            };
+            if !open {
+                self.not_open
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            open
+        })
+    }
+}
+
+fn result_of(state: EventState) -> CheckResult {
+    match state {
+        EventState::Paid => CheckResult::Paid,
+        EventState::Failed => CheckResult::Failed,
+        EventState::Closed => CheckResult::Closed,
+        _ => CheckResult::Unresolved,
     }
 }
 

@@ -19,13 +19,13 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::claim::ClaimError;
-use crate::intent::{Identity, parse_pay_time};
+use crate::intent::Identity;
 use crate::payment::apply::PaymentSink;
 use crate::telemetry::metrics;
 pub use check::Checker;
@@ -43,17 +43,17 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct Scheduling {
     pub checks: ChecksStore,
     pub schedule: Schedule,
-    pub offset: chrono::FixedOffset,
 }
 
 impl Scheduling {
-    /// Schedules the first check of a payment placed at `pay_time`
-    /// (`yyyyMMddHHmmss` in the gateway's offset), unless one is scheduled.
-    pub async fn first_check(&self, id: &Identity, pay_time: &str) -> Result<(), ClaimError> {
-        let placed = parse_pay_time(pay_time)
-            .and_then(|t| self.offset.from_local_datetime(&t).single())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
+    /// Schedules the first check of a payment placed at `placed` (when its
+    /// outcome was decided, never the publisher's `pay_time`), unless one is
+    /// scheduled.
+    pub async fn first_check(
+        &self,
+        id: &Identity,
+        placed: DateTime<Utc>,
+    ) -> Result<(), ClaimError> {
         let due = self.schedule.first(placed);
         self.checks.schedule(id, due.timestamp_millis()).await
     }

@@ -182,24 +182,28 @@ pub(super) async fn h5pay(
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
     match amount {
-        // Placed, but the answer never arrives; every later call is refused
-        // as a duplicate (the field's classic outcome_unknown).
-        4026 if calls == 1 => {
+        // Placed, but the answer never arrives (4026: lost at once; 4028:
+        // after the call hung); every later call is refused as a duplicate
+        // (the field's classic outcome_unknown).
+        4026 | 4028 if calls == 1 => {
             s.ledger()
                 .orders
                 .entry(identity.clone())
                 .or_default()
                 .answered = Some("PAY_SUCCESS");
             payment::placed(&s, &identity, amount);
+            if amount == 4028 {
+                tokio::time::sleep(s.options.hang).await;
+            }
             return (
                 StatusCode::BAD_GATEWAY,
-                "sandbox scenario 4026: the answer is lost",
+                "sandbox scenario 4026/4028: the answer is lost",
             )
                 .into_response();
         }
-        4026 => {
+        4026 | 4028 => {
             return fail_signed(
-                "重复的请求流水号 (sandbox scenario 4026: duplicate pay_trace_no)",
+                "重复的请求流水号 (sandbox scenario 4026/4028: duplicate pay_trace_no)",
                 &key,
             );
         }

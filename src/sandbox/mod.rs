@@ -26,6 +26,7 @@
 //! | 4024 | never paid; a query answers PAY_FAIL (the payment failed) |
 //! | 4025 | never paid; closeorder answers PAY_FAIL the first time, then closes |
 //! | 4026 | placed, but the answer is lost (HTTP 502); later calls are refused as a duplicate: `outcome_unknown`, and only a query finds the order |
+//! | 4028 | placed, but the first call hangs (like 5003) and its answer is lost; later calls are refused as a duplicate |
 //! | 4027 | a query answers `result_code` PAY_SUCCESS and `trade_state` NOTPAY at once (a contradiction) |
 //! | other | unpaid until paid by hand; closeorder closes it |
 //!

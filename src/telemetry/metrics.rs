@@ -273,6 +273,9 @@ label! {
         Mismatch => "mismatch",
         /// Redis or the broker unavailable, or the event not confirmed: 503.
         Unavailable => "unavailable",
+        /// A signed message of another kind (contract §10 rule 4): an
+        /// anomaly, then 400.
+        Foreign => "foreign_message",
     }
 }
 
@@ -515,7 +518,7 @@ pub(super) fn describe() {
     describe_gauge!(READY, "1 while /readyz answers 200");
     describe_counter!(
         NOTIFIES,
-        "Notifies received, by outcome (applied, duplicate, no_change, bad_signature, bad_request, unknown_payment, mismatch, unavailable)"
+        "Notifies received, by outcome (applied, duplicate, no_change, bad_signature, bad_request, unknown_payment, mismatch, foreign_message, unavailable)"
     );
     describe_histogram!(NOTIFY_DURATION, "Notify received to reply sent");
     describe_counter!(

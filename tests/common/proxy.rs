@@ -12,11 +12,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// A TCP proxy that can be cut (listener closed, live connections dropped:
-/// peers see refused connections) and restored on the same port.
+/// peers see refused connections) and restored on the same port, or
+/// stalled (connections stay open, no byte moves: a broker that hangs).
 pub struct Proxy {
     pub port: u16,
     target: SocketAddr,
     inner: Arc<Mutex<ProxyInner>>,
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 struct ProxyInner {
@@ -33,6 +35,7 @@ impl Proxy {
                 acceptor: None,
                 links: Vec::new(),
             })),
+            stalled: tokio::sync::watch::channel(false).0,
         };
         p.restore().await;
         p
@@ -53,13 +56,17 @@ impl Proxy {
         let listener = listener.unwrap_or_else(|| panic!("cannot rebind proxy port {}", self.port));
         let target = self.target;
         let inner = self.inner.clone();
+        let stalled = self.stalled.subscribe();
         let acceptor = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let stalled = stalled.clone();
                 let link = tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(target).await {
+                    if let Ok(upstream) = TcpStream::connect(target).await {
                         let _ = client.set_nodelay(true);
                         let _ = upstream.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        let (cr, cw) = client.into_split();
+                        let (ur, uw) = upstream.into_split();
+                        tokio::join!(pump(cr, uw, stalled.clone()), pump(ur, cw, stalled));
                     }
                 });
                 if let Ok(mut g) = inner.lock() {
@@ -73,6 +80,16 @@ impl Proxy {
         }
     }
 
+    /// Holds every byte in both directions until [`Proxy::resume`]: the
+    /// connections stay open and silent.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+
     /// Closes the listener and every live connection.
     pub fn cut(&self) {
         if let Ok(mut g) = self.inner.lock() {
@@ -84,6 +101,29 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Copies one direction, holding what it read while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for Proxy {

@@ -80,6 +80,7 @@ fn keep_going(never: &CancellationToken) -> Abandon<'_> {
     Abandon {
         any_time: never,
         before_first: never,
+        unless: None,
     }
 }
 
@@ -393,6 +394,7 @@ async fn a_cancelled_call_is_abandoned_between_attempts() {
     let abandon = Abandon {
         any_time: &cancel,
         before_first: &not_stopping,
+        unless: None,
     };
     let r = c.h5pay(&req("C-cancel", 100), &key(), abandon, None).await;
     assert_eq!(r.err().map(|a| a.attempts), Some(1));

@@ -24,6 +24,7 @@ mod schemas;
 mod sign_vectors;
 mod support;
 mod traces;
+mod trust;
 #[path = "../common/vhost.rs"]
 mod vhost;
 mod worker_dedup;

@@ -341,16 +341,13 @@ async fn scheduling_is_idempotent_and_a_replay_schedules_what_a_crash_lost() {
     let _worker = env.worker();
     let ready = place(&env, &mut results, "S-1", 100).await;
     let first = next_check(&env, "S-1").await.expect("scheduled");
-    let pay_time = ready.event["pay_time"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    // Due check_after_secs[0] (600 s) after pay_time, in +08:00.
-    let placed = chrono::NaiveDateTime::parse_from_str(&pay_time, "%Y%m%d%H%M%S")
-        .expect("a pay_time")
-        .and_utc()
-        .timestamp_millis()
-        - 8 * 3600 * 1000;
+    // Due check_after_secs[0] (600 s) after the order was placed: when
+    // its outcome was decided (contract §12), never the pay_time.
+    let placed = chrono::DateTime::parse_from_rfc3339(
+        ready.event["occurred_at"].as_str().unwrap_or_default(),
+    )
+    .expect("an occurred_at")
+    .timestamp_millis();
     assert_eq!(first as i64, placed + 600_000);
     // A replay does not move it.
     place(&env, &mut results, "S-1", 100).await;
@@ -541,4 +538,107 @@ async fn queries_during_a_gateway_outage_leave_the_payment_open_until_the_gatewa
     env.restart_sandbox().await;
     let paid = until_state(&mut payments, &mut Vec::new(), "O-4021", "paid").await;
     assert_eq!(paid.event["source"], "query");
+}
+
+/// Contract §10 rule 7: a worker stores a transition, the broker hangs
+/// while it publishes the event, and the process is killed (-9) before the
+/// confirm. The next check publishes that event before anything else, so
+/// a payment only queries can follow is never silenced.
+async fn an_unconfirmed_transition_survives_a_kill(
+    amount: u64,
+    state: &str,
+    schedule: &[(&'static str, &'static str)],
+) {
+    let mut all: Vec<(&'static str, &str)> = FAST.to_vec();
+    all.extend_from_slice(schedule);
+    let env = TestEnv::with(&all).await;
+    let mut results = env.results().await;
+    let mut payments = env.payments().await;
+    let amqp = crate::proxy::Proxy::start("127.0.0.1:5672".parse().expect("an address")).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        crate::support::base_toml(&env.id, &env.gateway_url()),
+    )
+    .expect("config written");
+    let mut child_env: HashMap<&str, &str> = all.iter().copied().collect();
+    let via_proxy = format!("amqp://guest:guest@127.0.0.1:{}/%2f", amqp.port);
+    child_env.insert("H5PAY__AMQP__URL", &via_proxy);
+    let child_env: Vec<(&str, &str)> = child_env.into_iter().collect();
+    let admin = crate::net::free_port().expect("a free port");
+    let mut child = crate::cli::spawn_run(&path, admin, &child_env, std::process::Stdio::null());
+    assert!(crate::cli::wait_ready(admin).await, "worker not ready");
+    let trace = format!("K-{amount}-{state}");
+    place(&env, &mut results, &trace, amount).await;
+    // The broker hangs from now on: the check's event is never confirmed.
+    amqp.stall();
+    let key = env.claim_store().key(&h5pay_worker::intent::Identity {
+        inst_no: "60000001".into(),
+        mch_no: "M1".into(),
+        pay_trace_no: trace.clone(),
+    });
+    let mut r = env.redis().await;
+    let deadline = tokio::time::Instant::now() + LIFECYCLE;
+    loop {
+        let f: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(&["ps", "pc"])
+            .query_async(&mut r)
+            .await
+            .expect("HMGET");
+        if f.first().cloned().flatten().as_deref() == Some(state)
+            && f.get(1).cloned().flatten().as_deref() == Some("0")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored {state} with its event unconfirmed: {f:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill().expect("kill -9");
+    let _ = child.wait().await;
+    // What the stalled broker held is dropped with the proxy, never sent.
+    drop(amqp);
+    if let Some(p) = payments.next(Duration::from_millis(300)).await {
+        assert!(
+            p.event["pay_trace_no"] != trace.as_str(),
+            "an event was published before the kill: {}",
+            p.event
+        );
+    }
+    let _worker = env.worker();
+    let p = until_state(&mut payments, &mut Vec::new(), &trace, state).await;
+    assert_eq!(p.event["pay_trace_no"], trace.as_str());
+    assert!(unscheduled_soon(&env, &trace).await, "checks go on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_found_by_a_query_reaches_the_broker_after_a_kill_before_its_confirm() {
+    an_unconfirmed_transition_survives_a_kill(4021, "paid", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reaches_the_broker_after_a_kill_before_its_confirm() {
+    an_unconfirmed_transition_survives_a_kill(4024, "failed", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_reaches_the_broker_after_a_kill_before_its_confirm() {
+    an_unconfirmed_transition_survives_a_kill(100, "closed", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolved_reaches_the_broker_after_a_kill_before_its_confirm() {
+    an_unconfirmed_transition_survives_a_kill(
+        100,
+        "unresolved",
+        &[
+            ("H5PAY__RECONCILE__ORDER_TTL_SECS", "600"),
+            ("H5PAY__RECONCILE__MAX_AGE_SECS", "3"),
+        ],
+    )
+    .await;
 }

@@ -787,6 +787,7 @@ pub fn claim_request<'a>(
         pay_time_explicit: false,
         too_old: false,
         sent: "",
+        reached: false,
     }
 }
 

@@ -523,3 +523,55 @@ fn fingerprint_of(v: &Value) -> String {
     .map(|i| i.fingerprint())
     .unwrap_or_else(|e| panic!("{}", e.message()))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_vanishes_mid_call_still_remembers_the_first_attempt() {
+    // Contract §5.6: the claim disappears while the first call hangs at the
+    // gateway (a failover that lost it); the worker claims again and calls
+    // again; the gateway refuses the second call as a duplicate. The order
+    // exists, so that refusal is outcome_unknown, never gateway_rejected.
+    let env = crate::support::TestEnv::start(crate::support::EnvOptions {
+        overrides: vec![
+            ("H5PAY__REDIS__LEASE_MS", "5000".into()),
+            ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "4000".into()),
+        ],
+        sandbox: h5pay_worker::sandbox::SandboxOptions {
+            hang: Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    env.publish_json(&intent("V-4028", "M1", 4028)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.calls("M1", "V-4028") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never called");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = env.claim_store().key(&id("M1", "V-4028"));
+    let mut r = env.redis().await;
+    let removed: u64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut r)
+        .await
+        .expect("DEL");
+    assert_eq!(removed, 1, "the claim existed while the call hung");
+    let result = results.next(WAIT + WAIT).await.expect("a result event");
+    assert_eq!(env.calls("M1", "V-4028"), 2, "{}", result.event);
+    assert_eq!(result.event["status"], "failed", "{}", result.event);
+    assert_eq!(
+        result.event["error"]["kind"], "outcome_unknown",
+        "a duplicate refusal after an attempt that may have reached the gateway: {}",
+        result.event
+    );
+    // And the claim taken again remembers it for any later owner.
+    let reached: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("rg")
+        .query_async(&mut r)
+        .await
+        .expect("HGET");
+    assert_eq!(reached.as_deref(), Some("1"));
+}
