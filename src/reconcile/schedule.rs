@@ -8,14 +8,14 @@ use crate::config::ReconcileSettings;
 /// The reconciler's timetable, from `[reconcile]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
-    /// Seconds after pay_time, increasing.
+    /// Seconds after placement, increasing.
     points: Vec<i64>,
     /// After the last point: every this many seconds.
     repeat: i64,
-    /// Seconds after pay_time when an unpaid order is closed (`None`:
+    /// Seconds after placement when an unpaid order is closed (`None`:
     /// `close_unpaid` is off).
     close_at: Option<i64>,
-    /// Seconds after pay_time when a payment still open is given up.
+    /// Seconds after placement when a payment still open is given up.
     max_age: i64,
 }
 
@@ -53,18 +53,18 @@ impl Schedule {
         }
     }
 
-    /// The first check of a payment placed at `pay_time` (it may be in the
+    /// The first check of a payment placed at `placed` (it may be in the
     /// past: then it is simply due).
-    pub fn first(&self, pay_time: DateTime<Utc>) -> DateTime<Utc> {
+    pub fn first(&self, placed: DateTime<Utc>) -> DateTime<Utc> {
         let first = self.points.first().copied().unwrap_or(self.repeat);
-        pay_time + Duration::seconds(first.min(self.max_age))
+        placed + Duration::seconds(first.min(self.max_age))
     }
 
     /// The next check after `now`: the first point of the schedule (the
     /// close point and the give-up point included) strictly after `now`.
     /// Checks missed while nothing ran are not replayed one by one.
-    pub fn next(&self, pay_time: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
-        let age = (now - pay_time).num_seconds();
+    pub fn next(&self, placed: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let age = (now - placed).num_seconds();
         let mut best = self.max_age;
         if let Some(p) = self.points.iter().copied().find(|p| *p > age) {
             best = best.min(p);
@@ -82,7 +82,7 @@ impl Schedule {
             // Past max_age: due at once (the check gives up).
             return now;
         }
-        pay_time + Duration::seconds(best)
+        placed + Duration::seconds(best)
     }
 
     /// What a check at `now` does. `trade_no_known`: the order can be
@@ -90,12 +90,12 @@ impl Schedule {
     /// closed (only a query is left to do).
     pub fn plan(
         &self,
-        pay_time: DateTime<Utc>,
+        placed: DateTime<Utc>,
         now: DateTime<Utc>,
         trade_no_known: bool,
         closed: bool,
     ) -> Plan {
-        let age = (now - pay_time).num_seconds();
+        let age = (now - placed).num_seconds();
         if age >= self.max_age {
             return Plan::GiveUp;
         }
@@ -126,7 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_check_is_the_first_point_after_pay_time() {
+    fn the_first_check_is_the_first_point_after_placement() {
         let s = Schedule::new(&settings());
         assert_eq!(s.first(at(0)), at(60));
     }
