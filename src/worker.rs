@@ -120,7 +120,11 @@ impl Worker {
                 stop: stop.clone(),
             });
             let grace = Duration::from_secs(s.worker.shutdown_grace_secs);
-            tokio::spawn(Reconciler { checker }.run(stop.clone(), grace))
+            let reconciler = Reconciler {
+                checker,
+                concurrency: s.reconcile.concurrency,
+            };
+            tokio::spawn(reconciler.run(stop.clone(), grace))
         });
         let supervise = self.supervise();
         tokio::pin!(supervise);

@@ -82,7 +82,9 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCo
         path = %s.notify.path,
         admin = %admin_addr,
         amqp = %s.amqp.url,
+        amqp_urls = ?s.amqp.urls,
         redis = %s.redis.url,
+        redis_urls = ?s.redis.urls,
         institutions = ?config.institutions,
         "notify receiver listening"
     );

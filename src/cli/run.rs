@@ -29,7 +29,9 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
     tracing::info!(
         source = ?config.source,
         amqp = %config.settings.amqp.url,
+        amqp_urls = ?config.settings.amqp.urls,
         redis = %config.settings.redis.url,
+        redis_urls = ?config.settings.redis.urls,
         gateway = %SecretUrl::new(config.settings.gateway.url.clone()),
         institutions = ?config.institutions,
         "h5pay-worker starting"

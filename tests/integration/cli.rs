@@ -146,6 +146,24 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
             "[redis]\nretention_secs = 60\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
             "redis.retention_secs",
         ),
+        (
+            "[amqp]\nurls = [\"amqp://u:TOPSECRET1@mq-0:5672/%2f\", \"http://u:TOPSECRET1@mq-1/\"]\n\
+             [[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "amqp.urls[1]",
+        ),
+        (
+            "[redis]\nurls = [\"redis://u:TOPSECRET1@r-1:6379\"]\n\
+             [[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "redis.urls",
+        ),
+        (
+            "[redis]\nwait_replicas = 1\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "redis.wait_replicas",
+        ),
+        (
+            "[reconcile]\nconcurrency = 0\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "reconcile.concurrency",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
