@@ -185,7 +185,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
         }
         Command::Notify(c) => {
             let config = load(&c)?;
-            cli::notify::run(config).await?;
+            cli::notify::run(config, c.config).await?;
             Ok(ExitCode::SUCCESS)
         }
         // Handled before the runtime starts.

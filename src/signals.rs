@@ -1,10 +1,16 @@
 //! Process signals, in one place: SIGTERM and SIGINT ask for a graceful
 //! stop (contract §5.8), SIGHUP asks for the institution keys to be read
-//! again. Handlers are installed first thing, so a signal during start-up
+//! again ([`reload_keys_on_hangup`], for `run` and `notify` alike). Handlers are installed first thing, so a signal during start-up
 //! is handled, never the default action.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 #[cfg(unix)]
 use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::config::Config;
+use crate::keys::KeyRing;
 
 /// SIGTERM/SIGINT, installed.
 pub struct Stop {
@@ -67,4 +73,36 @@ impl Hangups {
 /// Installs the stop handlers and waits for one (for the simple commands).
 pub async fn stopped() {
     install().0.recv().await
+}
+
+/// Key rotation without a restart (contract §11: a rotation reaches the
+/// worker and the notify receiver alike): on SIGHUP the settings are read
+/// again (file and environment) and, if valid, the institution keys are
+/// replaced. Other settings take effect only at the next start.
+pub async fn reload_keys_on_hangup(
+    mut hangups: Hangups,
+    source: Option<PathBuf>,
+    keys: Arc<KeyRing>,
+) {
+    while hangups.next().await {
+        match Config::load(source.as_deref()) {
+            Ok(c) => {
+                let inst_nos: Vec<String> = c
+                    .institutions
+                    .inst_nos()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                keys.replace(c.institutions);
+                tracing::info!(
+                    ?inst_nos,
+                    "SIGHUP: institution keys reloaded (other settings need a restart)"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: settings not reloaded; the current keys stay"
+            ),
+        }
+    }
 }

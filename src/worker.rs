@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::admin::Health;
 use crate::amqp::{self, Publisher, Settlement, Settler, TopologyError};
 use crate::claim::{self, ClaimStore};
-use crate::config::Config;
+use crate::config::{Config, SecretUrl};
 use crate::gateway::Gateway;
 use crate::gateway::breaker::Breaker;
 use crate::keys::KeyRing;
@@ -119,7 +119,11 @@ impl Worker {
                 stop: stop.clone(),
             });
             let grace = Duration::from_secs(s.worker.shutdown_grace_secs);
-            tokio::spawn(Reconciler { checker }.run(stop.clone(), grace))
+            let reconciler = Reconciler {
+                checker,
+                concurrency: s.reconcile.concurrency,
+            };
+            tokio::spawn(reconciler.run(stop.clone(), grace))
         });
         let supervise = self.supervise();
         tokio::pin!(supervise);
@@ -147,14 +151,18 @@ impl Worker {
         let a = &self.config.settings.amqp;
         let stop = self.pipeline.stop.clone();
         let mut delay = RECONNECT_MIN;
+        let mut nodes = amqp::Nodes::new(a);
         // Kept open through the drain: in-progress deliveries ack on it.
         let mut kept: Option<(Arc<Connection>, Channel, Publisher)> = None;
         loop {
             if stop.is_cancelled() {
                 break;
             }
+            // Every try, after a failure or a lost session, goes to the
+            // next node of amqp.urls.
+            let node = nodes.next_url();
             let session = tokio::select! {
-                s = self.open_session() => s,
+                s = self.open_session(&node) => s,
                 _ = stop.cancelled() => break,
             };
             let Session {
@@ -169,7 +177,7 @@ impl Worker {
                     return Err(WorkerError::Topology(e));
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
+                    warn!(error = %e, %node, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => break,
@@ -179,7 +187,7 @@ impl Worker {
                 }
             };
             delay = RECONNECT_MIN;
-            info!(queue = %a.intent_queue, prefetch = a.prefetch, "consuming intents");
+            info!(queue = %a.intent_queue, prefetch = a.prefetch, %node, "consuming intents");
             self.health.set_consuming(true);
             let broken = CancellationToken::new();
             let settler = Settler::start();
@@ -214,9 +222,9 @@ impl Worker {
         Ok(())
     }
 
-    async fn open_session(&self) -> Result<Session, SessionError> {
+    async fn open_session(&self, node: &SecretUrl) -> Result<Session, SessionError> {
         let a = &self.config.settings.amqp;
-        let conn = Arc::new(amqp::connect(&a.url, &amqp::connection_name("run")).await?);
+        let conn = Arc::new(amqp::connect(node, &amqp::connection_name("run")).await?);
         amqp::declare(&conn, a).await?;
         let publisher = Publisher::open(&conn, &a.result_exchange).await?;
         let channel = conn.create_channel().await?;

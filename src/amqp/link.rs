@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{PublishError, Publisher};
-use crate::config::AmqpSettings;
+use crate::config::{AmqpSettings, SecretUrl};
 use crate::payment::apply::{Outgoing, PaymentSink};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
@@ -70,15 +70,19 @@ async fn keep(
     stop: CancellationToken,
 ) {
     let mut delay = RECONNECT_MIN;
+    let mut nodes = super::Nodes::new(&settings);
     loop {
+        // Every try, after a failure or a lost connection, goes to the next
+        // node of amqp.urls.
+        let node = nodes.next_url();
         let opened = tokio::select! {
             _ = stop.cancelled() => return,
-            o = open(&settings, role) => o,
+            o = open(&settings, &node, role) => o,
         };
         let (conn, publisher) = match opened {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
+                tracing::warn!(error = %e, %node, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -88,7 +92,7 @@ async fn keep(
             }
         };
         delay = RECONNECT_MIN;
-        tracing::info!("connected to RabbitMQ");
+        tracing::info!(%node, "connected to RabbitMQ");
         tx.send_replace(Some(publisher.clone()));
         loop {
             tokio::select! {
@@ -118,9 +122,10 @@ async fn keep(
 
 async fn open(
     settings: &AmqpSettings,
+    node: &SecretUrl,
     role: &str,
 ) -> Result<(Arc<Connection>, Publisher), OpenError> {
-    let conn = Arc::new(super::connect(&settings.url, &super::connection_name(role)).await?);
+    let conn = Arc::new(super::connect(node, &super::connection_name(role)).await?);
     super::declare(&conn, settings).await?;
     let publisher = Publisher::open(&conn, &settings.result_exchange).await?;
     Ok((conn, publisher))

@@ -295,7 +295,7 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // slow renewal must end well before the lease could lapse.
     let timeout = settings.response_timeout();
     if settings.cluster {
-        let client = redis::cluster::ClusterClient::new([settings.url.expose()])?;
+        let client = redis::cluster::ClusterClient::new(settings.seeds().map(|u| u.expose()))?;
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);

@@ -197,11 +197,11 @@ pub async fn list(
     as_json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, DlqError> {
-    let conn = amqp::connect(&a.url, &amqp::connection_name("dlq"))
+    let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
         .await
-        .map_err(|source| DlqError::Connect {
-            url: a.url.redacted(),
-            source,
+        .map_err(|e| DlqError::Connect {
+            url: e.url.redacted(),
+            source: e.source,
         })?;
     let ch = conn.create_channel().await?;
     let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
@@ -276,11 +276,11 @@ pub async fn replay(
 ) -> Result<usize, DlqError> {
     let ReplayOptions { limit, dry_run, .. } = o;
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let conn = amqp::connect(&a.url, &amqp::connection_name("dlq"))
+    let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
         .await
-        .map_err(|source| DlqError::Connect {
-            url: a.url.redacted(),
-            source,
+        .map_err(|e| DlqError::Connect {
+            url: e.url.redacted(),
+            source: e.source,
         })?;
     amqp::declare(&conn, a).await?;
     let ch = conn.create_channel().await?;

@@ -1,6 +1,8 @@
 //! `h5pay-worker notify`: the notify receiver as a process of its own
-//! (contract §11), its admin endpoints on `admin.listen`.
+//! (contract §11), its admin endpoints on `admin.listen`, key rotation on
+//! SIGHUP.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +35,10 @@ pub enum NotifyCommandError {
     },
 }
 
-/// Serves notifies until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
-    let (stop_signal, _hangups) = signals::install();
+/// Serves notifies until SIGTERM/SIGINT; on SIGHUP reads `source` (the
+/// settings file) again and rotates the institution keys, like `run`.
+pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCommandError> {
+    let (stop_signal, hangups) = signals::install();
     let tracer = match telemetry::init_tracing(&config.settings.log, &config.settings.otel) {
         Ok(t) => t,
         Err(e) => {
@@ -50,10 +53,11 @@ pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
     let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
     let health = Arc::new(Health::receiver());
     let link = Link::start(s.amqp.clone(), "notify", stop.clone());
+    let keys = Arc::new(KeyRing::new(config.institutions.clone()));
     let receiver = Arc::new(Receiver {
         payments: PaymentStore::new(claims.clone()),
         sink: link.clone(),
-        keys: Arc::new(KeyRing::new(config.institutions.clone())),
+        keys: keys.clone(),
         settings: s.notify.clone(),
         checks: s
             .reconcile
@@ -78,13 +82,16 @@ pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
         path = %s.notify.path,
         admin = %admin_addr,
         amqp = %s.amqp.url,
+        amqp_urls = ?s.amqp.urls,
         redis = %s.redis.url,
+        redis_urls = ?s.redis.urls,
         institutions = ?config.institutions,
         "notify receiver listening"
     );
     let admin_task = tokio::spawn(admin_server);
     let pinger = tokio::spawn(admin::ping_redis(claims, health.clone()));
     let watcher = tokio::spawn(watch_broker(link, health.clone()));
+    let reloader = tokio::spawn(signals::reload_keys_on_hangup(hangups, source, keys));
     let stopped = {
         let health = health.clone();
         let stop = stop.clone();
@@ -97,6 +104,7 @@ pub async fn run(config: Config) -> Result<(), NotifyCommandError> {
     };
     http_server::serve(listener, notify::app(receiver), Server::Notify, stopped).await;
     watcher.abort();
+    reloader.abort();
     pinger.abort();
     admin_task.abort();
     tracing::info!("notify receiver stopped");

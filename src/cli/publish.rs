@@ -220,11 +220,11 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     progress: &mut (dyn Write + Send),
 ) -> Result<(), PublishCommandError> {
-    let conn = amqp::connect(&amqp_settings.url, &amqp::connection_name("publish"))
+    let conn = amqp::connect_any(amqp_settings, &amqp::connection_name("publish"))
         .await
-        .map_err(|source| PublishCommandError::Connect {
-            url: amqp_settings.url.redacted(),
-            source,
+        .map_err(|e| PublishCommandError::Connect {
+            url: e.url.redacted(),
+            source: e.source,
         })?;
     // Declaring is idempotent and makes sure nothing published now is lost
     // for want of a queue.

@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use crate::config::{Config, SecretUrl};
-use crate::keys::KeyRing;
-use crate::signals::{self, Hangups};
+use crate::signals;
 use crate::worker::{Worker, WorkerError};
 use crate::{admin, telemetry};
 
@@ -31,7 +29,9 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
     tracing::info!(
         source = ?config.source,
         amqp = %config.settings.amqp.url,
+        amqp_urls = ?config.settings.amqp.urls,
         redis = %config.settings.redis.url,
+        redis_urls = ?config.settings.redis.urls,
         gateway = %SecretUrl::new(config.settings.gateway.url.clone()),
         institutions = ?config.institutions,
         "h5pay-worker starting"
@@ -54,7 +54,11 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
         }
     };
     let upkeep = tokio::spawn(admin::metrics_upkeep());
-    let reloader = tokio::spawn(reload_keys_on_hangup(hangups, source, worker.keys()));
+    let reloader = tokio::spawn(signals::reload_keys_on_hangup(
+        hangups,
+        source,
+        worker.keys(),
+    ));
     let result = worker.run(stop.recv()).await;
     if let Some(t) = admin_task {
         t.abort();
@@ -65,31 +69,4 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
         telemetry::trace::shutdown(t).await;
     }
     result.map(|()| ExitCode::SUCCESS)
-}
-
-/// Key rotation without a restart: on SIGHUP the settings are read again
-/// (file and environment) and, if valid, the institution keys are replaced.
-/// Other settings take effect only at the next start.
-async fn reload_keys_on_hangup(mut hangups: Hangups, source: Option<PathBuf>, keys: Arc<KeyRing>) {
-    while hangups.next().await {
-        match Config::load(source.as_deref()) {
-            Ok(c) => {
-                let inst_nos: Vec<String> = c
-                    .institutions
-                    .inst_nos()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
-                keys.replace(c.institutions);
-                tracing::info!(
-                    ?inst_nos,
-                    "SIGHUP: institution keys reloaded (other settings need a restart)"
-                );
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                "SIGHUP: settings not reloaded; the current keys stay"
-            ),
-        }
-    }
 }

@@ -70,10 +70,26 @@ fn describe_serde_error(path: &str, message: &str) -> ConfigError {
     if path.ends_with(".key") || path == "key" {
         return ConfigError::new(path, "must be a string");
     }
+    // A URL may carry a password: its value is never quoted either.
+    if ["amqp.url", "redis.url"]
+        .iter()
+        .any(|k| path == *k || path.starts_with(&format!("{k}s")))
+    {
+        let what = if message.contains("expected a sequence") {
+            "must be a list of URL strings"
+        } else {
+            "must be a URL string"
+        };
+        return ConfigError::new(path, what);
+    }
     // Messages like "invalid type: integer `5`, expected a string" quote the
     // value, which is fine for everything but keys (handled above).
     ConfigError::new(if path.is_empty() { "config" } else { path }, message)
 }
+
+/// The list settings that hold URLs (comma-separated in the environment);
+/// every other list holds whole numbers.
+const URL_LISTS: [&str; 2] = ["amqp.urls", "redis.urls"];
 
 /// The fields an institution has (`H5PAY__INSTITUTIONS__<i>__<KEY>`).
 const INSTITUTION_KEYS: [&str; 4] = ["inst_no", "key", "key_env", "key_file"];
@@ -230,6 +246,20 @@ fn apply_setting(
                 ));
             }
         }),
+        // A list of URLs, `amqp://a:5672/%2f,amqp://b:5672/%2f` (or with
+        // brackets and quotes, as in TOML); empty: no URLs. Never echoed:
+        // a URL may carry a password.
+        Some(toml::Value::Array(_)) if URL_LISTS.contains(&dotted.as_str()) => {
+            let items = value.trim().trim_start_matches('[').trim_end_matches(']');
+            toml::Value::Array(
+                items
+                    .split(',')
+                    .map(|v| v.trim().trim_matches('"').trim())
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_owned()))
+                    .collect(),
+            )
+        }
         // A list of whole numbers: `60,300,900` (or `[60, 300, 900]`).
         Some(toml::Value::Array(_)) => {
             let items = value.trim().trim_start_matches('[').trim_end_matches(']');
@@ -323,5 +353,54 @@ mod tests {
         );
         let e = apply_env(&mut t, "H5PAY__RECONCILE__CHECK_AFTER_SECS", "1,x".into());
         assert!(e.is_err_and(|e| e.to_string().contains("reconcile.check_after_secs")));
+    }
+
+    #[test]
+    fn a_url_list_reads_comma_separated_urls_and_empty_is_none() {
+        let mut t = toml::Table::new();
+        let two = "amqp://u:p@a:5672/%2f, amqp://u:p@b:5672/%2f";
+        apply_env(&mut t, "H5PAY__AMQP__URLS", two.into()).expect("applies");
+        assert_eq!(
+            t["amqp"]["urls"],
+            toml::Value::Array(vec![
+                "amqp://u:p@a:5672/%2f".into(),
+                "amqp://u:p@b:5672/%2f".into()
+            ])
+        );
+        apply_env(
+            &mut t,
+            "H5PAY__REDIS__URLS",
+            r#"["redis://a:6379", "redis://b:6379"]"#.into(),
+        )
+        .expect("applies");
+        assert_eq!(
+            t["redis"]["urls"],
+            toml::Value::Array(vec!["redis://a:6379".into(), "redis://b:6379".into()])
+        );
+        apply_env(&mut t, "H5PAY__AMQP__URLS", " ".into()).expect("applies");
+        assert_eq!(t["amqp"]["urls"], toml::Value::Array(Vec::new()));
+    }
+
+    #[test]
+    fn every_list_setting_is_either_a_url_list_or_holds_numbers() {
+        let defaults = toml::Value::try_from(Settings::default()).expect("serialises");
+        let sections = defaults.as_table().cloned().unwrap_or_default();
+        let mut url_lists = Vec::new();
+        for (section, keys) in &sections {
+            for (key, v) in keys.as_table().cloned().unwrap_or_default() {
+                let dotted = format!("{section}.{key}");
+                if let toml::Value::Array(items) = v {
+                    if URL_LISTS.contains(&dotted.as_str()) {
+                        url_lists.push(dotted);
+                    } else {
+                        assert!(
+                            !items.is_empty() && items.iter().all(toml::Value::is_integer),
+                            "{dotted}: a list of numbers, or add it to URL_LISTS"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(url_lists.len(), URL_LISTS.len(), "{url_lists:?}");
     }
 }

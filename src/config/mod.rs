@@ -354,6 +354,71 @@ mod tests {
                 vec![],
                 "amqp.publish_retry_ms",
             ),
+            (
+                format!("[amqp]\nurls = [\"amqp://a/%2f\", \"http://b/\"]\n{MIN}"),
+                vec![],
+                "amqp.urls[1]",
+            ),
+            (
+                format!("[amqp]\nurls = [\"amqp://\"]\n{MIN}"),
+                vec![],
+                "amqp.urls[0]",
+            ),
+            (
+                MIN.to_owned(),
+                vec![("H5PAY__AMQP__URLS", "amqp://a/%2f,amqp://b/%2f,nope")],
+                "amqp.urls[2]",
+            ),
+            (
+                format!("[amqp]\nurls = \"amqp://a/%2f\"\n{MIN}"),
+                vec![],
+                "amqp.urls",
+            ),
+            (
+                format!("[redis]\ncluster = true\nurls = [\"mysql://x\"]\n{MIN}"),
+                vec![],
+                "redis.urls[0]",
+            ),
+            (
+                format!("[redis]\nurls = [\"redis://r-1:6379\"]\n{MIN}"),
+                vec![],
+                "redis.urls",
+            ),
+            (
+                format!("[redis]\nwait_replicas = 1\n{MIN}"),
+                vec![],
+                "redis.wait_replicas",
+            ),
+            (
+                format!("[redis]\nwait_replicas = -1\n{MIN}"),
+                vec![],
+                "redis.wait_replicas",
+            ),
+            (
+                format!("[gateway]\nquery_url = \"ftp://x/y\"\n{MIN}"),
+                vec![],
+                "gateway.query_url",
+            ),
+            (
+                format!("[gateway]\nclose_url = \"closeorder\"\n{MIN}"),
+                vec![],
+                "gateway.close_url",
+            ),
+            (
+                format!("[reconcile]\nconcurrency = 0\n{MIN}"),
+                vec![],
+                "reconcile.concurrency",
+            ),
+            (
+                format!("[reconcile]\nconcurrency = 65536\n{MIN}"),
+                vec![],
+                "reconcile.concurrency",
+            ),
+            (
+                MIN.to_owned(),
+                vec![("H5PAY__RECONCILE__SCHEDULE_SHARDS", "0")],
+                "reconcile.schedule_shards",
+            ),
         ];
         for (text, env, key) in cases {
             let e = error_of(&text, &env);
@@ -384,6 +449,43 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains(secret), "{debug}");
         assert!(!debug.contains("guest:guest"), "password in {debug}");
+        // A URL list's password stays out of its errors too.
+        for (text, env) in [
+            (
+                format!("[amqp]\nurls = \"amqp://u:{secret}@a/%2f\"\n{MIN}"),
+                vec![],
+            ),
+            (
+                format!(
+                    "[redis]\ncluster = true\nurls = [\"redis://u:{secret}@a:6379\", 7]\n{MIN}"
+                ),
+                vec![],
+            ),
+            (
+                format!(
+                    "[amqp]\nurls = [\"amqp://u:{secret}@a/%2f\", \"http://u:{secret}@b/\"]\n{MIN}"
+                ),
+                vec![],
+            ),
+            (
+                MIN.to_owned(),
+                vec![(
+                    "H5PAY__AMQP__URLS",
+                    format!("amqp://u:{secret}@a/%2f,amqp://u:{secret}@b:x/"),
+                )],
+            ),
+            (
+                format!(
+                    "[redis]\ncluster = true\nurls = [\"redis://u:{secret}@a:6379\", \"https://u:{secret}@b/\"]\n{MIN}"
+                ),
+                vec![],
+            ),
+        ] {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let e = error_of(&text, &env);
+            assert!(e.key.contains(".urls"), "{e}");
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
     }
 
     #[test]
@@ -438,6 +540,127 @@ mod tests {
         }
         let one = load(MIN, &[]).expect("settings load");
         assert_eq!(one.institutions.default_inst_no(), "60000001");
+    }
+
+    /// The TOML block of contract §6, read from docs/CONTRACT.md as it is
+    /// now: from the first ```` ```toml ```` after `## 6. Configuration` to
+    /// its closing fence.
+    fn contract_toml() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONTRACT.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let section = text
+            .split_once("\n## 6. Configuration")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no section 6 in {path}"));
+        let block = section
+            .split_once("```toml\n")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no ```toml block in section 6"));
+        let end = block
+            .find("\n```")
+            .unwrap_or_else(|| panic!("the block of section 6 is not closed"));
+        block[..=end].to_owned()
+    }
+
+    /// Every setting but the institutions, as TOML values (Settings has no
+    /// PartialEq; this also compares URLs in full).
+    fn without_institutions(s: &Settings) -> toml::Table {
+        let mut t = match toml::Value::try_from(s) {
+            Ok(toml::Value::Table(t)) => t,
+            other => panic!("settings serialise to a table: {other:?}"),
+        };
+        t.remove("institutions");
+        t
+    }
+
+    #[test]
+    fn the_contracts_configuration_block_loads_verbatim_and_is_every_default() {
+        let text = contract_toml();
+        assert!(
+            text.contains("[reconcile]") && text.contains("schedule_shards"),
+            "{text}"
+        );
+        let c = load(&text, &[]).unwrap_or_else(|e| panic!("the contract's own TOML: {e}"));
+        assert_eq!(
+            without_institutions(&c.settings),
+            without_institutions(&Settings::default()),
+            "the contract's values are the defaults"
+        );
+        assert_eq!(c.institutions.inst_nos(), ["60000001"]);
+        // And the shipped default file shows the same defaults.
+        let shipped = load(DEFAULT_TOML, &[]).expect("config/default.toml loads");
+        assert_eq!(
+            without_institutions(&shipped.settings),
+            without_institutions(&Settings::default()),
+            "config/default.toml shows every default"
+        );
+        // The keys issue 18 added, named one by one.
+        let s = &c.settings;
+        assert!(s.amqp.urls.is_empty() && s.redis.urls.is_empty());
+        assert_eq!(s.redis.wait_replicas, 0);
+        assert_eq!(
+            (s.gateway.query_url.as_str(), s.gateway.close_url.as_str()),
+            ("", "")
+        );
+        assert_eq!(
+            (s.reconcile.concurrency, s.reconcile.schedule_shards),
+            (32, 16)
+        );
+    }
+
+    #[test]
+    fn cluster_lists_load_from_the_file_and_from_the_environment() {
+        let c = load(
+            &format!(
+                "[amqp]\nurls = [\"amqp://u:p@mq-0:5672/%2f\", \"amqps://u:p@mq-1:5671/%2f\"]\n\
+                 [redis]\ncluster = true\nurls = [\"redis://r-1:6379\"]\n{MIN}"
+            ),
+            &[],
+        )
+        .expect("settings load");
+        let exposed = |urls: &[SecretUrl]| -> Vec<String> {
+            urls.iter().map(|u| u.expose().to_owned()).collect()
+        };
+        assert_eq!(
+            exposed(&c.settings.amqp.urls),
+            ["amqp://u:p@mq-0:5672/%2f", "amqps://u:p@mq-1:5671/%2f"]
+        );
+        let seeds: Vec<&str> = c.settings.redis.seeds().map(SecretUrl::expose).collect();
+        assert_eq!(seeds, ["redis://127.0.0.1:6379/0", "redis://r-1:6379"]);
+        let c = load(
+            MIN,
+            &[
+                (
+                    "H5PAY__AMQP__URLS",
+                    "amqp://u:p@a:5672/%2f,amqp://u:p@b:5672/%2f",
+                ),
+                ("H5PAY__REDIS__CLUSTER", "true"),
+                ("H5PAY__REDIS__URLS", "redis://r-1:6379, redis://r-2:6379"),
+                (
+                    "H5PAY__GATEWAY__QUERY_URL",
+                    "https://gw.example/v3/queryorder",
+                ),
+                ("H5PAY__RECONCILE__CONCURRENCY", "4"),
+                ("H5PAY__RECONCILE__SCHEDULE_SHARDS", "8"),
+            ],
+        )
+        .expect("settings load");
+        let s = &c.settings;
+        assert_eq!(
+            exposed(&s.amqp.urls),
+            ["amqp://u:p@a:5672/%2f", "amqp://u:p@b:5672/%2f"]
+        );
+        assert_eq!(
+            exposed(&s.redis.urls),
+            ["redis://r-1:6379", "redis://r-2:6379"]
+        );
+        assert_eq!(s.gateway.query_url, "https://gw.example/v3/queryorder");
+        assert_eq!(
+            (s.reconcile.concurrency, s.reconcile.schedule_shards),
+            (4, 8)
+        );
+        // Passwords stay out of Debug.
+        assert!(!format!("{s:?}").contains("u:p@"), "{s:?}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum QueueType {
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     pub url: SecretUrl,
+    /// The nodes of one RabbitMQ cluster (contract §14): when set, used
+    /// instead of `url`; see [`crate::amqp::Nodes`].
+    pub urls: Vec<SecretUrl>,
     pub intent_exchange: String,
     pub intent_queue: String,
     pub queue_type: QueueType,
@@ -43,6 +46,7 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         AmqpSettings {
             url: SecretUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            urls: Vec::new(),
             intent_exchange: "h5pay.intents".into(),
             intent_queue: "h5pay.intents".into(),
             queue_type: QueueType::Quorum,
@@ -90,9 +94,14 @@ pub struct RedisSettings {
     pub lease_ms: u64,
     /// How long a decided outcome is kept for replays.
     pub retention_secs: u64,
-    /// `url` is a seed node of a Redis Cluster (the other nodes are
-    /// discovered).
+    /// `url` (and `urls`) are seed nodes of a Redis Cluster (the other
+    /// nodes are discovered).
     pub cluster: bool,
+    /// More seed nodes of the cluster (`cluster = true` only).
+    pub urls: Vec<SecretUrl>,
+    /// Replicas each state write waits for (contract §14). Only 0 is
+    /// accepted until issue 20 brings `WAIT`; see docs/EXTENSIONS.md.
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisSettings {
@@ -103,6 +112,8 @@ impl Default for RedisSettings {
             lease_ms: 30_000,
             retention_secs: 604_800,
             cluster: false,
+            urls: Vec::new(),
+            wait_replicas: 0,
         }
     }
 }
@@ -117,6 +128,11 @@ impl RedisSettings {
         Duration::from_millis(self.lease_ms)
     }
 
+    /// The seed nodes of a Redis Cluster: `url`, then `urls`.
+    pub fn seeds(&self) -> impl Iterator<Item = &SecretUrl> {
+        std::iter::once(&self.url).chain(&self.urls)
+    }
+
     /// How long one Redis command may take before it counts as failed: 2 s,
     /// or a fifth of the lease if that is shorter, so a slow renewal is
     /// over (and retried) well before the lease could lapse.
@@ -129,6 +145,12 @@ impl RedisSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     pub url: String,
+    /// queryorder; empty: `url` with its last path segment replaced by
+    /// `queryorder`.
+    pub query_url: String,
+    /// closeorder; empty: `url` with its last path segment replaced by
+    /// `closeorder`.
+    pub close_url: String,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub verify_response_sign: bool,
@@ -140,6 +162,8 @@ impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
             url: "http://127.0.0.1:8090/api/openpay/v3/h5pay".into(),
+            query_url: String::new(),
+            close_url: String::new(),
             connect_timeout_ms: 3000,
             request_timeout_ms: 10_000,
             verify_response_sign: true,
@@ -352,6 +376,11 @@ pub struct ReconcileSettings {
     pub close_grace_secs: u64,
     /// Then a payment still open is `unresolved`.
     pub max_age_secs: u64,
+    /// Checks one worker process runs at once.
+    pub concurrency: u32,
+    /// The keys the due checks are spread over (contract §14). Accepted
+    /// and validated; the schedule does not use it yet.
+    pub schedule_shards: u32,
 }
 
 impl Default for ReconcileSettings {
@@ -363,6 +392,8 @@ impl Default for ReconcileSettings {
             close_unpaid: true,
             close_grace_secs: 300,
             max_age_secs: 86_400,
+            concurrency: 32,
+            schedule_shards: 16,
         }
     }
 }

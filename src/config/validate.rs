@@ -12,13 +12,9 @@ impl Settings {
     /// then reads the keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let a = &self.amqp;
-        check_url(a.url.expose(), "amqp.url", &["amqp", "amqps"])?;
-        if a.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
-            // The parser's message may quote the URL, password included.
-            return Err(err(
-                "amqp.url",
-                "not a valid AMQP URI (amqp://user:pass@host:port/vhost)",
-            ));
+        check_amqp_url(a.url.expose(), "amqp.url")?;
+        for (i, url) in a.urls.iter().enumerate() {
+            check_amqp_url(url.expose(), &format!("amqp.urls[{i}]"))?;
         }
         for (key, name) in [
             ("amqp.intent_exchange", &a.intent_exchange),
@@ -43,6 +39,25 @@ impl Settings {
         }
         let r = &self.redis;
         check_url(r.url.expose(), "redis.url", &["redis", "rediss"])?;
+        for (i, url) in r.urls.iter().enumerate() {
+            check_url(
+                url.expose(),
+                &format!("redis.urls[{i}]"),
+                &["redis", "rediss"],
+            )?;
+        }
+        if !r.urls.is_empty() && !r.cluster {
+            return Err(err(
+                "redis.urls",
+                "more seed nodes of a Redis Cluster: set redis.cluster = true, or leave it empty",
+            ));
+        }
+        if r.wait_replicas > 0 {
+            return Err(err(
+                "redis.wait_replicas",
+                "must be 0: waiting for replicas needs issue-20 support, which this build lacks",
+            ));
+        }
         if r.key_prefix.is_empty() || r.key_prefix.contains(char::is_whitespace) {
             return Err(err(
                 "redis.key_prefix",
@@ -71,6 +86,15 @@ impl Settings {
         }
         let g = &self.gateway;
         check_url(&g.url, "gateway.url", &["http", "https"])?;
+        for (key, url) in [
+            ("gateway.query_url", &g.query_url),
+            ("gateway.close_url", &g.close_url),
+        ] {
+            // Empty: `url` with its last path segment replaced.
+            if !url.is_empty() {
+                check_url(url, key, &["http", "https"])?;
+            }
+        }
         if g.connect_timeout_ms == 0 {
             return Err(err("gateway.connect_timeout_ms", "must be at least 1"));
         }
@@ -138,6 +162,12 @@ impl Settings {
                 "reconcile.max_age_secs",
                 "must be later than the first of reconcile.check_after_secs",
             ));
+        }
+        if !(1..=65_535).contains(&rc.concurrency) {
+            return Err(err("reconcile.concurrency", "must be 1-65535"));
+        }
+        if rc.schedule_shards == 0 {
+            return Err(err("reconcile.schedule_shards", "must be at least 1"));
         }
         if rc.enabled && r.retention_secs <= rc.max_age_secs {
             return Err(err(
@@ -241,6 +271,19 @@ impl Settings {
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::new(key, message)
+}
+
+/// `amqp.url`, or one of `amqp.urls`.
+fn check_amqp_url(raw: &str, key: &str) -> Result<(), ConfigError> {
+    check_url(raw, key, &["amqp", "amqps"])?;
+    if raw.parse::<lapin::uri::AMQPUri>().is_err() {
+        // The parser's message may quote the URL, password included.
+        return Err(err(
+            key,
+            "not a valid AMQP URI (amqp://user:pass@host:port/vhost)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_url(raw: &str, key: &str, schemes: &[&str]) -> Result<(), ConfigError> {

@@ -56,12 +56,17 @@ impl Gateway {
         retry: &RetrySettings,
         breaker: Arc<Breaker>,
     ) -> Result<Self, ClientError> {
-        let h5pay_url =
-            reqwest::Url::parse(&gateway.url).map_err(|e| ClientError::Url(e.to_string()))?;
+        let parse = |u: &str| reqwest::Url::parse(u).map_err(|e| ClientError::Url(e.to_string()));
+        let h5pay_url = parse(&gateway.url)?;
+        // Set, or the h5pay URL's sibling.
+        let endpoint = |set: &str, name: &str| match set {
+            "" => Ok(sibling(&h5pay_url, name)),
+            set => parse(set),
+        };
         Ok(Gateway {
             client: SignedClient::new(gateway, retry, breaker)?,
-            query_url: sibling(&h5pay_url, "queryorder"),
-            close_url: sibling(&h5pay_url, "closeorder"),
+            query_url: endpoint(&gateway.query_url, "queryorder")?,
+            close_url: endpoint(&gateway.close_url, "closeorder")?,
             h5pay_url,
             verify_response_sign: gateway.verify_response_sign,
         })

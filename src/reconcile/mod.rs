@@ -32,8 +32,6 @@ pub use check::Checker;
 pub use schedule::{Plan, Schedule};
 pub use store::ChecksStore;
 
-/// Checks one replica runs at once.
-pub const CONCURRENCY: usize = 32;
 /// How often due checks are looked for when none were waiting (the lag's
 /// floor).
 const POLL: Duration = Duration::from_millis(200);
@@ -59,9 +57,12 @@ impl Scheduling {
     }
 }
 
-/// Picks up due checks and runs them, up to [`CONCURRENCY`] at once.
+/// Picks up due checks and runs them, up to `concurrency` at once.
 pub struct Reconciler<S> {
     pub checker: Arc<Checker<S>>,
+    /// `reconcile.concurrency`: checks this replica runs at once (at
+    /// least 1).
+    pub concurrency: u32,
 }
 
 impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
@@ -69,10 +70,11 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
     /// progress. A check cut off keeps its pick-up lease and runs again
     /// elsewhere after it.
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
-        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let concurrency = self.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency as usize));
         let lease_ms = self.checker.lease_ms;
         let mut failing = false;
-        info!(concurrency = CONCURRENCY, "reconciler running");
+        info!(concurrency, "reconciler running");
         loop {
             if stop.is_cancelled() {
                 break;
@@ -128,8 +130,7 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
             }
         }
         debug!("reconciler stopping: waiting for the checks in progress");
-        let all = u32::try_from(CONCURRENCY).unwrap_or(u32::MAX);
-        if tokio::time::timeout(grace, slots.acquire_many(all))
+        if tokio::time::timeout(grace, slots.acquire_many(concurrency))
             .await
             .is_err()
         {

@@ -118,6 +118,7 @@ mod tests {
             close_unpaid: true,
             close_grace_secs: 300,
             max_age_secs: 86_400,
+            ..ReconcileSettings::default()
         }
     }
 

@@ -146,6 +146,24 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
             "[redis]\nretention_secs = 60\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
             "redis.retention_secs",
         ),
+        (
+            "[amqp]\nurls = [\"amqp://u:TOPSECRET1@mq-0:5672/%2f\", \"http://u:TOPSECRET1@mq-1/\"]\n\
+             [[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "amqp.urls[1]",
+        ),
+        (
+            "[redis]\nurls = [\"redis://u:TOPSECRET1@r-1:6379\"]\n\
+             [[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "redis.urls",
+        ),
+        (
+            "[redis]\nwait_replicas = 1\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "redis.wait_replicas",
+        ),
+        (
+            "[reconcile]\nconcurrency = 0\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "reconcile.concurrency",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
@@ -675,4 +693,112 @@ async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_
             "{text}"
         );
     }
+}
+
+/// Reads what is left of a child's stderr after it exited.
+async fn stderr_of(child: &mut tokio::process::Child) -> String {
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    stderr
+}
+
+/// SIGTERM, and the exit code once it stopped (within 20 s).
+async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
+        .expect("the process exited")
+        .code()
+}
+
+/// A notify for a payment nobody placed, signed with `key`: verified, it
+/// is an `unknown_payment` anomaly answered 200; otherwise 400.
+fn unknown_payment_notify(trace: &str, key: &str) -> Vec<u8> {
+    let mut m = serde_json::json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS",
+        "inst_no": "60000001", "mch_no": "M1", "pay_trace_no": trace,
+        "pay_time": "20261126101500", "total_amount": "100", "trade_no": "T-ROT"})
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    let sign = h5pay_worker::gateway::sign::sign(&m, &secrecy::SecretString::from(key.to_owned()));
+    m.insert("sign".into(), Value::String(sign));
+    serde_json::to_vec(&m).expect("serialises")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notify_process_reloads_institution_keys_on_sighup() {
+    const OLD: &str = "an-old-notify-key-0001";
+    const NEW: &str = "a-new-notify-key-0002";
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let key_file = dir.path().join("60000001.key");
+    std::fs::write(&key_file, format!("{OLD}\n")).expect("file written");
+    let (port, admin) = (free_port(), free_port());
+    let toml = base_toml(&env.id, &env.gateway_url()).replacen(
+        &format!("key = \"{SANDBOX_KEY}\""),
+        &format!("key_file = {:?}", key_file.display().to_string()),
+        1,
+    );
+    let path = dir.path().join("n.toml");
+    std::fs::write(
+        &path,
+        format!("{toml}\n[notify]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("config written");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["notify", "--config", &path.display().to_string()])
+        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("H5PAY__LOG__LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("process started");
+    assert!(wait_ready(admin).await, "receiver not ready");
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("http://127.0.0.1:{port}/h5pay/notify"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(post(unknown_payment_notify("ROT-N1", OLD)).await.0, 200);
+    assert_eq!(post(unknown_payment_notify("ROT-N2", NEW)).await.0, 400);
+
+    std::fs::write(&key_file, format!("{NEW}\n")).expect("file written");
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    let mut rotated = (0, String::new());
+    for i in 0..50 {
+        rotated = post(unknown_payment_notify(&format!("ROT-N3-{i}"), NEW)).await;
+        if rotated.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(rotated.0, 200, "the new key verifies: {}", rotated.1);
+    let (status, reply) = post(unknown_payment_notify("ROT-N4", OLD)).await;
+    assert_eq!(status, 400, "the old key is refused: {reply}");
+    assert!(reply.contains("FAIL"), "{reply}");
+
+    assert_eq!(terminate(&mut child).await, Some(0));
+    let log = stderr_of(&mut child).await;
+    assert!(log.contains("institution keys reloaded"), "{log}");
+    assert!(
+        !log.contains(OLD) && !log.contains(NEW),
+        "a key reached the log"
+    );
 }

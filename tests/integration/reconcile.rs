@@ -641,4 +641,73 @@ async fn an_unresolved_reaches_the_broker_after_a_kill_before_its_confirm() {
         ],
     )
     .await;
+
+/// A queryorder endpoint that takes `hold` to answer 503, counting the
+/// requests it holds at once: (in flight, most in flight, all).
+async fn counting_query_endpoint(
+    hold: Duration,
+) -> (String, std::sync::Arc<[std::sync::atomic::AtomicUsize; 3]>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let counts = std::sync::Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
+    let seen = counts.clone();
+    let app = axum::Router::new().route(
+        "/slow/queryorder",
+        axum::routing::post(move || {
+            let c = seen.clone();
+            async move {
+                let now = c[0].fetch_add(1, Ordering::SeqCst) + 1;
+                c[1].fetch_max(now, Ordering::SeqCst);
+                c[2].fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(hold).await;
+                c[0].fetch_sub(1, Ordering::SeqCst);
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/slow/queryorder"), counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_runs_at_most_reconcile_concurrency_checks_at_once_at_the_set_query_url() {
+    use std::sync::atomic::Ordering;
+    // One attempt per query: a check holds its slot for one slow answer.
+    let env = fast_env(&[("H5PAY__RETRY__MAX_ATTEMPTS", "1")]).await;
+    let (query_url, counts) = counting_query_endpoint(Duration::from_millis(500)).await;
+    let mut config = env.config.clone();
+    config.settings.reconcile.concurrency = 2;
+    config.settings.gateway.query_url = query_url;
+    let mut results = env.results().await;
+    let worker = env.worker_with(config);
+    worker.ready().await;
+    let n = 6;
+    for i in 0..n {
+        place(&env, &mut results, &format!("CONC-{i}"), 100).await;
+    }
+    // Every payment's first check comes due a second after it was placed.
+    let deadline = tokio::time::Instant::now() + LIFECYCLE;
+    while counts[2].load(Ordering::SeqCst) < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        counts[2].load(Ordering::SeqCst) >= n,
+        "{} queries reached the set query_url",
+        counts[2].load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        counts[1].load(Ordering::SeqCst),
+        2,
+        "at most reconcile.concurrency queries at once, and that many while checks wait"
+    );
+    assert!(worker.stop().await.is_ok());
 }

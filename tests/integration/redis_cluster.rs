@@ -144,3 +144,45 @@ async fn on_a_redis_cluster_claims_spread_over_nodes_and_duplicates_still_replay
     assert!(holding >= 2, "claims on {holding} node(s) only");
     assert!(worker.stop().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_urls_are_more_seed_nodes_so_a_dead_url_does_not_stop_the_worker() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (ports, _nodes) = start_cluster(dir.path());
+    // redis.url names a node that is gone; the seeds of redis.urls (from
+    // the environment, as a list) still find the cluster.
+    let gone = free_port();
+    let env = TestEnv::start(EnvOptions {
+        overrides: vec![
+            ("H5PAY__REDIS__URL", format!("redis://127.0.0.1:{gone}")),
+            (
+                "H5PAY__REDIS__URLS",
+                format!(
+                    "redis://127.0.0.1:{}, redis://127.0.0.1:{}",
+                    ports[1], ports[2]
+                ),
+            ),
+            ("H5PAY__REDIS__CLUSTER", "true".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(env.config.settings.redis.urls.len(), 2);
+    let mut results = env.results().await;
+    let worker = env.worker();
+    worker.ready().await;
+    for i in 0..10 {
+        env.publish_json(&intent(&format!("SEED-{i}"), "M1", 100))
+            .await;
+    }
+    let got = results.take(10, WAIT).await;
+    assert!(
+        got.iter().all(|r| r.event["status"] == "ready"),
+        "{:?}",
+        got.iter().map(|r| r.event.to_string()).collect::<Vec<_>>()
+    );
+    for i in 0..10 {
+        assert_eq!(env.calls("M1", &format!("SEED-{i}")), 1);
+    }
+    assert!(worker.stop().await.is_ok());
+}

@@ -236,6 +236,31 @@ fn hand_made_good_messages_pass_and_bad_ones_are_rejected() {
             "accepted total_amount {amount}"
         );
     }
+    // An optional field given as null or "" counts as absent (contract §3),
+    // metadata included; anything else that is not an object is refused.
+    for (field, absent) in [
+        ("metadata", json!(null)),
+        ("metadata", json!("")),
+        ("notify_url", json!("")),
+        ("open_id", json!(null)),
+        ("pay_time", json!("")),
+    ] {
+        let mut v = good.clone();
+        v[field] = absent.clone();
+        assert!(
+            errors(&INTENT, &v).is_empty(),
+            "{field}: {absent} is absent: {:?}",
+            errors(&INTENT, &v)
+        );
+    }
+    for metadata in [json!("text"), json!([1]), json!(1), json!(" ")] {
+        let mut v = good.clone();
+        v["metadata"] = metadata.clone();
+        assert!(
+            !errors(&INTENT, &v).is_empty(),
+            "accepted metadata {metadata}"
+        );
+    }
     let mut no_trace = good.clone();
     no_trace.as_object_mut().map(|m| m.remove("pay_trace_no"));
     assert!(!errors(&INTENT, &no_trace).is_empty());

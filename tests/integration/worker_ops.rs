@@ -497,3 +497,67 @@ async fn idle_connections_cannot_starve_the_admin_endpoints_or_the_sandbox() {
     admin_task.abort();
     assert!(worker.stop().await.is_ok());
 }
+
+/// Waits (up to 10 s) until `link` says it is connected.
+async fn link_connected(link: &h5pay_worker::amqp::link::Link) -> bool {
+    for _ in 0..100 {
+        if link.is_connected() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_amqp_urls_the_worker_and_the_link_move_to_the_next_node_when_theirs_is_lost() {
+    use h5pay_worker::config::SecretUrl;
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let rabbit: std::net::SocketAddr = "127.0.0.1:5672".parse().expect("an address");
+    // Two ways to the one local broker, each of which can be cut, and a
+    // node where nothing listens.
+    let a = crate::proxy::Proxy::start(rabbit).await;
+    let b = crate::proxy::Proxy::start(rabbit).await;
+    let dead = crate::net::free_port().expect("a free port");
+    let node = |port: u16| SecretUrl::new(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
+    let mut config = env.config.clone();
+    config.settings.amqp.urls = vec![node(a.port), node(dead), node(b.port)];
+    // Never used while amqp.urls is set.
+    config.settings.amqp.url = node(1);
+    let amqp = config.settings.amqp.clone();
+    let worker = env.worker_with(config);
+    worker.ready().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let link = h5pay_worker::amqp::link::Link::start(amqp, "test", stop.clone());
+    assert!(link_connected(&link).await, "the link never connected");
+    env.publish_json(&intent("NODES-0", "M1", 100)).await;
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+
+    // Cut a: whoever was on it moves on (past the dead node) to b.
+    a.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(link_connected(&link).await, "the link stayed down");
+    env.publish_json(&intent("NODES-1", "M1", 100)).await;
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+
+    // Both are on b now. Bring a back and cut b: the next node after b is
+    // a again (round the list); staying on b would never reconnect.
+    a.restore().await;
+    b.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(link_connected(&link).await, "the link did not move to a");
+    env.publish_json(&intent("NODES-2", "M1", 100)).await;
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+    assert!(
+        worker.health.readiness().0,
+        "{}",
+        worker.health.readiness().1
+    );
+
+    stop.cancel();
+    assert!(worker.stop().await.is_ok());
+}
