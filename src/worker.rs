@@ -64,7 +64,7 @@ impl Worker {
         let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
         let health = Arc::new(Health::new(breaker));
         let scheduling = s.reconcile.enabled.then(|| Scheduling {
-            checks: ChecksStore::new(claims.clone()),
+            checks: ChecksStore::new(claims.clone(), s.reconcile.schedule_shards as usize),
             schedule: Schedule::new(&s.reconcile),
         });
         let pipeline = Arc::new(Pipeline {

@@ -202,7 +202,10 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
         sink: link,
         keys: Arc::new(KeyRing::new(config.institutions.clone())),
         settings: config.settings.notify.clone(),
-        checks: Some(crate::reconcile::ChecksStore::new(claims)),
+        checks: Some(crate::reconcile::ChecksStore::new(
+            claims,
+            config.settings.reconcile.schedule_shards as usize,
+        )),
     });
     let notify_task = tokio::spawn(crate::http_server::serve(
         notify_listener,

@@ -121,7 +121,10 @@ pub async fn run(
     let stage = stage
         .as_deref()
         .map(|s| if s == "d" { "decided" } else { "claimed" });
-    let store = ChecksStore::new(claims.clone());
+    let store = ChecksStore::new(
+        claims.clone(),
+        config.settings.reconcile.schedule_shards as usize,
+    );
     let checks = Checks {
         next_ms: store.next(&id).await?,
         facts: store.facts(&id).await?,

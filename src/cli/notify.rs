@@ -62,7 +62,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCo
         checks: s
             .reconcile
             .enabled
-            .then(|| ChecksStore::new(claims.clone())),
+            .then(|| ChecksStore::new(claims.clone(), s.reconcile.schedule_shards as usize)),
     });
     let listener = tokio::net::TcpListener::bind(&s.notify.listen)
         .await

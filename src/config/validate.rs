@@ -166,8 +166,8 @@ impl Settings {
         if !(1..=65_535).contains(&rc.concurrency) {
             return Err(err("reconcile.concurrency", "must be 1-65535"));
         }
-        if rc.schedule_shards == 0 {
-            return Err(err("reconcile.schedule_shards", "must be at least 1"));
+        if !(1..=1024).contains(&rc.schedule_shards) {
+            return Err(err("reconcile.schedule_shards", "must be 1-1024"));
         }
         if rc.enabled && r.retention_secs <= rc.max_age_secs {
             return Err(err(

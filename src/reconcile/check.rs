@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::schedule::{Plan, Schedule};
-use super::store::{ChecksStore, Lease, identity};
+use super::store::{ChecksStore, Due, Lease, identity};
 use crate::claim::{self, ClaimError};
 use crate::gateway::close::CloseAnswer;
 use crate::gateway::query::{QueryAnswer, QueryExpect};
@@ -61,20 +61,22 @@ struct Done {
 }
 
 impl<S: PaymentSink> Checker<S> {
-    /// Runs the check of `member`, due at `due_ms` and picked up at
-    /// `now_ms` (Redis's clock).
-    pub async fn run(&self, member: &str, due_ms: i64, now_ms: i64) -> CheckResult {
+    /// Runs the check picked up as `due` at `now_ms` (Redis's clock).
+    pub async fn run(&self, due: &Due, now_ms: i64) -> CheckResult {
         metrics::reconcile_lag(Duration::from_millis(
-            u64::try_from(now_ms.saturating_sub(due_ms)).unwrap_or(0),
+            u64::try_from(now_ms.saturating_sub(due.due_ms)).unwrap_or(0),
         ));
-        let result = self.run_inner(member).await;
+        let result = self.run_inner(due).await;
         metrics::reconcile_check(result);
         result
     }
 
-    async fn run_inner(&self, member: &str) -> CheckResult {
-        let Some(id) = identity(member) else {
-            warn!(member, "a scheduled check names no identity; removing it");
+    async fn run_inner(&self, member: &Due) -> CheckResult {
+        let Some(id) = identity(&member.member) else {
+            warn!(
+                member = member.member.as_str(),
+                "a scheduled check names no identity; removing it"
+            );
             let _ = self.checks.remove(member).await;
             return CheckResult::Gone;
         };
@@ -177,7 +179,7 @@ impl<S: PaymentSink> Checker<S> {
     async fn work(
         &self,
         id: &Identity,
-        member: &str,
+        member: &Due,
         lost: &CancellationToken,
     ) -> Result<Done, CheckError> {
         let view = self.payments.view(id).await?;
@@ -200,7 +202,7 @@ impl<S: PaymentSink> Checker<S> {
     async fn work_viewed(
         &self,
         id: &Identity,
-        member: &str,
+        member: &Due,
         lost: &CancellationToken,
         view: View,
     ) -> Result<Done, CheckError> {
@@ -354,7 +356,7 @@ impl<S: PaymentSink> Checker<S> {
     async fn orphaned(
         &self,
         id: &Identity,
-        member: &str,
+        member: &Due,
         plan: Plan,
         placed: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -410,7 +412,7 @@ impl<S: PaymentSink> Checker<S> {
         Ok(moved)
     }
 
-    async fn next(&self, member: &str, placed: DateTime<Utc>) -> Result<(), ClaimError> {
+    async fn next(&self, member: &Due, placed: DateTime<Utc>) -> Result<(), ClaimError> {
         let at = self.schedule.next(placed, Utc::now());
         self.checks.reschedule(member, at.timestamp_millis()).await
     }

@@ -115,7 +115,7 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
                 };
                 let checker = self.checker.clone();
                 tokio::spawn(async move {
-                    checker.run(&d.member, d.due_ms, now_ms).await;
+                    checker.run(&d, now_ms).await;
                     drop(permit);
                 });
             }

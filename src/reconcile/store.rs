@@ -1,10 +1,18 @@
-//! The reconciler's Redis edge (contract §12): the schedule of due checks,
-//! one sorted set `<prefix>:checks` (member `inst_no:mch_no:pay_trace_no`,
-//! score the due time in ms), picked up with a lease ([`due.lua`]); the
-//! identity's lease while a check works; the close pair; the last check.
-//! The set is a key of its own, outside the one-key scripts of the
-//! identity (a Redis Cluster keeps it in one slot: one hot key, about one
-//! command per followed intent).
+//! The reconciler's Redis edge (contract §12, §14): the schedule of due
+//! checks, sorted sets (member `inst_no:mch_no:pay_trace_no`, score the due
+//! time in ms) picked up with a lease ([`due.lua`]); the identity's lease
+//! while a check works; the close pair; the last check.
+//!
+//! The schedule is spread over `reconcile.schedule_shards` keys
+//! `<prefix>:checks:<n>` (a member's shard is a hash of it), so on a Redis
+//! Cluster it lives on several nodes and a failed node delays only its
+//! share. With one shard the key is `<prefix>:checks`, the one key of
+//! earlier versions; with more, that key is still drained, so an upgrade
+//! loses no check. A picked-up check is rescheduled or removed in the key
+//! it came from.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redis::Script;
 
@@ -26,6 +34,8 @@ pub enum Lease {
 pub struct Due {
     pub member: String,
     pub due_ms: i64,
+    /// Which of the schedule's keys holds it.
+    pub key: usize,
 }
 
 struct Scripts {
@@ -40,8 +50,23 @@ struct Scripts {
 #[derive(Clone)]
 pub struct ChecksStore {
     claims: ClaimStore,
-    key: String,
-    scripts: std::sync::Arc<Scripts>,
+    /// The shards, then (with more than one) the key of earlier versions.
+    keys: Arc<[String]>,
+    shards: usize,
+    /// Where the next pick-up starts, so no shard is always served last.
+    cursor: Arc<AtomicUsize>,
+    scripts: Arc<Scripts>,
+}
+
+/// The shard of a member among `shards` (FNV-1a: stable across processes
+/// and versions, which every replica and the receiver must agree on).
+pub fn shard_of(member: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in member.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h % (shards.max(1) as u64)).unwrap_or(0)
 }
 
 /// The schedule's member for an identity.
@@ -65,11 +90,24 @@ pub fn identity(member: &str) -> Option<Identity> {
 }
 
 impl ChecksStore {
-    pub fn new(claims: ClaimStore) -> Self {
+    /// The schedule in `shards` keys (at least one).
+    pub fn new(claims: ClaimStore, shards: usize) -> Self {
+        let shards = shards.max(1);
+        let base = format!("{}:checks", claims.prefix());
+        let mut keys: Vec<String> = if shards == 1 {
+            vec![base.clone()]
+        } else {
+            (0..shards).map(|i| format!("{base}:{i}")).collect()
+        };
+        if shards > 1 {
+            keys.push(base);
+        }
         ChecksStore {
-            key: format!("{}:checks", claims.prefix()),
+            keys: keys.into(),
+            shards,
+            cursor: Arc::new(AtomicUsize::new(0)),
             claims,
-            scripts: std::sync::Arc::new(Scripts {
+            scripts: Arc::new(Scripts {
                 due: Script::new(include_str!("due.lua")),
                 lease: Script::new(include_str!("lease.lua")),
                 release: Script::new(include_str!("release.lua")),
@@ -83,57 +121,71 @@ impl ChecksStore {
         self.claims.conn()
     }
 
-    /// The schedule's key.
-    pub fn key(&self) -> &str {
-        &self.key
+    /// Every key of the schedule (the shards, then the earlier versions'
+    /// key when there are several).
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The key that holds an identity's check.
+    pub fn key_of(&self, id: &Identity) -> &str {
+        self.shard_key(&member(id))
+    }
+
+    fn shard_key(&self, member: &str) -> &str {
+        self.keys
+            .get(shard_of(member, self.shards))
+            .map_or("", String::as_str)
+    }
+
+    fn key_at(&self, i: usize) -> &str {
+        self.keys.get(i).map_or("", String::as_str)
     }
 
     /// Schedules an identity's first check, unless one is scheduled:
     /// idempotent, so a replay schedules again what a crash lost.
     pub async fn schedule(&self, id: &Identity, due_ms: i64) -> Result<(), ClaimError> {
-        let mut conn = self.conn();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(&self.key)
-            .arg("NX")
-            .arg(due_ms)
-            .arg(member(id))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        let m = member(id);
+        self.zadd(self.shard_key(&m), None, due_ms, &m).await
     }
 
-    /// Makes a check due at `at_ms` whatever was scheduled (the next check).
-    pub async fn reschedule(&self, member: &str, at_ms: i64) -> Result<(), ClaimError> {
-        let mut conn = self.conn();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(&self.key)
-            .arg(at_ms)
-            .arg(member)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+    /// Makes a picked-up check due at `at_ms`, in the key it came from,
+    /// whatever was scheduled (the next check).
+    pub async fn reschedule(&self, due: &Due, at_ms: i64) -> Result<(), ClaimError> {
+        self.zadd(self.key_at(due.key), None, at_ms, &due.member)
+            .await
     }
 
     /// Brings a check forward to `at_ms` (or schedules it): a notify that
     /// did not match asks for a query at once.
     pub async fn bring_forward(&self, id: &Identity, at_ms: i64) -> Result<(), ClaimError> {
+        let m = member(id);
+        self.zadd(self.shard_key(&m), Some("LT"), at_ms, &m).await
+    }
+
+    async fn zadd(
+        &self,
+        key: &str,
+        flag: Option<&str>,
+        at_ms: i64,
+        member: &str,
+    ) -> Result<(), ClaimError> {
         let mut conn = self.conn();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(&self.key)
-            .arg("LT")
-            .arg(at_ms)
-            .arg(member(id))
-            .query_async(&mut conn)
-            .await?;
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(key);
+        if let Some(f) = flag {
+            cmd.arg(f);
+        }
+        let _: i64 = cmd.arg(at_ms).arg(member).query_async(&mut conn).await?;
         Ok(())
     }
 
-    /// No more checks for this payment.
-    pub async fn remove(&self, member: &str) -> Result<(), ClaimError> {
+    /// No more checks for a picked-up payment.
+    pub async fn remove(&self, due: &Due) -> Result<(), ClaimError> {
         let mut conn = self.conn();
         let _: i64 = redis::cmd("ZREM")
-            .arg(&self.key)
-            .arg(member)
+            .arg(self.key_at(due.key))
+            .arg(&due.member)
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -143,21 +195,53 @@ impl ChecksStore {
     pub async fn next(&self, id: &Identity) -> Result<Option<i64>, ClaimError> {
         let mut conn = self.conn();
         let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(&self.key)
+            .arg(self.key_of(id))
             .arg(member(id))
             .query_async(&mut conn)
             .await?;
         Ok(score.map(|s| s as i64))
     }
 
-    /// Picks up at most `limit` due checks, each leased for `lease_ms`.
-    /// Returns Redis's clock (ms) and the checks.
+    /// Picks up at most `limit` due checks, each leased for `lease_ms`,
+    /// from every key in turn. Returns Redis's clock (ms) and the checks. A
+    /// key that cannot be read (its node down) is skipped: it delays only
+    /// its own share; an error only when no key answered.
     pub async fn due(&self, limit: usize, lease_ms: u64) -> Result<(i64, Vec<Due>), ClaimError> {
+        let n = self.keys.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let mut now = None;
+        let mut picked = Vec::new();
+        let mut failed = None;
+        for k in (start..start + n).map(|i| i % n) {
+            if picked.len() >= limit {
+                break;
+            }
+            match self.due_in(k, limit - picked.len(), lease_ms).await {
+                Ok((t, mut d)) => {
+                    now = Some(t);
+                    picked.append(&mut d);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        match (now, failed) {
+            (Some(t), _) => Ok((t, picked)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok((0, picked)),
+        }
+    }
+
+    async fn due_in(
+        &self,
+        key: usize,
+        limit: usize,
+        lease_ms: u64,
+    ) -> Result<(i64, Vec<Due>), ClaimError> {
         let mut conn = self.conn();
         let reply: Vec<String> = self
             .scripts
             .due
-            .key(&self.key)
+            .key(self.key_at(key))
             .arg(lease_ms)
             .arg(limit)
             .invoke_async(&mut conn)
@@ -171,6 +255,7 @@ impl ChecksStore {
                 [m, s] => Some(Due {
                     member: m.clone(),
                     due_ms: s.parse::<f64>().map(|s| s as i64).unwrap_or(now),
+                    key,
                 }),
                 _ => None,
             })
@@ -178,15 +263,32 @@ impl ChecksStore {
         Ok((now, due))
     }
 
-    /// How many checks are due by `now_ms` and not picked up.
+    /// How many checks are due by `now_ms` and not picked up, over the keys
+    /// that answer.
     pub async fn overdue(&self, now_ms: i64) -> Result<u64, ClaimError> {
-        let mut conn = self.conn();
-        Ok(redis::cmd("ZCOUNT")
-            .arg(&self.key)
-            .arg("-inf")
-            .arg(now_ms)
-            .query_async(&mut conn)
-            .await?)
+        let mut total = 0u64;
+        let mut answered = false;
+        let mut failed = None;
+        for key in self.keys.iter() {
+            let mut conn = self.conn();
+            let n: Result<u64, _> = redis::cmd("ZCOUNT")
+                .arg(key)
+                .arg("-inf")
+                .arg(now_ms)
+                .query_async(&mut conn)
+                .await;
+            match n {
+                Ok(n) => {
+                    total += n;
+                    answered = true;
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if !answered => Err(e.into()),
+            _ => Ok(total),
+        }
     }
 
     /// Takes (or renews) the identity's lease for a check.
@@ -301,6 +403,25 @@ pub struct CheckFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_spread_over_every_shard_and_stay_put() {
+        let shards = 16;
+        let mut seen = vec![0u32; shards];
+        for i in 0..1600 {
+            let m = format!("60000001:M1:T-{i}");
+            let s = shard_of(&m, shards);
+            assert_eq!(s, shard_of(&m, shards), "stable");
+            seen[s] += 1;
+        }
+        assert!(seen.iter().all(|n| (50..150).contains(n)), "{seen:?}");
+        assert_eq!(shard_of("anything", 1), 0);
+        assert_eq!(shard_of("anything", 0), 0);
+        // FNV-1a, fixed for good: replicas and the receiver of any
+        // version agree on where a check lives.
+        assert_eq!(shard_of("60000001:M1:T-1", 16), 0);
+        assert_eq!(shard_of("60000001:M1:T-1", 7), 2);
+    }
 
     #[test]
     fn members_name_identities_and_nothing_else() {

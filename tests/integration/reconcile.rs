@@ -79,10 +79,19 @@ fn events_of(seen: &[Received]) -> Vec<String> {
         .collect()
 }
 
+fn m1(trace: &str) -> h5pay_worker::intent::Identity {
+    h5pay_worker::intent::Identity {
+        inst_no: "60000001".into(),
+        mch_no: "M1".into(),
+        pay_trace_no: trace.into(),
+    }
+}
+
 async fn next_check(env: &TestEnv, trace: &str) -> Option<f64> {
     let mut r = env.redis().await;
+    let checks = env.checks_store();
     redis::cmd("ZSCORE")
-        .arg(format!("{}:checks", env.config.settings.redis.key_prefix))
+        .arg(checks.key_of(&m1(trace)))
         .arg(format!("60000001:M1:{trace}"))
         .query_async(&mut r)
         .await
@@ -355,7 +364,7 @@ async fn scheduling_is_idempotent_and_a_replay_schedules_what_a_crash_lost() {
     // As if the worker had died between the store and the schedule.
     let mut r = env.redis().await;
     let _: i64 = redis::cmd("ZREM")
-        .arg(format!("{}:checks", env.config.settings.redis.key_prefix))
+        .arg(env.checks_store().key_of(&m1("S-1")))
         .arg("60000001:M1:S-1")
         .query_async(&mut r)
         .await
@@ -382,7 +391,7 @@ async fn a_check_whose_replica_died_mid_check_runs_again_after_the_lease() {
     place(&env, &mut results, "D-4021", 4021).await;
     drop(placing);
     // The worker above did not schedule (reconciler off): schedule now.
-    let checks = h5pay_worker::reconcile::ChecksStore::new(env.claim_store());
+    let checks = env.checks_store();
     let id = h5pay_worker::intent::Identity {
         inst_no: "60000001".into(),
         mch_no: "M1".into(),
@@ -442,7 +451,7 @@ async fn two_replicas_never_query_one_payment_at_once_and_each_state_is_one_even
     // Checks brought forward again and again while others run (as notifies
     // that do not match do): only the identity's lease keeps two checks of
     // one payment apart.
-    let checks = h5pay_worker::reconcile::ChecksStore::new(env.claim_store());
+    let checks = env.checks_store();
     let ids: Vec<h5pay_worker::intent::Identity> = traces
         .iter()
         .map(|t| h5pay_worker::intent::Identity {
@@ -641,6 +650,7 @@ async fn an_unresolved_reaches_the_broker_after_a_kill_before_its_confirm() {
         ],
     )
     .await;
+}
 
 /// A queryorder endpoint that takes `hold` to answer 503, counting the
 /// requests it holds at once: (in flight, most in flight, all).
@@ -710,4 +720,72 @@ async fn one_worker_runs_at_most_reconcile_concurrency_checks_at_once_at_the_set
         "at most reconcile.concurrency queries at once, and that many while checks wait"
     );
     assert!(worker.stop().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_checks_are_spread_over_shards_and_the_earlier_single_key_is_still_drained() {
+    // Contract §14: reconcile.schedule_shards keys (4 here); the one key of
+    // earlier versions is drained too, so an upgrade loses no check.
+    let env = fast_env(&[
+        ("H5PAY__RECONCILE__SCHEDULE_SHARDS", "4"),
+        ("H5PAY__RECONCILE__ENABLED", "false"),
+    ])
+    .await;
+    let mut results = env.results().await;
+    let mut payments = env.payments().await;
+    let placing = env.worker();
+    let traces: Vec<String> = (0..8).map(|i| format!("SH-{i}")).collect();
+    for t in &traces {
+        place(&env, &mut results, t, 4021).await;
+    }
+    drop(placing);
+    let checks = env.checks_store();
+    assert_eq!(checks.keys().len(), 5, "4 shards and the earlier key");
+    let mut r = env.redis().await;
+    let mut used = HashSet::new();
+    for t in &traces[..7] {
+        let key = checks.key_of(&m1(t)).to_owned();
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&key)
+            .arg(0)
+            .arg(format!("60000001:M1:{t}"))
+            .query_async(&mut r)
+            .await
+            .expect("ZADD");
+        used.insert(key);
+    }
+    assert!(used.len() >= 2, "spread over shards: {used:?}");
+    // The last one as an earlier version scheduled it.
+    let legacy = format!("{}:checks", env.config.settings.redis.key_prefix);
+    assert!(!used.contains(&legacy));
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&legacy)
+        .arg(0)
+        .arg("60000001:M1:SH-7")
+        .query_async(&mut r)
+        .await
+        .expect("ZADD");
+    let mut config = env.config.clone();
+    config.settings.reconcile.enabled = true;
+    let _worker = env.worker_with(config);
+    let mut seen = Vec::new();
+    for t in &traces {
+        until_state(&mut payments, &mut seen, t, "paid").await;
+    }
+    // Each check removes itself just after its event is confirmed.
+    for key in checks.keys() {
+        let mut left = 1u64;
+        for _ in 0..40 {
+            left = redis::cmd("ZCARD")
+                .arg(key)
+                .query_async(&mut r)
+                .await
+                .expect("ZCARD");
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, 0, "{key} still holds checks of final payments");
+    }
 }

@@ -353,7 +353,10 @@ impl TestEnv {
                 self.config.institutions.clone(),
             )),
             settings: settings.notify.clone(),
-            checks: Some(h5pay_worker::reconcile::ChecksStore::new(claims)),
+            checks: Some(h5pay_worker::reconcile::ChecksStore::new(
+                claims,
+                settings.reconcile.schedule_shards as usize,
+            )),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -509,6 +512,14 @@ impl TestEnv {
 
     pub fn claim_store(&self) -> h5pay_worker::claim::ClaimStore {
         self.claim_store_with_lease(self.config.settings.redis.lease_ms)
+    }
+
+    /// The reconciler's schedule on this environment's keys and shards.
+    pub fn checks_store(&self) -> h5pay_worker::reconcile::ChecksStore {
+        h5pay_worker::reconcile::ChecksStore::new(
+            self.claim_store(),
+            self.config.settings.reconcile.schedule_shards as usize,
+        )
     }
 
     /// A claim store on this environment's keys with a lease of its own

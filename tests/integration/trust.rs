@@ -383,7 +383,7 @@ async fn a_payment_whose_institution_left_the_config_ends_unresolved_at_max_age(
     drop(placing);
     // Institution 60000002 leaves the config; the first check is scheduled
     // by hand (the placing worker had the reconciler off).
-    let checks = h5pay_worker::reconcile::ChecksStore::new(env.claim_store());
+    let checks = env.checks_store();
     let id = h5pay_worker::intent::Identity {
         inst_no: "60000002".into(),
         mch_no: "M1".into(),
