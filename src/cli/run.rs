@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{Config, SecretUrl};
+use crate::config::{Config, GatewaySettings, SecretUrl};
 use crate::signals;
+use crate::telemetry::metrics;
 use crate::worker::{Worker, WorkerError};
 use crate::{admin, telemetry};
 
@@ -36,6 +37,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
         institutions = ?config.institutions,
         "h5pay-worker starting"
     );
+    warn_about_the_gateway(&config.settings.gateway);
     let worker = Worker::new(config)?;
     // A second worker on one host with the default port must still work:
     // without its endpoints (said loudly), not without its intents.
@@ -69,4 +71,27 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, Wo
         telemetry::trace::shutdown(t).await;
     }
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// What contract §5.7 asks start-up to say about the gateway settings: a
+/// warning when h5pay answers go unverified, and one per endpoint reached
+/// over plain `http` off this host (also the `h5pay_insecure_gateway`
+/// gauge).
+fn warn_about_the_gateway(g: &GatewaySettings) {
+    if !g.verify_response_sign {
+        tracing::warn!(
+            "gateway.verify_response_sign = false: h5pay answers are taken without checking \
+             their sign (queryorder, closeorder and notify answers are still always verified)"
+        );
+    }
+    let insecure = g.insecure_endpoints();
+    for (key, url) in &insecure {
+        tracing::warn!(
+            key = %key,
+            url = %SecretUrl::new(*url),
+            "{key} is plain http to a host that is not loopback: requests, answers and their \
+             signs cross the network unencrypted"
+        );
+    }
+    metrics::insecure_gateway(!insecure.is_empty());
 }

@@ -664,6 +664,51 @@ mod tests {
     }
 
     #[test]
+    fn insecure_gateway_endpoints_are_plain_http_off_this_host() {
+        let g = |url: &str, query: &str, close: &str| GatewaySettings {
+            url: url.into(),
+            query_url: query.into(),
+            close_url: close.into(),
+            ..GatewaySettings::default()
+        };
+        let keys = |g: &GatewaySettings| -> Vec<&'static str> {
+            g.insecure_endpoints().into_iter().map(|(k, _)| k).collect()
+        };
+        for local in [
+            "http://127.0.0.1:8090/api/openpay/v3/h5pay",
+            "http://127.9.8.7/v3/h5pay",
+            "http://[::1]:8090/v3/h5pay",
+            "http://localhost:8090/v3/h5pay",
+            "http://LOCALHOST/v3/h5pay",
+            "https://gw.example.com/v3/h5pay",
+        ] {
+            assert!(keys(&g(local, "", "")).is_empty(), "{local}");
+        }
+        for remote in [
+            "http://gateway.invalid/api/openpay/v3/h5pay",
+            "http://10.0.0.1/v3/h5pay",
+            "http://128.0.0.1/v3/h5pay",
+            "http://[::2]/v3/h5pay",
+            "http://localhost.example.com/v3/h5pay",
+        ] {
+            assert_eq!(keys(&g(remote, "", "")), ["gateway.url"], "{remote}");
+        }
+        let local = "http://127.0.0.1:8090/v3/h5pay";
+        assert_eq!(
+            keys(&g(
+                local,
+                "http://gw.example/v3/queryorder",
+                "https://gw.example/v3/closeorder"
+            )),
+            ["gateway.query_url"]
+        );
+        assert_eq!(
+            keys(&g(local, "", "http://gw.example/v3/closeorder")),
+            ["gateway.close_url"]
+        );
+    }
+
+    #[test]
     fn the_redis_response_timeout_leaves_room_for_two_failed_renewals() {
         let c = load(&format!("[redis]\nlease_ms = 5000\n{MIN}"), &[]).expect("settings load");
         let r = &c.settings.redis;

@@ -172,6 +172,48 @@ impl Default for GatewaySettings {
     }
 }
 
+impl GatewaySettings {
+    /// The endpoint URLs that are set, with their dotted keys (an empty
+    /// `query_url` or `close_url` follows `url`).
+    pub fn endpoints(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("gateway.url", self.url.as_str()),
+            ("gateway.query_url", self.query_url.as_str()),
+            ("gateway.close_url", self.close_url.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, url)| !url.is_empty())
+    }
+
+    /// The endpoints (dotted key, URL) reached over plain `http` on a host
+    /// that is not loopback (127.0.0.0/8, `::1`, `localhost`): requests,
+    /// answers and their signs cross the network unencrypted (contract
+    /// §5.7: accepted, warned about, and counted in
+    /// `h5pay_insecure_gateway`).
+    pub fn insecure_endpoints(&self) -> Vec<(&'static str, &str)> {
+        self.endpoints()
+            .filter(|(_, url)| is_plain_http_off_host(url))
+            .collect()
+    }
+}
+
+/// `http://` to a host other than loopback. Unparseable URLs are not
+/// judged here (validation refuses them).
+fn is_plain_http_off_host(raw: &str) -> bool {
+    let Ok(u) = url::Url::parse(raw) else {
+        return false;
+    };
+    if u.scheme() != "http" {
+        return false;
+    }
+    match u.host() {
+        Some(url::Host::Domain(d)) => !d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        None => false,
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {

@@ -228,6 +228,7 @@ pub const PAYMENT_EVENTS: &str = "h5pay_payment_events_total";
 pub const RECONCILE_CHECKS: &str = "h5pay_reconcile_checks_total";
 pub const RECONCILE_LAG: &str = "h5pay_reconcile_lag_seconds";
 pub const RECONCILE_OVERDUE: &str = "h5pay_reconcile_overdue_checks";
+pub const INSECURE_GATEWAY: &str = "h5pay_insecure_gateway";
 
 label! {
     /// `h5pay_reconcile_checks_total{result}` (contract §9, §12).
@@ -382,6 +383,12 @@ pub fn ready(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }
 
+/// 1 when a gateway endpoint is plain `http` to a host that is not
+/// loopback (contract §5.7), set once at start-up.
+pub fn insecure_gateway(insecure: bool) {
+    gauge!(INSECURE_GATEWAY).set(if insecure { 1.0 } else { 0.0 });
+}
+
 pub fn http_connection_refused(server: Server) {
     counter!(HTTP_REFUSED, "server" => server.as_str()).increment(1);
 }
@@ -450,7 +457,13 @@ pub(super) fn register() {
     ] {
         counter!(name).absolute(0);
     }
-    for name in [INFLIGHT, BREAKER_STATE, READY, RECONCILE_OVERDUE] {
+    for name in [
+        INFLIGHT,
+        BREAKER_STATE,
+        READY,
+        RECONCILE_OVERDUE,
+        INSECURE_GATEWAY,
+    ] {
         gauge!(name).set(0.0);
     }
     for name in [
@@ -533,6 +546,10 @@ pub(super) fn describe() {
     describe_gauge!(
         RECONCILE_OVERDUE,
         "Payment checks due and not yet picked up (seen by this replica's last poll)"
+    );
+    describe_gauge!(
+        INSECURE_GATEWAY,
+        "1 when a gateway URL (url, query_url, close_url) is plain http to a host that is not loopback"
     );
     describe_counter!(
         HTTP_REFUSED,

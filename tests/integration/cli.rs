@@ -375,6 +375,7 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
         "h5pay_reconcile_checks_total{result=\"no_answer\"} 0",
         "h5pay_reconcile_lag_seconds",
         "h5pay_reconcile_overdue_checks 0",
+        "h5pay_insecure_gateway 0",
     ] {
         assert!(
             body.contains(name),
@@ -714,6 +715,94 @@ async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
         .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
         .expect("the process exited")
         .code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_gateway_off_this_host_starts_with_a_warning_and_the_insecure_gauge_at_one() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let remote = "http://gateway.invalid/api/openpay/v3/h5pay";
+    let loopback = env.gateway_url();
+    // (gateway.url, more settings, the gauge, the key a warning names)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64, Option<&'a str>);
+    let cases: [Case<'_>; 4] = [
+        (remote, vec![], 1.0, Some("gateway.url")),
+        (&loopback, vec![], 0.0, None),
+        (
+            &loopback,
+            vec![(
+                "H5PAY__GATEWAY__QUERY_URL",
+                "http://gateway.invalid/api/openpay/v3/queryorder",
+            )],
+            1.0,
+            Some("gateway.query_url"),
+        ),
+        (
+            &loopback,
+            vec![(
+                "H5PAY__GATEWAY__CLOSE_URL",
+                "http://localhost:1/api/openpay/v3/closeorder",
+            )],
+            0.0,
+            None,
+        ),
+    ];
+    for (i, (url, extra, gauge, warned)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, base_toml(&env.id, url)).expect("config written");
+        let admin = free_port();
+        let mut child = spawn_run(&path, admin, &extra, Stdio::piped());
+        assert!(wait_ready(admin).await, "{url}: worker not ready");
+        let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .expect("GET answered")
+            .text()
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            series(&metrics, "h5pay_insecure_gateway", &[]),
+            Some(gauge),
+            "{url} {extra:?}:\n{metrics}"
+        );
+        assert_eq!(terminate(&mut child).await, Some(0));
+        let log = stderr_of(&mut child).await;
+        match warned {
+            Some(key) => assert!(
+                log.contains(&format!(
+                    "{key} is plain http to a host that is not loopback"
+                )),
+                "{key}: no warning in\n{log}"
+            ),
+            None => assert!(!log.contains("plain http"), "{url} {extra:?}: {log}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_response_sign_off_is_warned_about_at_start_up() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    for (verify, warned) in [("false", true), ("true", false)] {
+        let admin = free_port();
+        let mut child = spawn_run(
+            &path,
+            admin,
+            &[("H5PAY__GATEWAY__VERIFY_RESPONSE_SIGN", verify)],
+            Stdio::piped(),
+        );
+        assert!(wait_ready(admin).await, "worker not ready");
+        assert_eq!(terminate(&mut child).await, Some(0));
+        let log = stderr_of(&mut child).await;
+        let warning = log
+            .lines()
+            .find(|l| l.contains("gateway.verify_response_sign = false") && l.contains("\"WARN\""));
+        assert_eq!(warning.is_some(), warned, "verify {verify}:\n{log}");
+        if let Some(w) = warning {
+            assert!(w.contains("always verified"), "{w}");
+        }
+    }
 }
 
 /// A notify for a payment nobody placed, signed with `key`: verified, it
