@@ -249,6 +249,7 @@ mod tests {
         let abandon = || Abandon {
             any_time: &never,
             before_first: &never,
+            unless: None,
         };
         let query = QueryRequest {
             inst_no: "60000001".into(),
