@@ -197,7 +197,8 @@ mod tests {
             axum::Json(Value::Object(m))
         }
         let paid = json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS",
-                          "mch_no": "M1", "pay_trace_no": "T1", "trade_no": "TN1"});
+                          "mch_no": "M1", "pay_trace_no": "T1", "trade_no": "TN1",
+                          "total_amount": "100"});
         let closed = json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS",
                             "mch_no": "M1", "trade_no": "TN1", "close_trace_no": "C1"});
         let route = |fields: Value, key: &'static str| {
