@@ -22,7 +22,8 @@
 //! [`pipeline`] runs those steps for one delivery and says what to do with
 //! it; [`worker`] runs the pipeline with bounded concurrency and keeps the
 //! broker session alive. Around them: [`config`] and [`keys`] (settings and
-//! institution keys), [`signals`], [`admin`] and [`http_server`] (health and
+//! institution keys), [`signals`], [`reconnect`] (the one wait between
+//! tries to reach RabbitMQ or Redis again), [`admin`] and [`http_server`] (health and
 //! metrics over HTTP), [`telemetry`] (logs, and every metric in
 //! [`telemetry::metrics`]), [`text`] (outside text cut to size),
 //! [`sandbox`] (the gateway simulator), [`cli`] (the commands), and
@@ -45,6 +46,7 @@ pub mod outcome;
 pub mod payment;
 pub mod pipeline;
 pub mod reconcile;
+pub mod reconnect;
 pub mod result_event;
 pub mod sandbox;
 pub mod signals;

@@ -139,10 +139,6 @@ pub struct Pipeline {
     pub scheduling: Option<Scheduling>,
 }
 
-/// Backoff between Redis retries while it is unreachable.
-const REDIS_RETRY_MIN: Duration = Duration::from_millis(50);
-const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
-
 /// One delivery on its way: what every step after validation needs.
 struct Delivery<'a, S> {
     msg: &'a Incoming<'a>,
@@ -773,7 +769,7 @@ impl Pipeline {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ClaimError>>,
     {
-        let mut delay = REDIS_RETRY_MIN;
+        let mut backoff = crate::reconnect::Reconnect::redis();
         let mut failures = 0u32;
         let mut unusable = 0u32;
         loop {
@@ -802,7 +798,7 @@ impl Pipeline {
                 warn!(op = op.as_str(), error = %e, "redis unavailable: the intent waits (no gateway call, no ack)");
             }
             failures += 1;
-            let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+            let jittered = backoff.next_delay();
             if persist == Persist::UntilStop {
                 tokio::select! {
                     _ = self.stop.cancelled() => return Err(RedisGaveUp::Stopping),
@@ -811,7 +807,6 @@ impl Pipeline {
             } else {
                 tokio::time::sleep(jittered).await;
             }
-            delay = (delay * 2).min(REDIS_RETRY_MAX);
         }
     }
 }

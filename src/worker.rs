@@ -51,9 +51,6 @@ pub struct Worker {
     tasks: TaskTracker,
 }
 
-const RECONNECT_MIN: Duration = Duration::from_millis(200);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
-
 impl Worker {
     /// Builds the worker's parts without touching the network.
     pub fn new(config: Config) -> Result<Worker, WorkerError> {
@@ -150,7 +147,7 @@ impl Worker {
     async fn supervise(&self) -> Result<(), WorkerError> {
         let a = &self.config.settings.amqp;
         let stop = self.pipeline.stop.clone();
-        let mut delay = RECONNECT_MIN;
+        let mut backoff = crate::reconnect::Reconnect::broker();
         let mut nodes = amqp::Nodes::new(a);
         // Kept open through the drain: in-progress deliveries ack on it.
         let mut kept: Option<(Arc<Connection>, Channel, Publisher)> = None;
@@ -177,16 +174,16 @@ impl Worker {
                     return Err(WorkerError::Topology(e));
                 }
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     warn!(error = %e, %node, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => break,
                     }
-                    delay = (delay * 2).min(RECONNECT_MAX);
                     continue;
                 }
             };
-            delay = RECONNECT_MIN;
+            backoff.reset();
             info!(queue = %a.intent_queue, prefetch = a.prefetch, %node, "consuming intents");
             self.health.set_consuming(true);
             let broken = CancellationToken::new();

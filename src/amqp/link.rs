@@ -15,8 +15,6 @@ use super::{PublishError, Publisher};
 use crate::config::{AmqpSettings, SecretUrl};
 use crate::payment::apply::{Outgoing, PaymentSink};
 
-const RECONNECT_MIN: Duration = Duration::from_millis(200);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How often a live connection is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
@@ -69,7 +67,7 @@ async fn keep(
     broken: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
-    let mut delay = RECONNECT_MIN;
+    let mut backoff = crate::reconnect::Reconnect::broker();
     let mut nodes = super::Nodes::new(&settings);
     loop {
         // Every try, after a failure or a lost connection, goes to the next
@@ -82,16 +80,16 @@ async fn keep(
         let (conn, publisher) = match opened {
             Ok(c) => c,
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, %node, retry_in_ms = delay.as_millis() as u64, "cannot reach RabbitMQ; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(RECONNECT_MAX);
                 continue;
             }
         };
-        delay = RECONNECT_MIN;
+        backoff.reset();
         tracing::info!(%node, "connected to RabbitMQ");
         tx.send_replace(Some(publisher.clone()));
         loop {

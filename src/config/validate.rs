@@ -157,6 +157,24 @@ impl Settings {
         if rc.order_ttl_secs == 0 {
             return Err(err("reconcile.order_ttl_secs", "must be at least 1"));
         }
+        // Times far beyond any payment's life are typos, and would overflow
+        // the reconciler's clock arithmetic.
+        for (key, secs) in [
+            (
+                "reconcile.check_after_secs",
+                points.last().copied().unwrap_or(0),
+            ),
+            ("reconcile.order_ttl_secs", rc.order_ttl_secs),
+            ("reconcile.close_grace_secs", rc.close_grace_secs),
+            ("reconcile.max_age_secs", rc.max_age_secs),
+        ] {
+            if secs > MAX_RECONCILE_SECS {
+                return Err(err(
+                    key,
+                    format!("must be at most {MAX_RECONCILE_SECS} seconds (ten years)"),
+                ));
+            }
+        }
         if rc.max_age_secs <= points[0] {
             return Err(err(
                 "reconcile.max_age_secs",
@@ -196,10 +214,11 @@ impl Settings {
                 "must be an address like 127.0.0.1:8091",
             ));
         }
-        if !n.path.starts_with('/') || n.path.len() > 256 || n.path.contains(char::is_whitespace) {
+        if !is_literal_path(&n.path) {
             return Err(err(
                 "notify.path",
-                "must start with / and be at most 256 characters without whitespace",
+                "must be a literal path of at most 256 characters: / then letters, digits, \
+                 - _ . ~ and / only (no route syntax such as {x} or *)",
             ));
         }
         if !n.public_url.is_empty()
@@ -302,4 +321,42 @@ fn check_url(raw: &str, key: &str, schemes: &[&str]) -> Result<(), ConfigError> 
         return Err(ConfigError::new(key, "needs a host"));
     }
     Ok(())
+}
+
+/// The longest time a reconciler setting may name: ten years.
+pub const MAX_RECONCILE_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// A path the HTTP router takes as itself: `/`, then unreserved characters
+/// and `/` (route syntax such as `{x}` or `*` would make the router panic
+/// or match more than one path).
+fn is_literal_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() <= 256
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_literal_paths_are_notify_paths() {
+        for ok in ["/h5pay/notify", "/", "/a-b_c.d~e/f"] {
+            assert!(is_literal_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "h5pay",
+            "/{x}",
+            "/a/*rest",
+            "/a/:id",
+            "/a b",
+            "/a?b",
+            "/%7Bx%7D",
+            &format!("/{}", "a".repeat(256)),
+        ] {
+            assert!(!is_literal_path(bad), "{bad}");
+        }
+    }
 }

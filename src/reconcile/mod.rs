@@ -74,6 +74,7 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
         let slots = Arc::new(Semaphore::new(concurrency as usize));
         let lease_ms = self.checker.lease_ms;
         let mut failing = false;
+        let mut backoff = crate::reconnect::Reconnect::redis();
         info!(concurrency, "reconciler running");
         loop {
             if stop.is_cancelled() {
@@ -94,6 +95,7 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
                         info!("reconciler: Redis answers again");
                         failing = false;
                     }
+                    backoff.reset();
                     p
                 }
                 Err(e) => {
@@ -103,7 +105,7 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
                     }
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                     }
                     continue;
                 }

@@ -164,6 +164,37 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
             "[reconcile]\nconcurrency = 0\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
             "reconcile.concurrency",
         ),
+        (
+            "[reconcile]\nschedule_shards = 0\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "reconcile.schedule_shards",
+        ),
+        // Route syntax would make the router panic at start-up.
+        (
+            "[notify]\npath = \"/{x}\"\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "notify.path",
+        ),
+        (
+            "[notify]\npath = \"/a/*rest\"\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "notify.path",
+        ),
+        // Huge times overflowed the reconciler's clock arithmetic.
+        (
+            "[reconcile]\nmax_age_secs = 9223372036854775807\n[redis]\nretention_secs = 9223372036854775807\n\
+             [[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "max_age_secs",
+        ),
+        (
+            "[reconcile]\nclose_grace_secs = 9223372036854775807\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "reconcile.close_grace_secs",
+        ),
+        (
+            "[reconcile]\ncheck_after_secs = [60, -5]\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "reconcile.check_after_secs",
+        ),
+        (
+            "[reconcile]\norder_ttl_secs = -1\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "reconcile.order_ttl_secs",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
