@@ -150,6 +150,15 @@ pub enum ClaimError {
     Redis(#[from] RedisError),
     #[error("unexpected reply from the claim script: {0:?}")]
     Reply(Vec<String>),
+    /// `redis.wait_replicas` (contract §14): the write reached fewer
+    /// replicas within the wait; retried like any Redis error, and nothing
+    /// is published or acknowledged on it.
+    #[error("the write reached {got} of {wanted} replicas within {timeout_ms} ms")]
+    Replicas {
+        wanted: u32,
+        got: i64,
+        timeout_ms: u64,
+    },
 }
 
 impl ClaimError {
@@ -177,6 +186,7 @@ impl ClaimError {
                 _ => RedisCause::Redis,
             },
             ClaimError::Reply(_) => RedisCause::Reply,
+            ClaimError::Replicas { .. } => RedisCause::Replicas,
         }
     }
 
@@ -248,6 +258,8 @@ pub struct ClaimStore {
     prefix: String,
     lease_ms: u64,
     retention_secs: u64,
+    /// `redis.wait_replicas` and the WAIT timeout (ms), when on.
+    wait: Option<(u32, u64)>,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -288,6 +300,37 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+impl RedisConn {
+    /// `WAIT replicas timeout_ms` on the connection that wrote `key` (on a
+    /// cluster: the node that owns its slot; a plain WAIT would go to every
+    /// master). Returns how many replicas confirmed.
+    pub async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> Result<i64, RedisError> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout_ms);
+        match self {
+            RedisConn::Single(c) => cmd.query_async(c).await,
+            RedisConn::Cluster(c) => {
+                use redis::cluster_routing::{
+                    Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+                };
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let v = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(v)?)
+            }
+        }
+    }
+}
+
 /// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
 pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // Fail fast and let callers retry with their own backoff: a request
@@ -320,6 +363,12 @@ impl ClaimStore {
             prefix: settings.key_prefix.clone(),
             lease_ms: settings.lease_ms,
             retention_secs: settings.retention_secs,
+            wait: (settings.wait_replicas > 0).then(|| {
+                (
+                    settings.wait_replicas,
+                    settings.wait_timeout().as_millis() as u64,
+                )
+            }),
             scripts: std::sync::Arc::new(Scripts::new()),
         }
     }
@@ -327,6 +376,24 @@ impl ClaimStore {
     /// The shared connection (payment state lives in the same hash).
     pub fn conn(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// After a state write to `key`: with `redis.wait_replicas` on, waits
+    /// until that many replicas have it (contract §14); fewer is an error.
+    pub async fn replicated(&self, key: &str) -> Result<(), ClaimError> {
+        let Some((wanted, timeout_ms)) = self.wait else {
+            return Ok(());
+        };
+        let mut conn = self.conn.clone();
+        let got = conn.wait_replicas(key, wanted, timeout_ms).await?;
+        if got < i64::from(wanted) {
+            return Err(ClaimError::Replicas {
+                wanted,
+                got,
+                timeout_ms,
+            });
+        }
+        Ok(())
     }
 
     /// The identity's key. The identity alphabet has no `:`, so keys never
@@ -354,10 +421,11 @@ impl ClaimStore {
         req: &ClaimRequest<'_>,
     ) -> Result<ClaimReply, ClaimError> {
         let mut conn = self.conn.clone();
+        let key = self.key(id);
         let reply: Vec<String> = self
             .scripts
             .claim
-            .key(self.key(id))
+            .key(&key)
             .arg(req.token)
             .arg(req.fingerprint)
             .arg(req.pay_time)
@@ -369,7 +437,12 @@ impl ClaimStore {
             .arg(if req.reached { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
-        parse_claim_reply(reply)
+        let reply = parse_claim_reply(reply)?;
+        // Only a claim writes: it must survive a failover before the call.
+        if matches!(reply, ClaimReply::Claimed { .. }) {
+            self.replicated(&key).await?;
+        }
+        Ok(reply)
     }
 
     /// Extends the lease; `false` when this worker no longer owns the claim.
@@ -395,10 +468,11 @@ impl ClaimStore {
         outcome: &StoredOutcome<'_>,
     ) -> Result<bool, ClaimError> {
         let mut conn = self.conn.clone();
+        let key = self.key(id);
         let n: i64 = self
             .scripts
             .store
-            .key(self.key(id))
+            .key(&key)
             .arg(token)
             .arg(outcome.event)
             .arg(self.retention_secs)
@@ -406,6 +480,9 @@ impl ClaimStore {
             .arg(outcome.trade_no.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
+        if n == 1 {
+            self.replicated(&key).await?;
+        }
         Ok(n == 1)
     }
 

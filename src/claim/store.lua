@@ -4,6 +4,11 @@
 -- ARGV[4] "1" if the payment is followed (contract §10): its state starts
 -- `open`, unless a notify already moved it; ARGV[5] the gateway's trade_no ('' if none).
 local h = redis.call('HMGET', KEYS[1], 'own', 'st')
+if h[1] == ARGV[1] and h[2] == 'd' then
+  -- Stored already by this owner: a retry (a lost reply, or a write too few
+  -- replicas confirmed in time) stores nothing twice.
+  return 1
+end
 if h[1] ~= ARGV[1] or h[2] ~= 'c' then
   return 0
 end

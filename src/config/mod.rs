@@ -385,7 +385,7 @@ mod tests {
                 "redis.urls",
             ),
             (
-                format!("[redis]\nwait_replicas = 1\n{MIN}"),
+                format!("[redis]\nwait_replicas = 17\n{MIN}"),
                 vec![],
                 "redis.wait_replicas",
             ),

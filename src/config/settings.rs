@@ -139,6 +139,16 @@ impl RedisSettings {
     pub fn response_timeout(&self) -> Duration {
         Duration::from_secs(2).min(self.lease() / 5)
     }
+
+    /// How long a `WAIT` for `wait_replicas` may block (contract §14: a
+    /// fifth of the lease), less a margin, so that its answer arrives before
+    /// the response timeout gives up on the call.
+    pub fn wait_timeout(&self) -> Duration {
+        (self.lease() / 5).min(
+            self.response_timeout()
+                .saturating_sub(Duration::from_millis(250)),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -52,11 +52,8 @@ impl Settings {
                 "more seed nodes of a Redis Cluster: set redis.cluster = true, or leave it empty",
             ));
         }
-        if r.wait_replicas > 0 {
-            return Err(err(
-                "redis.wait_replicas",
-                "must be 0: waiting for replicas needs issue-20 support, which this build lacks",
-            ));
+        if r.wait_replicas > 16 {
+            return Err(err("redis.wait_replicas", "must be 0-16"));
         }
         if r.key_prefix.is_empty() || r.key_prefix.contains(char::is_whitespace) {
             return Err(err(

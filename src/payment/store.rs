@@ -115,10 +115,11 @@ impl PaymentStore {
         trade_no: Option<&str>,
     ) -> Result<Moved, ClaimError> {
         let mut conn = self.conn();
+        let key = self.claims.key(id);
         let n: i64 = self
             .scripts
             .transition
-            .key(self.claims.key(id))
+            .key(&key)
             .arg(seen)
             .arg(to.as_str())
             .arg(event_id)
@@ -126,6 +127,9 @@ impl PaymentStore {
             .arg(trade_no.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
+        if n == 1 {
+            self.claims.replicated(&key).await?;
+        }
         Ok(match n {
             1 => Moved::Yes,
             0 => Moved::Raced,

@@ -146,7 +146,10 @@ impl ChecksStore {
     /// idempotent, so a replay schedules again what a crash lost.
     pub async fn schedule(&self, id: &Identity, due_ms: i64) -> Result<(), ClaimError> {
         let m = member(id);
-        self.zadd(self.shard_key(&m), None, due_ms, &m).await
+        let key = self.shard_key(&m);
+        self.zadd(key, None, due_ms, &m).await?;
+        // The first check must survive a failover before the intent's ack.
+        self.claims.replicated(key).await
     }
 
     /// Makes a picked-up check due at `at_ms`, in the key it came from,

@@ -179,6 +179,8 @@ label! {
         NoPermission => "no_permission",
         CrossSlot => "cross_slot",
         Reply => "reply",
+        /// Fewer replicas than `redis.wait_replicas` confirmed a write.
+        Replicas => "replicas",
     }
 }
 
@@ -187,7 +189,7 @@ impl RedisCause {
     pub fn is_unusable(self) -> bool {
         !matches!(
             self,
-            RedisCause::Timeout | RedisCause::Connection | RedisCause::Redis
+            RedisCause::Timeout | RedisCause::Connection | RedisCause::Redis | RedisCause::Replicas
         )
     }
 }

@@ -157,7 +157,7 @@ fn a_bad_config_exits_non_zero_with_one_line_naming_the_key_and_no_secret() {
             "redis.urls",
         ),
         (
-            "[redis]\nwait_replicas = 1\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
+            "[redis]\nwait_replicas = 17\n[[institutions]]\ninst_no = \"1\"\nkey = \"TOPSECRET1\"\n",
             "redis.wait_replicas",
         ),
         (

@@ -19,6 +19,7 @@ mod proxy;
 mod publishing;
 mod reconcile;
 mod redis_cluster;
+mod replicas;
 mod sandbox_api;
 mod schemas;
 mod sign_vectors;

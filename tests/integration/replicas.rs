@@ -1,0 +1,115 @@
+//! `redis.wait_replicas` (contract §14) over a Redis primary and replica of
+//! the test's own (two `redis-server` processes on free ports): each state
+//! write waits for the replica; without it, nothing is published or
+//! acknowledged, and the intent completes once the replica is back.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{TestEnv, WAIT, intent};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server(port: u16, replica_of: Option<u16>) -> Server {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    if let Some(p) = replica_of {
+        cmd.args(["--replicaof", "127.0.0.1", &p.to_string()]);
+    }
+    Server(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server (make services installs it): {e}")),
+    )
+}
+
+/// The primary's count of replicas that are online.
+fn replicas_online(port: u16) -> usize {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "replication"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count()
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} never happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_a_write_no_replica_confirmed_is_never_published_or_acknowledged() {
+    let primary_port = crate::net::free_port().expect("a free port");
+    let replica_port = crate::net::free_port().expect("a free port");
+    let _primary = server(primary_port, None);
+    let replica = server(replica_port, Some(primary_port));
+    until("the replica online", || replicas_online(primary_port) == 1).await;
+
+    let url = format!("redis://127.0.0.1:{primary_port}/0");
+    let env = TestEnv::with(&[
+        ("H5PAY__REDIS__URL", url.as_str()),
+        ("H5PAY__REDIS__WAIT_REPLICAS", "1"),
+    ])
+    .await;
+    let mut results = env.results().await;
+    let worker = env.worker();
+    worker.ready().await;
+    env.publish_json(&intent("W-1", "M1", 100)).await;
+    let r = results
+        .next(WAIT)
+        .await
+        .expect("a result while the replica confirms");
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+
+    // The replica is gone: the claim reaches no replica, so the intent waits
+    // (no gateway call, no result, no ack).
+    drop(replica);
+    until("the replica gone", || replicas_online(primary_port) == 0).await;
+    env.publish_json(&intent("W-2", "M1", 100)).await;
+    assert!(
+        results.next(Duration::from_secs(4)).await.is_none(),
+        "a result was published on writes no replica has"
+    );
+    assert_eq!(
+        env.calls("M1", "W-2"),
+        0,
+        "the gateway was called on an unreplicated claim"
+    );
+
+    // Back: the same delivery completes.
+    let _replica = server(replica_port, Some(primary_port));
+    until("the replica back", || replicas_online(primary_port) == 1).await;
+    let r = results
+        .next(WAIT)
+        .await
+        .expect("the waiting intent completes");
+    assert_eq!(r.event["pay_trace_no"], "W-2", "{}", r.event);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+    assert_eq!(env.calls("M1", "W-2"), 1);
+    assert!(worker.stop().await.is_ok());
+}
