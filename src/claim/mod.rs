@@ -338,12 +338,20 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // slow renewal must end well before the lease could lapse.
     let timeout = settings.response_timeout();
     if settings.cluster {
-        let client = redis::cluster::ClusterClient::new(settings.seeds().map(|u| u.expose()))?;
-        let config = redis::cluster::ClusterConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout);
+        // Set on the builder, the response timeout also bounds a whole call
+        // with its retries through a failover (per-connection timeouts alone
+        // would not): a lease renewal never hangs past the lease (§14).
+        let client =
+            redis::cluster::ClusterClientBuilder::new(settings.seeds().map(|u| u.expose()))
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()?;
         return Ok(RedisConn::Cluster(
-            client.get_pending_async_connection_with_config(config),
+            client.get_pending_async_connection_with_config(
+                redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout),
+            ),
         ));
     }
     let client = redis::Client::open(settings.url.expose())?;
@@ -520,12 +528,30 @@ impl ClaimStore {
         Ok(n == 1)
     }
 
+    /// Whether Redis answers: on a cluster, whether any master does, so
+    /// readiness stays up through one master's failure (contract §14: only
+    /// the intents whose keys live there wait).
     pub async fn ping(&self) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
+        match self.conn.clone() {
+            RedisConn::Single(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ()),
+            RedisConn::Cluster(mut c) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
+                };
+                c.route_command(
+                    redis::cmd("PING"),
+                    RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        Some(ResponsePolicy::OneSucceeded),
+                    )),
+                )
+                .await
+                .map(|_| ())
+            }
+        }
     }
 }
 

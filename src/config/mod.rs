@@ -390,6 +390,11 @@ mod tests {
                 "redis.wait_replicas",
             ),
             (
+                format!("[redis]\ncluster = true\nkey_prefix = \"{{h5pay}}:intent\"\n{MIN}"),
+                vec![],
+                "redis.key_prefix",
+            ),
+            (
                 format!("[redis]\nwait_replicas = -1\n{MIN}"),
                 vec![],
                 "redis.wait_replicas",

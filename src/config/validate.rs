@@ -52,6 +52,12 @@ impl Settings {
                 "more seed nodes of a Redis Cluster: set redis.cluster = true, or leave it empty",
             ));
         }
+        if r.cluster && (r.key_prefix.contains('{') || r.key_prefix.contains('}')) {
+            return Err(err(
+                "redis.key_prefix",
+                "must not contain { or } in cluster mode: a hash tag would put every key on one node",
+            ));
+        }
         if r.wait_replicas > 16 {
             return Err(err("redis.wait_replicas", "must be 0-16"));
         }

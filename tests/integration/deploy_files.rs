@@ -450,6 +450,19 @@ fn the_production_overlay_adds_keda_the_prometheus_operator_and_the_dashboard() 
         so["spec"]["triggers"][0]["metadata"]["queueName"].as_str(),
         Some(AmqpSettings::default().intent_queue.as_str())
     );
+    // It also scales on the reconciler's backlog (contract §14).
+    let on_overdue = so["spec"]["triggers"]
+        .as_vec()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .any(|t| {
+            t["type"].as_str() == Some("prometheus")
+                && t["metadata"]["query"]
+                    .as_str()
+                    .is_some_and(|q| q.contains("h5pay_reconcile_overdue"))
+        });
+    assert!(on_overdue, "no trigger on h5pay_reconcile_overdue");
     named(&docs, "TriggerAuthentication", "h5pay-worker-rabbitmq");
     // Scraped by ServiceMonitors on the admin port, never twice.
     for (monitor, service) in [
