@@ -200,18 +200,59 @@ pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), Topology
             source: e,
         })?;
     let p = plan(a);
+    let is_dlq = |name: &str| name == a.dead_letter_queue;
     for x in &p.exchanges {
         declare_exchange(&ch, x).await?;
     }
-    for q in &p.queues {
+    for q in p.queues.iter().filter(|q| !is_dlq(&q.name)) {
         declare_queue(&ch, q).await?;
     }
-    for b in &p.bindings {
+    for b in p.bindings.iter().filter(|b| !is_dlq(&b.queue)) {
         bind(&ch, b).await?;
     }
     // Dropping the last handle closes the channel.
     drop(ch);
-    Ok(())
+    declare_dlq(conn, &p, a).await
+}
+
+/// The dead-letter queue last, on a channel of its own: a classic queue
+/// whose node is down cannot be declared (404), and that must not stop
+/// intents (contract §14). It is reported instead: a log line and
+/// `h5pay_dlq_reachable` 0; the next declare (every reconnect) tries again.
+/// A mismatch is still an error: it will not fix itself.
+async fn declare_dlq(conn: &Connection, p: &Plan, a: &AmqpSettings) -> Result<(), TopologyError> {
+    let attempt = async {
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| TopologyError::Broker {
+                object: "a channel".into(),
+                source: e,
+            })?;
+        for q in p.queues.iter().filter(|q| q.name == a.dead_letter_queue) {
+            declare_queue(&ch, q).await?;
+        }
+        for b in p.bindings.iter().filter(|b| b.queue == a.dead_letter_queue) {
+            bind(&ch, b).await?;
+        }
+        Ok::<(), TopologyError>(())
+    };
+    match attempt.await {
+        Ok(()) => {
+            crate::telemetry::metrics::dlq_reachable(true);
+            Ok(())
+        }
+        Err(e) if e.is_mismatch() => Err(e),
+        Err(e) => {
+            crate::telemetry::metrics::dlq_reachable(false);
+            tracing::error!(
+                error = %e,
+                queue = a.dead_letter_queue.as_str(),
+                "the dead-letter queue cannot be reached; intents go on, and what is dead-lettered meanwhile may be lost: bring its node back"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Deletes every queue and exchange of the plan, whatever they hold: for

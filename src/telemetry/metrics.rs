@@ -231,6 +231,7 @@ pub const RECONCILE_CHECKS: &str = "h5pay_reconcile_checks_total";
 pub const RECONCILE_LAG: &str = "h5pay_reconcile_lag_seconds";
 pub const RECONCILE_OVERDUE: &str = "h5pay_reconcile_overdue_checks";
 pub const INSECURE_GATEWAY: &str = "h5pay_insecure_gateway";
+pub const DLQ_REACHABLE: &str = "h5pay_dlq_reachable";
 
 label! {
     /// `h5pay_reconcile_checks_total{result}` (contract §9, §12).
@@ -387,6 +388,11 @@ pub fn ready(ready: bool) {
 
 /// 1 when a gateway endpoint is plain `http` to a host that is not
 /// loopback (contract §5.7), set once at start-up.
+/// Whether the last declare reached the dead-letter queue (contract §14).
+pub fn dlq_reachable(reachable: bool) {
+    gauge!(DLQ_REACHABLE).set(if reachable { 1.0 } else { 0.0 });
+}
+
 pub fn insecure_gateway(insecure: bool) {
     gauge!(INSECURE_GATEWAY).set(if insecure { 1.0 } else { 0.0 });
 }
@@ -465,6 +471,7 @@ pub(super) fn register() {
         READY,
         RECONCILE_OVERDUE,
         INSECURE_GATEWAY,
+        DLQ_REACHABLE,
     ] {
         gauge!(name).set(0.0);
     }
@@ -548,6 +555,10 @@ pub(super) fn describe() {
     describe_gauge!(
         RECONCILE_OVERDUE,
         "Payment checks due and not yet picked up (seen by this replica's last poll)"
+    );
+    describe_gauge!(
+        DLQ_REACHABLE,
+        "1 when the last topology declare reached the dead-letter queue; 0 when it could not (its node down): intents go on"
     );
     describe_gauge!(
         INSECURE_GATEWAY,

@@ -407,6 +407,7 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
         "h5pay_reconcile_lag_seconds",
         "h5pay_reconcile_overdue_checks 0",
         "h5pay_insecure_gateway 0",
+        "h5pay_dlq_reachable",
     ] {
         assert!(
             body.contains(name),
@@ -921,4 +922,92 @@ async fn the_notify_process_reloads_institution_keys_on_sighup() {
         !log.contains(OLD) && !log.contains(NEW),
         "a key reached the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_queue_that_cannot_be_declared_is_reported_and_never_blocks_intents() {
+    // Contract §14: a classic DLQ whose node is down cannot be declared. Here
+    // the broker refuses it another way (no configure permission on that
+    // one name): the worker still consumes and processes intents, says so
+    // in a log line and h5pay_dlq_reachable 0, and /readyz stays 200.
+    let env = TestEnv::start(crate::support::EnvOptions {
+        own_vhost: true,
+        ..Default::default()
+    })
+    .await;
+    let vhost = env.vhost.as_ref().expect("a vhost");
+    let a = &env.config.settings.amqp;
+    let others = [
+        &a.intent_exchange,
+        &a.intent_queue,
+        &a.dead_letter_exchange,
+        &a.result_exchange,
+        &a.unrouted_exchange(),
+    ]
+    .iter()
+    .map(|n| regex_escape(n))
+    .collect::<Vec<_>>()
+    .join("|");
+    let user = vhost.user(
+        &format!("h5pay-nodlq-{}", env.id),
+        &format!("^({others})$"),
+        ".*",
+        ".*",
+    );
+    let mut results = env.results().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let admin = free_port();
+    let mut child = spawn_run(
+        &path,
+        admin,
+        &[("H5PAY__AMQP__URL", user.url.as_str())],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "not ready without its DLQ");
+    env.publish_json(&crate::support::intent("NODLQ-1", "M1", 100))
+        .await;
+    let r = results.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("a body");
+    assert_eq!(
+        series(&metrics, "h5pay_dlq_reachable", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let pid = child.id().unwrap_or_default().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(
+        stderr.contains("dead-letter queue cannot be reached"),
+        "{stderr}"
+    );
+}
+
+/// A name as an exact-match regular expression (RabbitMQ permissions).
+fn regex_escape(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
 }
