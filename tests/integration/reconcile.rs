@@ -775,7 +775,7 @@ async fn due_checks_are_spread_over_shards_and_the_earlier_single_key_is_still_d
     // Each check removes itself just after its event is confirmed.
     for key in checks.keys() {
         let mut left = 1u64;
-        for _ in 0..40 {
+        for _ in 0..200 {
             left = redis::cmd("ZCARD")
                 .arg(key)
                 .query_async(&mut r)
