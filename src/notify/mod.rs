@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
 use crate::config::NotifySettings;
+use crate::http_server::BodyReadTimeout;
 use crate::intent::Identity;
 use crate::keys::KeyRing;
 use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
@@ -110,6 +111,12 @@ async fn notify<S: PaymentSink + Send + 'static>(
     let started = Instant::now();
     let answer = match axum::body::to_bytes(body, r.settings.body_limit_bytes).await {
         Ok(bytes) => r.handle(&bytes).await,
+        // The body did not come in time (contract §9): nothing was read.
+        Err(e) if BodyReadTimeout::caused(&e) => Answer::fail(
+            NotifyOutcome::BadRequest,
+            StatusCode::REQUEST_TIMEOUT,
+            BodyReadTimeout.to_string(),
+        ),
         Err(_) => Answer::fail(
             NotifyOutcome::BadRequest,
             StatusCode::PAYLOAD_TOO_LARGE,

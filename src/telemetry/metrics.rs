@@ -232,6 +232,10 @@ pub const RECONCILE_LAG: &str = "h5pay_reconcile_lag_seconds";
 pub const RECONCILE_OVERDUE: &str = "h5pay_reconcile_overdue_checks";
 pub const INSECURE_GATEWAY: &str = "h5pay_insecure_gateway";
 pub const DLQ_REACHABLE: &str = "h5pay_dlq_reachable";
+pub const BUILD_INFO: &str = "h5pay_build_info";
+
+/// The `version` of `h5pay_build_info`: the crate's, as `--version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 label! {
     /// `h5pay_reconcile_checks_total{result}` (contract §9, §12).
@@ -475,6 +479,8 @@ pub(super) fn register() {
     ] {
         gauge!(name).set(0.0);
     }
+    // Always 1: the version is in the label (contract §9).
+    gauge!(BUILD_INFO, "version" => VERSION).set(1.0);
     for name in [
         GATEWAY_REQUEST_DURATION,
         PUBLISH_CONFIRM,
@@ -563,6 +569,10 @@ pub(super) fn describe() {
     describe_gauge!(
         INSECURE_GATEWAY,
         "1 when a gateway URL (url, query_url, close_url) is plain http to a host that is not loopback"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the label version is the running build's (as --version prints it)"
     );
     describe_counter!(
         HTTP_REFUSED,

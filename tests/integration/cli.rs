@@ -65,6 +65,26 @@ pub(crate) async fn wait_ready(admin: u16) -> bool {
     false
 }
 
+/// `h5pay_build_info` as every /metrics shows it (contract §9).
+const BUILD_INFO: &str = concat!(
+    "h5pay_build_info{version=\"",
+    env!("CARGO_PKG_VERSION"),
+    "\"} 1\n"
+);
+
+#[test]
+fn version_prints_the_name_and_the_crate_version() {
+    for flag in ["--version", "-V"] {
+        let (code, stdout, stderr) = run_with_stdin(&[flag], b"");
+        assert_eq!(code, 0, "{flag}: {stderr}");
+        assert_eq!(
+            stdout,
+            concat!("h5pay-worker ", env!("CARGO_PKG_VERSION"), "\n"),
+            "{flag}"
+        );
+    }
+}
+
 #[test]
 fn sign_prints_the_vector_signs_and_verify_checks_them() {
     let doc: Value =
@@ -408,6 +428,7 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
         "h5pay_reconcile_overdue_checks 0",
         "h5pay_insecure_gateway 0",
         "h5pay_dlq_reachable",
+        BUILD_INFO,
     ] {
         assert!(
             body.contains(name),
@@ -458,6 +479,7 @@ async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops
         "h5pay_payment_events_total{state=\"paid\"} 0",
         "h5pay_payment_events_total{state=\"anomaly\"} 0",
         "h5pay_notify_duration_seconds",
+        BUILD_INFO,
     ] {
         assert!(
             fresh.contains(line),
