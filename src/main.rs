@@ -160,7 +160,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             Ok(code)
         }
         Command::Sandbox { config, args } => {
-            let config = load(&config)?;
+            // A test tool: institution keys inline only (contract §8).
+            let config = Config::load_inline_keys(config.config.as_deref())
+                .map_err(|e| Failed::Usage(e.to_string()))?;
             telemetry::init_logging(&config.settings.log);
             cli::sandbox::run(config.institutions, args)
                 .await
@@ -191,7 +193,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
         // Handled before the runtime starts.
         Command::Sign { key, verify } => Ok(sign::main(&key, verify)),
         Command::Demo(c) => {
-            let config = load(&c)?;
+            // It runs the sandbox too: institution keys inline only.
+            let config = Config::load_inline_keys(c.config.as_deref())
+                .map_err(|e| Failed::Usage(e.to_string()))?;
             // The demo dead-letters a body on purpose: only errors are news.
             telemetry::init_logging(&LogSettings {
                 format: LogFormat::Pretty,
