@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use h5pay_worker::cli::{self, ConfigArg, publish::PublishArgs, sandbox::SandboxArgs, sign};
 use h5pay_worker::config::{Config, LogFormat, LogSettings};
 use h5pay_worker::telemetry;
+use h5pay_worker::text::terminal_safe;
 
 #[derive(Parser)]
 #[command(
@@ -110,12 +111,14 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        // An error may quote what a broker, Redis or a file said: printed
+        // terminal-safe like every other output (contract §7).
         Err(Failed::Usage(why)) => {
-            eprintln!("h5pay-worker: {why}");
+            eprintln!("h5pay-worker: {}", terminal_safe(&why));
             ExitCode::from(2)
         }
         Err(Failed::Runtime(e)) => {
-            eprintln!("h5pay-worker: {e:#}");
+            eprintln!("h5pay-worker: {}", terminal_safe(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

@@ -23,6 +23,7 @@ mod sandbox_api;
 mod schemas;
 mod sign_vectors;
 mod support;
+mod terminal_output;
 mod traces;
 mod trust;
 #[path = "../common/vhost.rs"]
