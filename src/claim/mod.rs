@@ -288,6 +288,17 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// A node's connection settings, without the `CLIENT SETINFO` calls the
+/// client would otherwise send after connecting: a Redis ACL user needs no
+/// permission beyond the commands the product runs (deploy/redis/users.acl;
+/// the subcommand does not exist before Redis 7.2 either).
+fn connection_info(url: &str) -> Result<redis::ConnectionInfo, RedisError> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    Ok(info.set_redis_settings(settings))
+}
+
 /// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
 pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // Fail fast and let callers retry with their own backoff: a request
@@ -295,7 +306,11 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // slow renewal must end well before the lease could lapse.
     let timeout = settings.response_timeout();
     if settings.cluster {
-        let client = redis::cluster::ClusterClient::new(settings.seeds().map(|u| u.expose()))?;
+        let seeds = settings
+            .seeds()
+            .map(|u| connection_info(u.expose()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = redis::cluster::ClusterClient::new(seeds)?;
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
@@ -303,7 +318,7 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
             client.get_pending_async_connection_with_config(config),
         ));
     }
-    let client = redis::Client::open(settings.url.expose())?;
+    let client = redis::Client::open(connection_info(settings.url.expose())?)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))

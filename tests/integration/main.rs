@@ -10,6 +10,7 @@ mod dashboards;
 mod deploy_files;
 mod fuzz_corpus;
 mod gateway_client;
+mod least_privilege;
 #[path = "../common/net.rs"]
 mod net;
 mod notify;
