@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use h5pay_worker::cli::{self, ConfigArg, publish::PublishArgs, sandbox::SandboxArgs, sign};
 use h5pay_worker::config::{Config, LogFormat, LogSettings};
 use h5pay_worker::telemetry;
+use h5pay_worker::text::terminal_safe;
 
 #[derive(Parser)]
 #[command(
@@ -110,12 +111,14 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        // An error may quote what a broker, Redis or a file said: printed
+        // terminal-safe like every other output (contract §7).
         Err(Failed::Usage(why)) => {
-            eprintln!("h5pay-worker: {why}");
+            eprintln!("h5pay-worker: {}", terminal_safe(&why));
             ExitCode::from(2)
         }
         Err(Failed::Runtime(e)) => {
-            eprintln!("h5pay-worker: {e:#}");
+            eprintln!("h5pay-worker: {}", terminal_safe(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -160,7 +163,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             Ok(code)
         }
         Command::Sandbox { config, args } => {
-            let config = load(&config)?;
+            // A test tool: institution keys inline only (contract §8).
+            let config = Config::load_inline_keys(config.config.as_deref())
+                .map_err(|e| Failed::Usage(e.to_string()))?;
             telemetry::init_logging(&config.settings.log);
             cli::sandbox::run(config.institutions, args)
                 .await
@@ -191,7 +196,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
         // Handled before the runtime starts.
         Command::Sign { key, verify } => Ok(sign::main(&key, verify)),
         Command::Demo(c) => {
-            let config = load(&c)?;
+            // It runs the sandbox too: institution keys inline only.
+            let config = Config::load_inline_keys(c.config.as_deref())
+                .map_err(|e| Failed::Usage(e.to_string()))?;
             // The demo dead-letters a body on purpose: only errors are news.
             telemetry::init_logging(&LogSettings {
                 format: LogFormat::Pretty,

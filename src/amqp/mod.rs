@@ -122,15 +122,20 @@ pub fn connection_name(role: &str) -> String {
     format!("h5pay-worker {role}@{host}#{}", std::process::id())
 }
 
+/// Closes one channel (best effort, bounded).
+pub async fn close_channel(ch: &lapin::Channel) {
+    if ch.status().connected() {
+        let close = ch.close(200, "closing".into());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
+    }
+}
+
 /// Closes the given channels, then the connection. Closing channels first
 /// keeps lapin from closing a dropped channel while the connection is
 /// already closing (which it reports as a connection error).
 pub async fn close(conn: &Connection, channels: &[&lapin::Channel], reason: &str) {
     for ch in channels {
-        if ch.status().connected() {
-            let close = ch.close(200, "closing".into());
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
-        }
+        close_channel(ch).await;
     }
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(5),

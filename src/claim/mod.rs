@@ -331,6 +331,17 @@ impl RedisConn {
     }
 }
 
+/// A node's connection settings, without the `CLIENT SETINFO` calls the
+/// client would otherwise send after connecting: a Redis ACL user needs no
+/// permission beyond the commands the product runs (deploy/redis/users.acl;
+/// the subcommand does not exist before Redis 7.2 either).
+fn connection_info(url: &str) -> Result<redis::ConnectionInfo, RedisError> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    Ok(info.set_redis_settings(settings))
+}
+
 /// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
 pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
     // Fail fast and let callers retry with their own backoff: a request
@@ -341,11 +352,14 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
         // Set on the builder, the response timeout also bounds a whole call
         // with its retries through a failover (per-connection timeouts alone
         // would not): a lease renewal never hangs past the lease (§14).
-        let client =
-            redis::cluster::ClusterClientBuilder::new(settings.seeds().map(|u| u.expose()))
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .build()?;
+        let seeds = settings
+            .seeds()
+            .map(|u| connection_info(u.expose()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = redis::cluster::ClusterClientBuilder::new(seeds)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()?;
         return Ok(RedisConn::Cluster(
             client.get_pending_async_connection_with_config(
                 redis::cluster::ClusterConfig::new()
@@ -354,7 +368,7 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
             ),
         ));
     }
-    let client = redis::Client::open(settings.url.expose())?;
+    let client = redis::Client::open(connection_info(settings.url.expose())?)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))

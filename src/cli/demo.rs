@@ -552,19 +552,22 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             (String::new(), true)
         };
         ok &= payment_good;
-        writeln!(
+        // The detail quotes the events (gateway text among it).
+        crate::text::print_line(
             out,
-            "{:<46} {:<28} {:<18} {:<26} {}{}",
-            row.label,
-            row.result,
-            row.extra,
-            payment,
-            row.detail,
-            if row.good && payment_good {
-                ""
-            } else {
-                "   <-- NOT AS EXPECTED"
-            }
+            &format!(
+                "{:<46} {:<28} {:<18} {:<26} {}{}",
+                row.label,
+                row.result,
+                row.extra,
+                payment,
+                row.detail,
+                if row.good && payment_good {
+                    ""
+                } else {
+                    "   <-- NOT AS EXPECTED"
+                }
+            ),
         )?;
     }
     let stats = sandbox_calls(&addr).await;

@@ -18,6 +18,7 @@ use crate::amqp;
 use crate::cli::publish::intent_channel;
 use crate::config::AmqpSettings;
 use crate::intent;
+use crate::text::print_line;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -207,11 +208,13 @@ pub async fn list(
     let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
     let mut written = Ok(());
     if !as_json {
-        written = writeln!(
+        written = print_line(
             out,
-            "{} message(s) shown from {}",
-            messages.len(),
-            a.dead_letter_queue
+            &format!(
+                "{} message(s) shown from {}",
+                messages.len(),
+                a.dead_letter_queue
+            ),
         );
     }
     for (i, m) in messages.iter().enumerate() {
@@ -219,18 +222,23 @@ pub async fn list(
             break;
         }
         let d = describe(&m.delivery.properties, &m.delivery.data);
+        // Every field here came with the message (its properties, its
+        // body, the broker's x-death): JSON escapes what JSON requires,
+        // text goes out terminal-safe.
         written = if as_json {
             writeln!(out, "{}", d.to_json())
         } else {
-            writeln!(
+            print_line(
                 out,
-                "#{i} message_id={} pay_trace_no={} reason={} count={} bytes={}\n    {}",
-                d.message_id.as_deref().unwrap_or("-"),
-                d.pay_trace_no.as_deref().unwrap_or("-"),
-                d.reason.as_deref().unwrap_or("-"),
-                d.count.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                d.bytes,
-                d.explanation()
+                &format!(
+                    "#{i} message_id={} pay_trace_no={} reason={} count={} bytes={}\n    {}",
+                    d.message_id.as_deref().unwrap_or("-"),
+                    d.pay_trace_no.as_deref().unwrap_or("-"),
+                    d.reason.as_deref().unwrap_or("-"),
+                    d.count.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    d.bytes,
+                    d.explanation()
+                ),
             )
         };
     }
@@ -293,27 +301,31 @@ pub async fn replay(
         if d.unreadable.is_none()
             && let Some(why) = hold_back(&d, &o, now)
         {
-            writeln!(
+            print_line(
                 out,
-                "#{i} kept message_id={} pay_trace_no={}: {why}",
-                d.message_id.as_deref().unwrap_or("-"),
-                d.pay_trace_no.as_deref().unwrap_or("-"),
+                &format!(
+                    "#{i} kept message_id={} pay_trace_no={}: {why}",
+                    d.message_id.as_deref().unwrap_or("-"),
+                    d.pay_trace_no.as_deref().unwrap_or("-"),
+                ),
             )?;
             kept.push(m);
             continue;
         }
         if d.unreadable.is_some() || dry_run {
-            writeln!(
+            print_line(
                 out,
-                "#{i} {} message_id={} pay_trace_no={}: {}",
-                if dry_run && d.unreadable.is_none() {
-                    "would replay"
-                } else {
-                    "kept"
-                },
-                d.message_id.as_deref().unwrap_or("-"),
-                d.pay_trace_no.as_deref().unwrap_or("-"),
-                d.explanation()
+                &format!(
+                    "#{i} {} message_id={} pay_trace_no={}: {}",
+                    if dry_run && d.unreadable.is_none() {
+                        "would replay"
+                    } else {
+                        "kept"
+                    },
+                    d.message_id.as_deref().unwrap_or("-"),
+                    d.pay_trace_no.as_deref().unwrap_or("-"),
+                    d.explanation()
+                ),
             )?;
             if dry_run && d.unreadable.is_none() {
                 replayed += 1;
@@ -357,23 +369,27 @@ pub async fn replay(
         }
         m.delivery.acker.ack(BasicAckOptions::default()).await?;
         replayed += 1;
-        writeln!(
+        print_line(
             out,
-            "#{i} replayed message_id={} pay_trace_no={}",
-            d.message_id.as_deref().unwrap_or("-"),
-            d.pay_trace_no.as_deref().unwrap_or("-")
+            &format!(
+                "#{i} replayed message_id={} pay_trace_no={}",
+                d.message_id.as_deref().unwrap_or("-"),
+                d.pay_trace_no.as_deref().unwrap_or("-")
+            ),
         )?;
     }
     give_back(&kept).await;
-    writeln!(
+    print_line(
         out,
-        "{replayed} message(s) {} to {}",
-        if dry_run {
-            "would be replayed"
-        } else {
-            "replayed"
-        },
-        a.intent_exchange
+        &format!(
+            "{replayed} message(s) {} to {}",
+            if dry_run {
+                "would be replayed"
+            } else {
+                "replayed"
+            },
+            a.intent_exchange
+        ),
     )?;
     amqp::close(&conn, &[&ch, &publish_ch], "dlq replay done").await;
     Ok(replayed)

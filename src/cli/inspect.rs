@@ -90,8 +90,10 @@ pub fn describe(
     })
 }
 
+/// One labelled line of text output; the value may hold outside text (a
+/// gateway's message, an intent's values), so it is printed terminal-safe.
 fn line(out: &mut dyn Write, label: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
-    writeln!(out, "{label:<15}{value}")
+    crate::text::print_line(out, &format!("{label:<15}{value}"))
 }
 
 pub async fn run(

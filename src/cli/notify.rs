@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
-use crate::amqp::link::Link;
+use crate::amqp::link::{Link, Topology};
 use crate::claim::{self, ClaimStore};
 use crate::config::Config;
 use crate::keys::KeyRing;
@@ -52,7 +52,9 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCo
     let stop = CancellationToken::new();
     let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
     let health = Arc::new(Health::receiver());
-    let link = Link::start(s.amqp.clone(), "notify", stop.clone());
+    // Its broker user may only publish to the result exchange: it declares
+    // nothing (deploy/rabbitmq/local-users.json, OPERATIONS.md §13).
+    let link = Link::start_with(s.amqp.clone(), "notify", Topology::Passive, stop.clone());
     let keys = Arc::new(KeyRing::new(config.institutions.clone()));
     let receiver = Arc::new(Receiver {
         payments: PaymentStore::new(claims.clone()),

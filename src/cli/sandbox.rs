@@ -8,6 +8,7 @@ use crate::sandbox::{self, Sandbox, SandboxOptions};
 /// `h5pay-worker sandbox`'s own arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxArgs {
+    /// Where it listens: loopback unless told otherwise (it is a test tool).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: String,
     /// Added to every answer.
@@ -90,4 +91,26 @@ pub async fn run(institutions: Institutions, args: SandboxArgs) -> Result<(), Sa
     tracing::info!(%addr, %public_url, latency_ms = args.latency_ms, error_rate = args.error_rate, "sandbox gateway listening");
     sandbox::serve(listener, sandbox, crate::signals::stopped()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SandboxArgs,
+    }
+
+    #[test]
+    fn the_sandbox_listens_on_loopback_unless_told_otherwise() {
+        let default = Cli::try_parse_from(["sandbox"]).map(|c| c.args.listen);
+        let addr: Option<std::net::SocketAddr> = default.ok().and_then(|l| l.parse().ok());
+        assert!(addr.is_some_and(|a| a.ip().is_loopback()), "{addr:?}");
+        let told =
+            Cli::try_parse_from(["sandbox", "--listen", "0.0.0.0:8090"]).map(|c| c.args.listen);
+        assert_eq!(told.ok().as_deref(), Some("0.0.0.0:8090"));
+    }
 }

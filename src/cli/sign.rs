@@ -104,12 +104,13 @@ pub fn main(source: &KeySource, verify: bool) -> std::process::ExitCode {
         }
     });
     match outcome {
+        // `invalid: why` and the reasons may quote the input.
         Ok((line, code)) => {
-            println!("{line}");
+            println!("{}", crate::text::terminal_safe(&line));
             code
         }
         Err(why) => {
-            eprintln!("h5pay-worker: {why}");
+            eprintln!("h5pay-worker: {}", crate::text::terminal_safe(&why));
             ExitCode::from(2)
         }
     }

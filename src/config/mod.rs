@@ -63,6 +63,17 @@ impl Config {
     /// Loads from `path` (or `config/default.toml`, or the built-in
     /// defaults when that file is absent) and the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_keys(path, KeySources::Any)
+    }
+
+    /// Like [`Config::load`], for the sandbox gateway (contract §8): it takes
+    /// institution keys only inline from its own config, so an institution
+    /// with `key_env` or `key_file` is refused before that key is read.
+    pub fn load_inline_keys(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_keys(path, KeySources::InlineOnly)
+    }
+
+    fn load_keys(path: Option<&Path>, keys: KeySources) -> Result<Config, ConfigError> {
         let (text, source) = match path {
             Some(p) => (read_file(p)?, Source::File(p.to_owned())),
             None if Path::new(DEFAULT_PATH).exists() => (
@@ -71,7 +82,7 @@ impl Config {
             ),
             None => (DEFAULT_TOML.to_owned(), Source::BuiltIn),
         };
-        Self::from_parts(&text, std::env::vars(), source)
+        Self::from_parts_with(&text, std::env::vars(), source, keys)
     }
 
     /// Loads from TOML text and an explicit environment.
@@ -80,8 +91,21 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         source: Source,
     ) -> Result<Config, ConfigError> {
+        Self::from_parts_with(toml_text, env, source, KeySources::Any)
+    }
+
+    /// [`Config::from_parts`] with the key sources the process accepts.
+    pub fn from_parts_with(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        source: Source,
+        keys: KeySources,
+    ) -> Result<Config, ConfigError> {
         let settings = parse(toml_text, env)?;
         settings.validate()?;
+        if keys == KeySources::InlineOnly {
+            inline_keys_only(&settings)?;
+        }
         let env_lookup = |name: &str| std::env::var(name).ok();
         let institutions = crate::keys::resolve(&settings, &env_lookup)?;
         Ok(Config {
@@ -90,6 +114,40 @@ impl Config {
             source,
         })
     }
+}
+
+/// Where institution keys may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySources {
+    /// `key`, `key_env` or `key_file` (the worker, the receiver, the tools).
+    Any,
+    /// `key` only: the sandbox gateway, a test tool that must never be
+    /// pointed at production keys (contract §8).
+    InlineOnly,
+}
+
+/// Refuses the first institution whose key is not inline, naming its
+/// dotted key (never reading the variable or the file).
+fn inline_keys_only(settings: &Settings) -> Result<(), ConfigError> {
+    for (i, inst) in settings.institutions.iter().enumerate() {
+        let source = match (&inst.key_env, &inst.key_file) {
+            (Some(var), _) => Some(("key_env", format!("environment variable {var}"))),
+            (None, Some(path)) => Some(("key_file", format!("file {}", path.display()))),
+            (None, None) => None,
+        };
+        if let Some((field, what)) = source {
+            return Err(ConfigError::new(
+                format!("institutions[{i}].{field}"),
+                format!(
+                    "the sandbox takes institution keys only inline (key = \"...\"), \
+                     never from the {what} (institution {}): it is a test tool and \
+                     must not hold production keys",
+                    inst.inst_no
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_file(p: &Path) -> Result<String, ConfigError> {
@@ -511,6 +569,27 @@ mod tests {
             .key("60000001")
             .map(|k| k.expose_secret().to_owned());
         assert_eq!(key.as_deref(), Some("from-file"));
+    }
+
+    #[test]
+    fn inline_only_refuses_key_env_and_key_file_before_reading_them() {
+        let inline = |text: &str| {
+            Config::from_parts_with(text, Vec::new(), Source::BuiltIn, KeySources::InlineOnly)
+        };
+        assert!(inline(MIN).is_ok());
+        let e = inline("[[institutions]]\ninst_no = \"1\"\nkey_env = \"H5PAY_UNSET_VAR_X\"\n")
+            .err()
+            .map(|e| e.key);
+        assert_eq!(e.as_deref(), Some("institutions[0].key_env"));
+        let e = inline(&format!(
+            "{MIN}[[institutions]]\ninst_no = \"2\"\nkey_file = \"/nonexistent/k\"\n\
+             [worker]\ndefault_inst_no = \"60000001\"\n"
+        ))
+        .err();
+        let e = e.expect("refused");
+        assert_eq!(e.key, "institutions[1].key_file");
+        assert!(e.message.contains("/nonexistent/k"), "{e}");
+        assert!(!e.message.contains("cannot read"), "never read: {e}");
     }
 
     #[test]

@@ -148,6 +148,9 @@ struct Order {
     max_in_flight: u32,
     /// Every close_trace_no closeorder was sent for this order.
     close_trace_nos: std::collections::BTreeSet<String>,
+    /// The payment page's Pay button posts this (random, made when the
+    /// order is placed): a page elsewhere cannot pay the order.
+    pay_token: Option<String>,
 }
 
 #[derive(Debug, Default)]

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use rand::RngExt;
+use subtle::ConstantTimeEq;
 
 use super::{IdentityKey, Sandbox, json_response};
 use crate::gateway::sign;
@@ -29,6 +33,7 @@ pub(super) fn placed(s: &Arc<Sandbox>, identity: &IdentityKey, amount: u64) {
             return;
         }
         order.placed = true;
+        order.pay_token = Some(new_pay_token());
     }
     if (4020..=4023).contains(&amount) {
         let (s, identity) = (s.clone(), identity.clone());
@@ -38,6 +43,15 @@ pub(super) fn placed(s: &Arc<Sandbox>, identity: &IdentityKey, amount: u64) {
         });
     }
 }
+
+/// 128 random bits from the thread's CSPRNG, hex: the token a payment
+/// page's Pay button posts.
+fn new_pay_token() -> String {
+    hex::encode(rand::rng().random::<[u8; 16]>())
+}
+
+/// The form field of the Pay button that carries the order's token.
+const TOKEN_FIELD: &str = "token";
 
 /// Why an order cannot be paid.
 #[derive(Debug)]
@@ -129,10 +143,20 @@ async fn send_notifies(s: Arc<Sandbox>, identity: IdentityKey) {
     if amount == 4021 {
         return;
     }
-    let http = reqwest::Client::builder()
+    // A redirect is an answer like any other (not the SUCCESS reply): it is
+    // never followed, so a notify_url cannot send the signed notify on to
+    // another host.
+    let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default();
+    {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "sandbox: no HTTP client for notifies; none is sent");
+            return;
+        }
+    };
     let started = tokio::time::Instant::now();
     let mut sent = 0u32;
     for delay in &s.options.notify_schedule {
@@ -191,6 +215,7 @@ pub(super) async fn page(State(s): State<Arc<Sandbox>>, Path(trade_no): Path<Str
         .as_ref()
         .and_then(|p| p.get("total_amount").cloned())
         .unwrap_or_default();
+    let token = order.pay_token.clone().unwrap_or_default();
     let (status, action) = match order.paid_at {
         None if order.closed => ("closed: it can no longer be paid".to_owned(), String::new()),
         Some(at) => (
@@ -203,8 +228,11 @@ pub(super) async fn page(State(s): State<Arc<Sandbox>>, Path(trade_no): Path<Str
         None => (
             "unpaid".to_owned(),
             format!(
-                "<form method=post action=\"/sandbox/pay/{}\"><button id=pay type=submit>Pay {} fen</button></form>",
+                "<form method=post action=\"/sandbox/pay/{}\">\
+                 <input type=hidden name={TOKEN_FIELD} value=\"{}\">\
+                 <button id=pay type=submit>Pay {} fen</button></form>",
                 escape(&trade_no),
+                escape(&token),
                 escape(&amount)
             ),
         ),
@@ -226,20 +254,48 @@ pub(super) async fn page(State(s): State<Arc<Sandbox>>, Path(trade_no): Path<Str
     .into_response()
 }
 
-/// The page's Pay button: pays, then shows the page again.
+/// The page's Pay button: pays, then shows the page again. The form must
+/// carry the order's token (made when it was placed, embedded in its page):
+/// without it, or with another, nothing is paid (403), so a page elsewhere
+/// that posts here cannot pay an order.
 pub(super) async fn pay_from_page(
     State(s): State<Arc<Sandbox>>,
     Path(trade_no): Path<String>,
+    body: Bytes,
 ) -> Response {
-    let identity = s.ledger().by_trade_no.get(&trade_no).cloned();
-    let paid = identity.map(|i| pay(&s, &i));
-    match paid {
-        Some(Ok(_)) | Some(Err(NotPayable::Closed)) => (
+    let not_found = || (StatusCode::NOT_FOUND, "no such sandbox order").into_response();
+    let (identity, expected) = {
+        let ledger = s.ledger();
+        let Some(identity) = ledger.by_trade_no.get(&trade_no).cloned() else {
+            return not_found();
+        };
+        let Some(expected) = ledger
+            .orders
+            .get(&identity)
+            .and_then(|o| o.pay_token.clone())
+        else {
+            return not_found();
+        };
+        (identity, expected)
+    };
+    let sent = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == TOKEN_FIELD)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the pay token is missing or wrong: press Pay on the order's own page",
+        )
+            .into_response();
+    }
+    match pay(&s, &identity) {
+        Ok(_) | Err(NotPayable::Closed) => (
             StatusCode::SEE_OTHER,
             [(header::LOCATION, format!("/sandbox/pay/{trade_no}"))],
         )
             .into_response(),
-        _ => (StatusCode::NOT_FOUND, "no such sandbox order").into_response(),
+        Err(NotPayable::NoSuchOrder | NotPayable::NotPlaced) => not_found(),
     }
 }
 

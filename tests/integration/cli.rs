@@ -751,7 +751,7 @@ async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_
 }
 
 /// Reads what is left of a child's stderr after it exited.
-async fn stderr_of(child: &mut tokio::process::Child) -> String {
+pub(crate) async fn stderr_of(child: &mut tokio::process::Child) -> String {
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         use tokio::io::AsyncReadExt;
@@ -761,7 +761,7 @@ async fn stderr_of(child: &mut tokio::process::Child) -> String {
 }
 
 /// SIGTERM, and the exit code once it stopped (within 20 s).
-async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
+pub(crate) async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
     let pid = child.id().unwrap_or_default().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())

@@ -11,6 +11,7 @@ mod deploy_files;
 mod fuzz_corpus;
 mod gateway_client;
 mod http_limits;
+mod least_privilege;
 #[path = "../common/net.rs"]
 mod net;
 mod notify;
@@ -25,6 +26,7 @@ mod sandbox_api;
 mod schemas;
 mod sign_vectors;
 mod support;
+mod terminal_output;
 mod traces;
 mod trust;
 #[path = "../common/vhost.rs"]

@@ -496,3 +496,270 @@ async fn the_trade_state_shape_answers_without_result_code() {
     assert_eq!(a["trade_state"], "NOTPAY");
     assert!(a.get("result_code").is_none(), "{a}");
 }
+
+// Contract §8: the sandbox is a test tool.
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client")
+}
+
+/// The hidden `token` field of a payment page's Pay form.
+fn page_token(page: &str) -> Option<String> {
+    let at = page.find("name=token value=\"")? + "name=token value=\"".len();
+    let len = page[at..].find('"')?;
+    Some(page[at..at + len].to_owned())
+}
+
+#[tokio::test]
+async fn the_pay_button_pays_only_with_the_random_token_of_its_own_order() {
+    let (base, sandbox) = start(SandboxOptions::default()).await;
+    let mut urls = Vec::new();
+    for trace in ["TOKEN-1", "TOKEN-2"] {
+        let (_, placed) = post(&base, &signed(request(trace, "100"), SANDBOX_KEY)).await;
+        let code_url = placed["code_url"].as_str().unwrap_or_default().to_owned();
+        assert!(code_url.contains("/sandbox/pay/"), "{placed}");
+        urls.push(code_url);
+    }
+    let http = no_redirects();
+    let mut tokens = Vec::new();
+    for url in &urls {
+        let page = http
+            .get(url)
+            .send()
+            .await
+            .expect("the page answers")
+            .text()
+            .await
+            .unwrap_or_default();
+        let token = page_token(&page).unwrap_or_else(|| panic!("no token in the form: {page}"));
+        assert_eq!(token.len(), 32, "128 random bits, hex: {token}");
+        tokens.push(token);
+    }
+    assert_ne!(tokens[0], tokens[1], "one token per order");
+    let paid = |trace: &str| {
+        sandbox
+            .stats(&Default::default())
+            .identities
+            .iter()
+            .any(|i| i.pay_trace_no == trace && i.paid)
+    };
+    let form = |body: String| {
+        http.post(&urls[0])
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    // What a page elsewhere can post: nothing, a guess, another order's
+    // token (its own order's page is all it could have read).
+    for body in [
+        String::new(),
+        "token=".to_owned(),
+        format!("token={}", "0".repeat(32)),
+        format!("token={}", tokens[1]),
+        format!("tokens={}", tokens[0]),
+    ] {
+        let r = form(body.clone()).send().await.expect("answered");
+        assert_eq!(r.status(), 403, "{body:?}");
+        assert!(!paid("TOKEN-1"), "{body:?} paid the order");
+    }
+    // The page's own form pays it, and the page shows it paid.
+    let r = form(format!("token={}", tokens[0]))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 303);
+    assert!(paid("TOKEN-1"));
+    assert!(!paid("TOKEN-2"));
+    let page = http
+        .get(&urls[0])
+        .send()
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(page.contains("<dd id=status>paid at "), "{page}");
+    // An unknown order is still 404, token or not.
+    let r = http
+        .post(format!("{base}/sandbox/pay/no-such-order"))
+        .body(format!("token={}", tokens[1]))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 404);
+    // The JSON test hook on loopback stays as documented (no token).
+    let r = http
+        .post(format!("{base}/sandbox/pay"))
+        .header("content-type", "application/json")
+        .body(json!({"mch_no": "M1", "pay_trace_no": "TOKEN-2"}).to_string())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 200);
+    assert!(paid("TOKEN-2"));
+}
+
+#[tokio::test]
+async fn a_notify_answered_with_a_redirect_is_a_failure_and_the_redirect_is_never_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    async fn serve(app: axum::Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+    // Where a redirect would lead: it answers the SUCCESS reply to anything,
+    // so a sandbox that followed would even call the notify delivered.
+    let elsewhere_hits = Arc::new(AtomicU64::new(0));
+    let hits = elsewhere_hits.clone();
+    let elsewhere = serve(axum::Router::new().fallback(move || {
+        let hits = hits.clone();
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!({"return_code": "SUCCESS", "return_msg": "成功"}))
+        }
+    }))
+    .await;
+    for status in [301u16, 302, 303, 307, 308] {
+        let notify_hits = Arc::new(AtomicU64::new(0));
+        let hits = notify_hits.clone();
+        let notify = serve(axum::Router::new().fallback(move || {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                (
+                    axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::FOUND),
+                    [(
+                        axum::http::header::LOCATION,
+                        format!("http://{elsewhere}/stolen"),
+                    )],
+                )
+            }
+        }))
+        .await;
+        let (base, sandbox) = start(SandboxOptions {
+            notify_schedule: vec![Duration::ZERO, Duration::from_millis(200)],
+            ..SandboxOptions::default()
+        })
+        .await;
+        let trace = format!("REDIRECT-{status}");
+        let mut order = request(&trace, "100");
+        order.insert(
+            "notify_url".into(),
+            json!(format!("http://{notify}/h5pay/notify")),
+        );
+        let (_, placed) = post(&base, &signed(order, SANDBOX_KEY)).await;
+        assert_eq!(placed["result_code"], "PAY_SUCCESS", "{placed}");
+        let pay = post_to(
+            &base,
+            "/sandbox/pay",
+            &json!({"mch_no": "M1", "pay_trace_no": trace}),
+        )
+        .await;
+        assert_eq!(pay["paid"], true, "{pay}");
+        let sent = || {
+            sandbox
+                .stats(&Default::default())
+                .identities
+                .into_iter()
+                .find(|i| i.pay_trace_no == trace)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sent().is_none_or(|o| o.notifies_sent < 2) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let order = sent().expect("the order");
+        assert_eq!(
+            order.notifies_sent, 2,
+            "{status}: sent on the whole schedule"
+        );
+        assert!(
+            !order.notified,
+            "{status}: a redirect is not the SUCCESS reply"
+        );
+        assert_eq!(notify_hits.load(Ordering::SeqCst), 2, "{status}");
+        assert_eq!(
+            elsewhere_hits.load(Ordering::SeqCst),
+            0,
+            "{status}: the redirect was followed"
+        );
+    }
+}
+
+#[test]
+fn the_sandbox_refuses_institution_keys_from_key_env_or_key_file_with_one_line() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
+    const SECRET: &str = "a-production-key-never-read-0001";
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let key_file = dir.path().join("prod.key");
+    std::fs::write(&key_file, format!("{SECRET}\n")).expect("key file written");
+    let cases = [
+        (
+            format!(
+                "[[institutions]]\ninst_no = \"60000001\"\nkey = \"{SANDBOX_KEY}\"\n\
+                 [[institutions]]\ninst_no = \"60000002\"\nkey_env = \"H5PAY_TEST_PROD_KEY\"\n\
+                 [worker]\ndefault_inst_no = \"60000001\"\n"
+            ),
+            "institutions[1].key_env",
+            "H5PAY_TEST_PROD_KEY",
+        ),
+        (
+            format!("[[institutions]]\ninst_no = \"60000001\"\nkey_file = {key_file:?}\n"),
+            "institutions[0].key_file",
+            "prod.key",
+        ),
+    ];
+    for (i, (toml, key, names)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&config, toml).expect("config written");
+        let port = crate::net::free_port().expect("a free port");
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--config")
+            .arg(&config)
+            .env("H5PAY_TEST_PROD_KEY", SECRET)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sandbox started");
+        let started = Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().expect("its output");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let status = status.unwrap_or_else(|| panic!("{key}: the sandbox started: {err}"));
+        assert_eq!(status.code(), Some(2), "{key}: {err}");
+        assert_eq!(err.lines().count(), 1, "{key}: one line: {err}");
+        assert!(err.contains(key), "{key} not named: {err}");
+        assert!(err.contains(names), "{names} not named: {err}");
+        assert!(
+            !err.contains(SECRET),
+            "{key}: the key was read and shown: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{key}");
+    }
+}

@@ -341,9 +341,11 @@ impl TestEnv {
             h5pay_worker::claim::connect(&settings.redis).expect("a Redis client"),
             &settings.redis,
         );
-        let link = h5pay_worker::amqp::link::Link::start(
+        // Like `h5pay-worker notify`: it declares nothing.
+        let link = h5pay_worker::amqp::link::Link::start_with(
             settings.amqp.clone(),
             "notify-test",
+            h5pay_worker::amqp::link::Topology::Passive,
             stop.clone(),
         );
         let receiver = Arc::new(h5pay_worker::notify::Receiver {
