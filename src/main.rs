@@ -60,6 +60,14 @@ enum Command {
         #[command(flatten)]
         args: cli::inspect::InspectArgs,
     },
+    /// Print result and payment events as they are published (a queue of
+    /// its own, deleted when it ends).
+    Events {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: cli::events::EventsArgs,
+    },
     /// Inspect or replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -186,6 +194,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             let config = load(&config)?;
             quiet_logs(&config);
             cli::inspect::run(&config, &args, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { config, args } => {
+            let config = load(&config)?;
+            quiet_logs(&config);
+            cli::events::run(&config.settings.amqp, &args, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Notify(c) => {

@@ -1,9 +1,10 @@
 //! The commands besides the worker's own loop: `run` (its wiring: admin
 //! endpoints, key reload), `notify`, `sandbox`, `publish`, `sign`, `demo`,
-//! `dlq`, `inspect`.
+//! `dlq`, `inspect`, `events`.
 
 pub mod demo;
 pub mod dlq;
+pub mod events;
 pub mod inspect;
 pub mod notify;
 pub mod publish;

@@ -1033,3 +1033,57 @@ fn regex_escape(name: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_prints_the_events_published_while_it_runs_narrowed_to_a_merchant() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = TestEnv::new().await;
+    let _worker = env.worker();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["events", "--config", &path.display().to_string()])
+        .args(["--mch-no", "EVM1", "--count", "2", "--wait-secs", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("events started");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // The header comes once its queue is bound.
+    let header = next_line(&mut lines).await;
+    assert!(header.contains("pay_trace_no"), "{header}");
+    // Another merchant's events are not shown; this one's are, as rows.
+    env.publish_json(&crate::support::intent("EV-0", "EVM2", 100))
+        .await;
+    env.publish_json(&crate::support::intent("EV-1", "EVM1", 4001))
+        .await;
+    env.publish_json(&crate::support::intent("EV-2", "EVM1", 100))
+        .await;
+    let mut rows = vec![next_line(&mut lines).await, next_line(&mut lines).await];
+    rows.sort();
+    assert!(
+        rows[0].contains("EV-1") && rows[0].contains("failed"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].contains("EV-2") && rows[1].contains("ready"),
+        "{rows:?}"
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("it stops after --count")
+        .expect("an exit status");
+    assert!(status.success());
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    tokio::time::timeout(crate::support::WAIT, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("stdout readable")
+        .expect("a line")
+}
