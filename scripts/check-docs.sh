@@ -33,11 +33,12 @@ if [ ! -x "$tools/venv/bin/st" ]; then
 fi
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-sandbox_port=$(port); notify_port=$(port); admin_port=$(port)
+sandbox_port=$(port); notify_port=$(port); admin_port=$(port); worker_admin_port=$(port)
 id="docs-$$"
 work=$(mktemp -d)
 pids=()
-# The receiver declares the topology: on a vhost of its own, removed after.
+# A worker declares the topology (the receiver declares nothing: its broker
+# user may not): on a vhost of its own, removed after.
 vhost="h5pay-$id"
 rabbitmqctl -q add_vhost "$vhost" >/dev/null
 rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
@@ -65,6 +66,9 @@ level = "warn"
 TOML
 "$bin" sandbox --listen "127.0.0.1:$sandbox_port" --config "$work/c.toml" 2>"$work/sandbox.log" & pids+=($!)
 "$bin" notify --config "$work/c.toml" 2>"$work/notify.log" & pids+=($!)
+H5PAY__ADMIN__LISTEN="127.0.0.1:$worker_admin_port" \
+  H5PAY__GATEWAY__URL="http://127.0.0.1:$sandbox_port/api/openpay/v3/h5pay" \
+  "$bin" run --config "$work/c.toml" 2>"$work/worker.log" & pids+=($!)
 # Wait for each face to answer (a loaded machine can be slow to start two
 # debug binaries); a process that died, or one that never answers, fails the
 # check here with its log instead of as a "connection refused" later.
@@ -83,6 +87,7 @@ wait_http() { # name pid url log
   exit 1
 }
 wait_http sandbox "${pids[0]}" "http://127.0.0.1:$sandbox_port/healthz" "$work/sandbox.log"
+wait_http worker "${pids[2]}" "http://127.0.0.1:$worker_admin_port/readyz" "$work/worker.log"
 wait_http "notify receiver" "${pids[1]}" "http://127.0.0.1:$admin_port/readyz" "$work/notify.log"
 st() {
   timeout 180 "$tools/venv/bin/st" run docs/openapi.yaml --base-url "$1" --include-tag "$2" \

@@ -15,7 +15,7 @@ const crds = {
   "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
 };
 // Kinds of Kubernetes itself (checked by kubernetes-validate).
-const core = new Set(["v1", "apps/v1", "policy/v1", "autoscaling/v2"]);
+const core = new Set(["v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"]);
 
 const file = process.argv[2];
 let failed = 0;

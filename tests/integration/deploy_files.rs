@@ -547,3 +547,292 @@ fn the_compose_stack_can_add_a_collector_and_otherwise_exports_no_spans() {
         Some("0.0.0.0:4318")
     );
 }
+
+/// The env var `name` of a Deployment's first container: its Secret and key.
+fn secret_ref(d: &Yaml, name: &str) -> Option<(String, String)> {
+    let env = d["spec"]["template"]["spec"]["containers"][0]["env"].as_vec()?;
+    let var = env.iter().find(|e| e["name"].as_str() == Some(name))?;
+    let r = &var["valueFrom"]["secretKeyRef"];
+    Some((
+        r["name"].as_str()?.to_owned(),
+        r["key"].as_str()?.to_owned(),
+    ))
+}
+
+fn deployment(file: &str) -> Yaml {
+    load(&root().join(BASE).join(file))
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap_or_else(|| panic!("{file}: no Deployment"))
+}
+
+/// Standard base64 (RabbitMQ's password hashes).
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ABC
+            .iter()
+            .position(|x| *x == c)
+            .unwrap_or_else(|| panic!("{s}: not base64"));
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn sha256(parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().to_vec()
+}
+
+/// The receiver's line of deploy/redis/users.acl, split in rules.
+fn acl_rules_of(user: &str) -> Vec<String> {
+    read("deploy/redis/users.acl")
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq(["user", user]))
+        .unwrap_or_else(|| panic!("no `user {user}` in deploy/redis/users.acl"))
+        .split_whitespace()
+        .skip(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_receiver_runs_on_credentials_of_its_own_everywhere_it_is_shipped() {
+    // Kubernetes: each Deployment's URLs from its own Secret; the receiver
+    // sees only the key files of the worker's.
+    for (file, secret) in [
+        ("worker-deployment.yaml", "h5pay-worker"),
+        ("notify-deployment.yaml", "h5pay-notify"),
+    ] {
+        let d = deployment(file);
+        for (var, key) in [
+            ("H5PAY__AMQP__URL", "amqp-url"),
+            ("H5PAY__REDIS__URL", "redis-url"),
+        ] {
+            assert_eq!(
+                secret_ref(&d, var),
+                Some((secret.to_owned(), key.to_owned())),
+                "{file}: {var}"
+            );
+        }
+    }
+    let notify = deployment("notify-deployment.yaml");
+    for v in notify["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .cloned()
+        .unwrap_or_default()
+    {
+        if v["secret"].is_badvalue() {
+            continue;
+        }
+        let items = v["secret"]["items"].as_vec().cloned().unwrap_or_default();
+        assert!(
+            !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i["key"].as_str().is_some_and(|k| k.ends_with(".key"))),
+            "the receiver mounts key files only: {v:?}"
+        );
+    }
+    let secrets = load(&root().join("deploy/kustomize/secret.example.yaml"));
+    let notify_secret = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"].as_str() == Some("h5pay-notify"))
+        .expect("secret.example.yaml shows the receiver's Secret");
+    for key in ["amqp-url", "redis-url"] {
+        let u = notify_secret["stringData"][key]
+            .as_str()
+            .unwrap_or_default();
+        let u = url::Url::parse(u).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(u.username(), "h5pay-notify", "{key}");
+    }
+
+    // Compose: the receiver's URLs name the users the broker and Redis are
+    // given, with passwords that match their hashes.
+    let compose = &load(&root().join("deploy/docker-compose.yml"))[0];
+    let env = &compose["services"]["notify"]["environment"];
+    let amqp =
+        url::Url::parse(env["H5PAY__AMQP__URL"].as_str().unwrap_or_default()).expect("an AMQP URL");
+    let redis = url::Url::parse(env["H5PAY__REDIS__URL"].as_str().unwrap_or_default())
+        .expect("a Redis URL");
+    assert_eq!(
+        (amqp.username(), redis.username()),
+        ("h5pay-notify", "h5pay-notify")
+    );
+    let users: Value = serde_json::from_str(&read("deploy/rabbitmq/local-users.json"))
+        .expect("local-users.json is JSON");
+    let user = users["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == "h5pay-notify"))
+        .cloned()
+        .expect("the broker user");
+    assert_eq!(user["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    let hash = base64_decode(user["password_hash"].as_str().unwrap_or_default());
+    assert_eq!(hash.len(), 36, "salt and SHA-256");
+    let password = amqp.password().unwrap_or_default().as_bytes();
+    assert_eq!(
+        sha256(&[&hash[..4], password]),
+        hash[4..],
+        "the AMQP password"
+    );
+    let rules = acl_rules_of("h5pay-notify");
+    assert!(rules.iter().any(|r| r == "on"), "{rules:?}");
+    let password = redis.password().unwrap_or_default().as_bytes();
+    assert!(
+        rules
+            .iter()
+            .any(|r| *r == format!("#{}", hex::encode(sha256(&[password])))),
+        "the Redis password: {rules:?}"
+    );
+    let redis_service = &compose["services"]["redis"];
+    let command: Vec<&str> = redis_service["command"]
+        .as_vec()
+        .map(|c| c.iter().filter_map(Yaml::as_str).collect())
+        .unwrap_or_default();
+    let aclfile = command
+        .iter()
+        .position(|a| *a == "--aclfile")
+        .and_then(|i| command.get(i + 1))
+        .expect("Redis loads an ACL file");
+    let volumes = format!("{:?}", redis_service["volumes"]);
+    assert!(
+        volumes.contains(&format!("./redis/users.acl:{aclfile}:ro")),
+        "{volumes}"
+    );
+
+    // OPERATIONS.md tells an operator to grant exactly these.
+    let ops = read("OPERATIONS.md");
+    let perms = users["permissions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["user"] == "h5pay-notify"))
+        .cloned()
+        .expect("the broker user's permissions");
+    let line = format!(
+        "rabbitmqctl set_permissions -p <vhost> h5pay-notify '{}' '{}' '{}'",
+        perms["configure"].as_str().unwrap_or_default(),
+        perms["write"].as_str().unwrap_or_default(),
+        perms["read"].as_str().unwrap_or_default()
+    );
+    assert!(ops.contains(&line), "OPERATIONS.md lacks `{line}`");
+    let acl = rules
+        .iter()
+        .filter(|r| !r.starts_with('#') && !r.starts_with('>') && *r != "on")
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let setuser = format!("ACL SETUSER h5pay-notify on >PASSWORD {acl}");
+    assert!(ops.contains(&setuser), "OPERATIONS.md lacks `{setuser}`");
+}
+
+/// Port numbers and names a NetworkPolicy rule admits.
+fn rule_ports(rule: &Yaml) -> Vec<String> {
+    rule["ports"]
+        .as_vec()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    p["port"]
+                        .as_i64()
+                        .map(|n| n.to_string())
+                        .or_else(|| p["port"].as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The namespaces a rule's peers are selected from (empty: no `from`/`to`).
+fn rule_namespaces(rule: &Yaml, peers: &str) -> Vec<String> {
+    rule[peers]
+        .as_vec()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn each_component_has_a_network_policy_admitting_only_what_it_serves() {
+    let Some(docs) = render("minimal") else {
+        return;
+    };
+    let config = h5pay_worker::config::parse(&read(&format!("{BASE}/config.toml")), Vec::new())
+        .expect("the ConfigMap config parses");
+    let port_of = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| panic!("{u}: no port"))
+    };
+    let amqp = port_of(config.amqp.url.expose());
+    let redis = port_of(config.redis.url.expose());
+    let gateway = port_of(&config.gateway.url);
+    for (name, public) in [("h5pay-notify", true), ("h5pay-worker", false)] {
+        let np = named(&docs, "NetworkPolicy", name);
+        let spec = &np["spec"];
+        assert_eq!(
+            spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+            Some(name)
+        );
+        let types: Vec<&str> = spec["policyTypes"]
+            .as_vec()
+            .map(|t| t.iter().filter_map(Yaml::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(types, ["Ingress", "Egress"], "{name}");
+        let ingress = spec["ingress"].as_vec().cloned().unwrap_or_default();
+        let mut expected = vec![(vec!["admin".to_owned()], vec!["monitoring".to_owned()])];
+        if public {
+            expected.insert(0, (vec!["notify".to_owned()], Vec::new()));
+        }
+        let got: Vec<(Vec<String>, Vec<String>)> = ingress
+            .iter()
+            .map(|r| (rule_ports(r), rule_namespaces(r, "from")))
+            .collect();
+        assert_eq!(got, expected, "{name}: ingress");
+        // Named ports the pods really have.
+        let d = named(&docs, "Deployment", name);
+        let container_ports = format!(
+            "{:?}",
+            d["spec"]["template"]["spec"]["containers"][0]["ports"]
+        );
+        for (ports, _) in &got {
+            for p in ports {
+                assert!(container_ports.contains(&format!("\"{p}\"")), "{name}: {p}");
+            }
+        }
+        let egress = spec["egress"].as_vec().cloned().unwrap_or_default();
+        let allowed = |port: &str| {
+            egress
+                .iter()
+                .any(|r| rule_ports(r).iter().any(|p| p == port))
+        };
+        assert!(allowed("53"), "{name}: DNS");
+        assert!(allowed(&amqp), "{name}: RabbitMQ on {amqp}");
+        assert!(allowed(&redis), "{name}: Redis on {redis}");
+        assert_eq!(
+            allowed(&gateway),
+            !public,
+            "{name}: the gateway on {gateway} (the worker calls it, the receiver never)"
+        );
+    }
+}
