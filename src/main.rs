@@ -68,6 +68,14 @@ enum Command {
         #[command(flatten)]
         args: cli::events::EventsArgs,
     },
+    /// The payments that need a person: unresolved, with an anomaly, or
+    /// paid late (a table or CSV, from small indexes, never a keyspace scan).
+    Payments {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: cli::payments::PaymentsArgs,
+    },
     /// Inspect or replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -200,6 +208,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             let config = load(&config)?;
             quiet_logs(&config);
             cli::events::run(&config.settings.amqp, &args, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Payments { config, args } => {
+            let config = load(&config)?;
+            quiet_logs(&config);
+            cli::payments::run(&config, &args, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Notify(c) => {

@@ -431,6 +431,11 @@ impl ClaimStore {
         Duration::from_millis(self.lease_ms)
     }
 
+    /// `redis.retention_secs`: how long an identity's state is kept.
+    pub fn retention_secs(&self) -> u64 {
+        self.retention_secs
+    }
+
     /// `redis.key_prefix`: other keys of the product (the reconciler's
     /// schedule) live under it too.
     pub fn prefix(&self) -> &str {

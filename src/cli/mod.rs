@@ -1,12 +1,13 @@
 //! The commands besides the worker's own loop: `run` (its wiring: admin
 //! endpoints, key reload), `notify`, `sandbox`, `publish`, `sign`, `demo`,
-//! `dlq`, `inspect`, `events`.
+//! `dlq`, `inspect`, `events`, `payments`.
 
 pub mod demo;
 pub mod dlq;
 pub mod events;
 pub mod inspect;
 pub mod notify;
+pub mod payments;
 pub mod publish;
 pub mod run;
 pub mod sandbox;

@@ -188,7 +188,17 @@ impl<S: PaymentSink> Receiver<S> {
                 kind: AnomalyKind::ForeignMessage,
                 message,
             };
-            return match apply::anomaly(&self.sink, id, &view, a, Source::Notify, &sign, now).await
+            return match apply::anomaly(
+                &self.payments,
+                &self.sink,
+                id,
+                &view,
+                a,
+                Source::Notify,
+                &sign,
+                now,
+            )
+            .await
             {
                 Ok(_) => Answer::fail(
                     NotifyOutcome::Foreign,
@@ -260,7 +270,18 @@ impl<S: PaymentSink> Receiver<S> {
         sign: &str,
         now: chrono::DateTime<Utc>,
     ) -> Answer {
-        if let Err(e) = apply::anomaly(&self.sink, id, view, a, Source::Notify, sign, now).await {
+        if let Err(e) = apply::anomaly(
+            &self.payments,
+            &self.sink,
+            id,
+            view,
+            a,
+            Source::Notify,
+            sign,
+            now,
+        )
+        .await
+        {
             return Answer::unavailable(&e);
         }
         if let Some(checks) = &self.checks

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::event::{Anomaly, AnomalyKind, EventState, Facts, PaymentEvent, Source};
 use super::state::{Evidence, Step, next};
-use super::store::{Moved, PaymentStore, View};
+use super::store::{Attention, Moved, PaymentStore, View};
 use crate::amqp::PublishError;
 use crate::claim::ClaimError;
 use crate::intent::Identity;
@@ -120,7 +120,9 @@ async fn publish(
 /// Publishes an anomaly about `id` (the state does not change). `sign`:
 /// the received message's sign, so one signed message sent again is one
 /// anomaly event (contract §10).
+#[allow(clippy::too_many_arguments)]
 pub async fn anomaly(
+    store: &PaymentStore,
     sink: &impl PaymentSink,
     id: &Identity,
     view: &View,
@@ -131,6 +133,19 @@ pub async fn anomaly(
 ) -> Result<Applied, ApplyError> {
     let current = view.known.state();
     let ev = PaymentEvent::anomaly(&facts(id, view, None), anomaly, current, source, sign, now);
+    if let Some(a) = &ev.anomaly {
+        let last = serde_json::json!({
+            "kind": a.kind.as_str(),
+            "message": a.message,
+            "source": source.as_str(),
+            "at": ev.occurred_at,
+            "event_id": ev.event_id,
+        })
+        .to_string();
+        store
+            .note_attention(Attention::Anomaly, id, now.timestamp_millis(), Some(&last))
+            .await?;
+    }
     publish(
         sink,
         &ev,
@@ -211,14 +226,14 @@ pub async fn apply(
                     kind: AnomalyKind::UnknownPayment,
                     message: "no payment of this identity is known".to_owned(),
                 };
-                return anomaly(sink, id, &view, a, source, sign, now).await;
+                return anomaly(store, sink, id, &view, a, source, sign, now).await;
             }
             Step::Unexpected(message) => {
                 let a = Anomaly {
                     kind: AnomalyKind::Unexpected,
                     message,
                 };
-                return anomaly(sink, id, &view, a, source, sign, now).await;
+                return anomaly(store, sink, id, &view, a, source, sign, now).await;
             }
             Step::Already(_) => {
                 // A transition whose event was never confirmed (a crash, a
@@ -245,6 +260,18 @@ pub async fn apply(
                     now,
                 );
                 let body = ev.to_json();
+                // A payment that needs a person is in its index before its
+                // event can be seen.
+                let attention = match (to, late) {
+                    (_, true) => Some(Attention::Late),
+                    (super::state::PaymentState::Unresolved, _) => Some(Attention::Unresolved),
+                    _ => None,
+                };
+                if let Some(kind) = attention {
+                    store
+                        .note_attention(kind, id, now.timestamp_millis(), None)
+                        .await?;
+                }
                 let moved = store
                     .transition(id, &view.raw_state, to, &ev.event_id, &body, learned)
                     .await?;

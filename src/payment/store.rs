@@ -56,6 +56,30 @@ pub fn is_followed(status: Status, failure: Option<FailureKind>) -> bool {
     }
 }
 
+/// The payments that need a person (issue 23): each kept in a small index
+/// of its own, `<prefix>:attention:<kind>` (member the identity, score when
+/// it was noted, trimmed to `redis.retention_secs`), so listing them never
+/// scans the keyspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attention {
+    /// Given up at `reconcile.max_age_secs`.
+    Unresolved,
+    /// An anomaly was raised about it.
+    Anomaly,
+    /// Paid after it was `failed`, `closed` or `unresolved`: deliver or refund.
+    Late,
+}
+
+impl Attention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attention::Unresolved => "unresolved",
+            Attention::Anomaly => "anomaly",
+            Attention::Late => "late",
+        }
+    }
+}
+
 /// The answer of a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moved {
@@ -167,6 +191,53 @@ impl PaymentStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(n == 1)
+    }
+
+    /// The index of payments that need a person for `kind`.
+    pub fn attention_key(&self, kind: Attention) -> String {
+        format!("{}:attention:{}", self.claims.prefix(), kind.as_str())
+    }
+
+    /// Notes the identity in the `kind` index at `at_ms` (again: a later
+    /// time), dropping entries older than the retention; for an anomaly,
+    /// also its last one on the identity (`la`, JSON) when it exists.
+    /// Written before the event, so a payment that needs a person is never
+    /// missing from its index (a transition taken back leaves an entry the
+    /// listing skips: it reads the state).
+    pub async fn note_attention(
+        &self,
+        kind: Attention,
+        id: &Identity,
+        at_ms: i64,
+        last: Option<&str>,
+    ) -> Result<(), ClaimError> {
+        let mut conn = self.conn();
+        let key = self.attention_key(kind);
+        let retention_ms =
+            i64::try_from(self.claims.retention_secs().saturating_mul(1000)).unwrap_or(i64::MAX);
+        let _: () = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(at_ms)
+            .arg(format!("{}:{}:{}", id.inst_no, id.mch_no, id.pay_trace_no))
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(at_ms.saturating_sub(retention_ms))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        if let Some(last) = last {
+            let _: i64 = redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'la', ARGV[1]) end return 0",
+            )
+            .key(self.claims.key(id))
+            .arg(last)
+            .invoke_async(&mut conn)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Counts a verified notify (for `inspect`).

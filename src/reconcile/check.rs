@@ -297,7 +297,17 @@ impl<S: PaymentSink> Checker<S> {
                     kind: *kind,
                     message: message.clone(),
                 };
-                apply::anomaly(&self.sink, id, &view, a, Source::Query, sign, now).await?;
+                apply::anomaly(
+                    &self.payments,
+                    &self.sink,
+                    id,
+                    &view,
+                    a,
+                    Source::Query,
+                    sign,
+                    now,
+                )
+                .await?;
                 (None, Source::Query, None)
             }
             QueryAnswer::NotYet { .. } | QueryAnswer::NoAnswer(_) => (None, Source::Query, None),

@@ -1087,3 +1087,87 @@ async fn next_line(
         .expect("stdout readable")
         .expect("a line")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_lists_the_unresolved_the_anomalies_and_the_late_paid_with_their_evidence() {
+    let env = TestEnv::with(&[
+        ("H5PAY__RECONCILE__CHECK_AFTER_SECS", "1,2"),
+        ("H5PAY__RECONCILE__ORDER_TTL_SECS", "600"),
+        ("H5PAY__RECONCILE__MAX_AGE_SECS", "4"),
+    ])
+    .await;
+    let receiver = env.receiver(crate::support::Via::default()).await;
+    let mut results = env.results().await;
+    let mut payments = env.payments().await;
+    let _worker = env.worker_with(env.config_notifying(&receiver));
+    // Never paid: unresolved at 4 s, then paid by hand: late. A
+    // contradiction at its first query: an anomaly. Another never paid.
+    for (trace, amount) in [("PA-LATE", 100), ("PA-ODD", 4027), ("PA-OPEN", 101)] {
+        env.publish_json(&crate::support::intent(trace, "M1", amount))
+            .await;
+    }
+    results.take(3, crate::support::WAIT).await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    let want =
+        |seen: &[(String, String)], t: &str, s: &str| seen.iter().any(|(a, b)| a == t && b == s);
+    while !(want(&seen, "PA-LATE", "unresolved") && want(&seen, "PA-ODD", "anomaly")) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let p = payments.next(left).await.expect("payment events in time");
+        seen.push((
+            p.event["pay_trace_no"].as_str().unwrap_or("").to_owned(),
+            p.event["state"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    env.pay("M1", "PA-LATE").await;
+    while !want(&seen, "PA-LATE", "paid") {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let p = payments.next(left).await.expect("the late paid event");
+        seen.push((
+            p.event["pay_trace_no"].as_str().unwrap_or("").to_owned(),
+            p.event["state"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let p = path.display().to_string();
+    let list = |state: &str, extra: &[&str]| {
+        let mut args = vec!["payments", "--config", &p, "--state", state];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_with_stdin(&args, b"");
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    // PA-OPEN may be unresolved too by now: PA-LATE is not (it was paid).
+    let unresolved = list("unresolved", &["--csv"]);
+    assert!(
+        unresolved.starts_with("noted_at,state,inst_no"),
+        "{unresolved}"
+    );
+    assert!(!unresolved.contains("PA-LATE"), "paid since: {unresolved}");
+    let late = list("late", &["--csv", "--since", "1h"]);
+    let row = late
+        .lines()
+        .find(|l| l.contains("PA-LATE"))
+        .unwrap_or_else(|| panic!("{late}"));
+    assert!(row.contains(",paid,") && row.contains(",100,"), "{row}");
+    assert!(row.contains("was unresolved"), "{row}");
+    let anomalies = list("anomaly", &[]);
+    let row = anomalies
+        .lines()
+        .find(|l| l.contains("PA-ODD"))
+        .unwrap_or_else(|| panic!("{anomalies}"));
+    assert!(row.contains("contradiction"), "{row}");
+    // --since takes an RFC 3339 time too; a bad one is refused.
+    let none = list("late", &["--csv", "--since", "2000-01-01T00:00:00Z"]);
+    assert!(none.contains("PA-LATE"));
+    let (code, _, err) = run_with_stdin(
+        &[
+            "payments", "--config", &p, "--state", "late", "--since", "soon",
+        ],
+        b"",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--since"), "{err}");
+}
