@@ -107,7 +107,46 @@ enum DlqAction {
         /// outcome may be gone: check the identity first).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        select: DlqSelect,
     },
+    /// Remove dead letters by message, by payment, or the unreadable ones
+    /// (one of them is required; the rest stay).
+    Delete {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+}
+
+/// Which dead letters: all of those given must match.
+#[derive(clap::Args)]
+struct DlqSelect {
+    /// Only the message with this AMQP message_id.
+    #[arg(long)]
+    message_id: Option<String>,
+    /// Only messages of this payment.
+    #[arg(long)]
+    pay_trace_no: Option<String>,
+    /// Only bodies that cannot be an intent at all.
+    #[arg(long)]
+    unreadable: bool,
+}
+
+impl DlqSelect {
+    fn into_select(self) -> cli::dlq::Select {
+        cli::dlq::Select {
+            message_id: self.message_id,
+            pay_trace_no: self.pay_trace_no,
+            unreadable: self.unreadable,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -256,6 +295,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
                     limit,
                     dry_run,
                     force,
+                    select,
                 } => {
                     let config = load(&config)?;
                     quiet_logs(&config);
@@ -264,8 +304,21 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
                         dry_run,
                         retention: Duration::from_secs(config.settings.redis.retention_secs),
                         force,
+                        select: select.into_select(),
                     };
                     cli::dlq::replay(&config.settings.amqp, options, &mut out).await?;
+                }
+                DlqAction::Delete {
+                    config,
+                    limit,
+                    dry_run,
+                    select,
+                } => {
+                    let config = load(&config)?;
+                    quiet_logs(&config);
+                    let select = select.into_select();
+                    cli::dlq::delete(&config.settings.amqp, &select, limit, dry_run, &mut out)
+                        .await?;
                 }
             }
             Ok(ExitCode::SUCCESS)

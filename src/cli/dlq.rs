@@ -30,6 +30,8 @@ pub enum DlqError {
     Topology(#[from] amqp::TopologyError),
     #[error("the broker did not confirm the replay of message {0}")]
     NotConfirmed(usize),
+    #[error("name what to delete: --message-id, --pay-trace-no or --unreadable")]
+    NothingSelected,
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -248,8 +250,35 @@ pub async fn list(
     Ok(messages.len())
 }
 
+/// Which dead letters a command acts on: those matching every criterion
+/// given (none given: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Select {
+    pub message_id: Option<String>,
+    pub pay_trace_no: Option<String>,
+    /// Only bodies that cannot be an intent.
+    pub unreadable: bool,
+}
+
+impl Select {
+    pub fn matches(&self, d: &DeadLetter) -> bool {
+        self.message_id
+            .as_ref()
+            .is_none_or(|m| d.message_id.as_ref() == Some(m))
+            && self
+                .pay_trace_no
+                .as_ref()
+                .is_none_or(|p| d.pay_trace_no.as_ref() == Some(p))
+            && (!self.unreadable || d.unreadable.is_some())
+    }
+
+    pub fn is_everything(&self) -> bool {
+        *self == Select::default()
+    }
+}
+
 /// How `dlq replay` runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub limit: usize,
     pub dry_run: bool,
@@ -258,6 +287,8 @@ pub struct ReplayOptions {
     pub retention: std::time::Duration,
     /// Replay messages older than the retention too.
     pub force: bool,
+    /// Only these messages (the others stay, untouched).
+    pub select: Select,
 }
 
 /// Why a readable message is not replayed.
@@ -282,7 +313,7 @@ pub async fn replay(
     o: ReplayOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, DlqError> {
-    let ReplayOptions { limit, dry_run, .. } = o;
+    let (limit, dry_run) = (o.limit, o.dry_run);
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
         .await
@@ -298,6 +329,10 @@ pub async fn replay(
     let mut kept = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
         let d = describe(&m.delivery.properties, &m.delivery.data);
+        if !o.select.matches(&d) {
+            kept.push(m);
+            continue;
+        }
         if d.unreadable.is_none()
             && let Some(why) = hold_back(&d, &o, now)
         {
@@ -393,6 +428,69 @@ pub async fn replay(
     )?;
     amqp::close(&conn, &[&ch, &publish_ch], "dlq replay done").await;
     Ok(replayed)
+}
+
+/// Removes the selected dead letters (`dry_run`: only says which), e.g.
+/// the unreadable ones, leaving every other message where it was. A
+/// selection is required: this never empties the DLQ by accident.
+pub async fn delete(
+    a: &AmqpSettings,
+    select: &Select,
+    limit: usize,
+    dry_run: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, DlqError> {
+    if select.is_everything() {
+        return Err(DlqError::NothingSelected);
+    }
+    let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
+        .await
+        .map_err(|e| DlqError::Connect {
+            url: e.url.redacted(),
+            source: e.source,
+        })?;
+    let ch = conn.create_channel().await?;
+    let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
+    let mut kept = Vec::new();
+    let mut deleted = 0usize;
+    for (i, m) in messages.into_iter().enumerate() {
+        let d = describe(&m.delivery.properties, &m.delivery.data);
+        if !select.matches(&d) || dry_run {
+            if select.matches(&d) {
+                deleted += 1;
+                print_line(out, &format!("#{i} would delete {}", summary(&d)))?;
+            }
+            kept.push(m);
+            continue;
+        }
+        m.delivery.acker.ack(BasicAckOptions::default()).await?;
+        deleted += 1;
+        print_line(out, &format!("#{i} deleted {}", summary(&d)))?;
+    }
+    give_back(&kept).await;
+    print_line(
+        out,
+        &format!(
+            "{deleted} message(s) {} from {}",
+            if dry_run {
+                "would be deleted"
+            } else {
+                "deleted"
+            },
+            a.dead_letter_queue
+        ),
+    )?;
+    amqp::close(&conn, &[&ch], "dlq delete done").await;
+    Ok(deleted)
+}
+
+fn summary(d: &DeadLetter) -> String {
+    format!(
+        "message_id={} pay_trace_no={}: {}",
+        d.message_id.as_deref().unwrap_or("-"),
+        d.pay_trace_no.as_deref().unwrap_or("-"),
+        d.explanation()
+    )
 }
 
 #[cfg(test)]

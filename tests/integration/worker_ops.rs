@@ -151,6 +151,7 @@ fn replay_options(dry_run: bool) -> h5pay_worker::cli::dlq::ReplayOptions {
         dry_run,
         retention: Duration::from_secs(3600),
         force: false,
+        select: Default::default(),
     }
 }
 
@@ -416,7 +417,7 @@ async fn reading_the_dlq_uses_up_no_delivery_limit_and_old_messages_are_replayed
         force: true,
         ..replay_options(false)
     };
-    let moved = h5pay_worker::cli::dlq::replay(&a, forced, &mut out)
+    let moved = h5pay_worker::cli::dlq::replay(&a, forced.clone(), &mut out)
         .await
         .expect("replay");
     assert_eq!(moved, 1, "{}", String::from_utf8_lossy(&out));
@@ -560,4 +561,94 @@ async fn with_amqp_urls_the_worker_and_the_link_move_to_the_next_node_when_their
 
     stop.cancel();
     assert!(worker.stop().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_messages_are_replayed_and_deleted_one_by_one_and_the_unreadable_purged() {
+    let env = TestEnv::new().await;
+    let a = env.config.settings.amqp.clone();
+    let ch = env.publisher().await;
+    for (body, id) in [
+        (
+            serde_json::to_vec(&intent("DQ-A", "M1", 100)).unwrap_or_default(),
+            "dq-a",
+        ),
+        (
+            serde_json::to_vec(&intent("DQ-B", "M1", 100)).unwrap_or_default(),
+            "dq-b",
+        ),
+        (b"not json at all".to_vec(), "dq-junk"),
+    ] {
+        let c = ch
+            .basic_publish(
+                a.dead_letter_exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_message_id(id.into()),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        assert!(c.is_ack());
+    }
+    let select = |message_id: Option<&str>, pay_trace_no: Option<&str>, unreadable| {
+        h5pay_worker::cli::dlq::Select {
+            message_id: message_id.map(str::to_owned),
+            pay_trace_no: pay_trace_no.map(str::to_owned),
+            unreadable,
+        }
+    };
+    let mut out = Vec::new();
+    assert!(
+        h5pay_worker::cli::dlq::delete(&a, &select(None, None, false), 100, false, &mut out)
+            .await
+            .is_err(),
+        "deleting needs a selection"
+    );
+    let purge = select(None, None, true);
+    let would = h5pay_worker::cli::dlq::delete(&a, &purge, 100, true, &mut out)
+        .await
+        .expect("dry run");
+    assert_eq!(would, 1);
+    assert_eq!(
+        env.queue_depth(&a.dead_letter_queue).await,
+        3,
+        "a dry run deletes nothing"
+    );
+    let gone = h5pay_worker::cli::dlq::delete(&a, &purge, 100, false, &mut out)
+        .await
+        .expect("purge");
+    assert_eq!(gone, 1, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(
+        env.queue_depth(&a.dead_letter_queue).await,
+        2,
+        "the readable ones stay"
+    );
+
+    let mut results = env.results().await;
+    let _worker = env.worker();
+    let only_a = h5pay_worker::cli::dlq::ReplayOptions {
+        select: select(None, Some("DQ-A"), false),
+        ..replay_options(false)
+    };
+    let moved = h5pay_worker::cli::dlq::replay(&a, only_a, &mut out)
+        .await
+        .expect("replay");
+    assert_eq!(moved, 1);
+    let r = results.take(1, WAIT).await.remove(0);
+    assert_eq!(r.event["pay_trace_no"], "DQ-A", "{}", r.event);
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 1, "DQ-B stays");
+    let gone = h5pay_worker::cli::dlq::delete(
+        &a,
+        &select(Some("dq-b"), None, false),
+        100,
+        false,
+        &mut out,
+    )
+    .await
+    .expect("delete one");
+    assert_eq!(gone, 1);
+    assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 0);
 }
