@@ -76,6 +76,10 @@ enum Command {
         #[command(flatten)]
         args: cli::payments::PaymentsArgs,
     },
+    /// Check a deployment before it takes traffic: config, keys, RabbitMQ
+    /// (permissions, topology), Redis (noeviction, AOF, cluster), the
+    /// gateway (DNS, TLS), the clock. Exit 1 on any ✗.
+    Check(ConfigArg),
     /// Inspect or replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -254,6 +258,18 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             quiet_logs(&config);
             cli::payments::run(&config, &args, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(c) => {
+            let config = load(&c)?;
+            quiet_logs(&config);
+            let passed = cli::check::run(&config, &mut std::io::stdout())
+                .await
+                .map_err(|e| Failed::Runtime(e.into()))?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Notify(c) => {
             let config = load(&c)?;

@@ -1,7 +1,8 @@
 //! The commands besides the worker's own loop: `run` (its wiring: admin
 //! endpoints, key reload), `notify`, `sandbox`, `publish`, `sign`, `demo`,
-//! `dlq`, `inspect`, `events`, `payments`.
+//! `dlq`, `inspect`, `events`, `payments`, `check`.
 
+pub mod check;
 pub mod demo;
 pub mod dlq;
 pub mod events;

@@ -1171,3 +1171,73 @@ async fn payments_lists_the_unresolved_the_anomalies_and_the_late_paid_with_thei
     assert_ne!(code, 0);
     assert!(err.contains("--since"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_sound_deployment_and_names_each_fix_of_a_broken_one() {
+    let env = TestEnv::new().await;
+    // A Redis as OPERATIONS.md asks for it: AOF on, noeviction.
+    let redis_port = free_port();
+    let redis_dir = tempfile::tempdir().expect("a temp dir");
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--appendonly",
+            "yes",
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(redis_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("c.toml");
+    let toml = base_toml(&env.id, &env.gateway_url()).replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        &format!("url = \"redis://127.0.0.1:{redis_port}/0\""),
+    );
+    std::fs::write(&path, toml).expect("file written");
+    let p = path.display().to_string();
+    let mut out = String::new();
+    for _ in 0..50 {
+        let (code, o, _) = run_with_stdin(&["check", "--config", &p], b"");
+        out = o;
+        if code == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(out.ends_with("ready to run\n"), "{out}");
+    for l in [
+        "✓ rabbitmq topology",
+        "✓ redis persistence: AOF on",
+        "✓ redis eviction",
+        "✓ clock",
+        "✓ gateway: reachable",
+    ] {
+        assert!(out.contains(l), "{l} missing:\n{out}");
+    }
+    let _ = redis.kill();
+    let _ = redis.wait();
+
+    // Broken: no broker on that port, Redis without AOF, no gateway there.
+    let broken = base_toml(&env.id, "http://127.0.0.1:9/api/openpay/v3/h5pay").replace(
+        "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        "url = \"amqp://guest:guest@127.0.0.1:9/%2f\"",
+    );
+    std::fs::write(&path, broken).expect("file written");
+    let (code, out, _) = run_with_stdin(&["check", "--config", &p], b"");
+    assert_eq!(code, 1, "{out}");
+    for l in [
+        "✗ rabbitmq: cannot connect",
+        "✗ gateway: no answer",
+        "— fix: ",
+    ] {
+        assert!(out.contains(l), "{l} missing:\n{out}");
+    }
+    assert!(out.ends_with("not ready: fix each ✗ above\n"), "{out}");
+}

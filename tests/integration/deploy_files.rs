@@ -219,6 +219,22 @@ fn the_kubernetes_deployment_probes_health_runs_unprivileged_and_outlasts_the_gr
         volumes.contains("secret"),
         "the key file comes from a Secret: {volumes}"
     );
+    // `h5pay-worker check` runs first, with the worker's config and secrets.
+    let check = &pod["initContainers"][0];
+    assert_eq!(
+        check["args"][0].as_str(),
+        Some("check"),
+        "no check init container"
+    );
+    assert_eq!(
+        format!("{:?}", check["env"]),
+        format!("{:?}", c["env"]),
+        "the check sees the worker's settings"
+    );
+    assert_eq!(
+        format!("{:?}", check["volumeMounts"]),
+        format!("{:?}", c["volumeMounts"])
+    );
     let kinds: Vec<String> = [
         "base/worker-pdb.yaml",
         "base/notify-pdb.yaml",
