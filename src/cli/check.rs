@@ -192,11 +192,7 @@ async fn redis(config: &Config) -> Vec<(&'static str, Mark)> {
         let ours = before
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let skew = if theirs > ours {
-            theirs - ours
-        } else {
-            ours - theirs
-        };
+        let skew = theirs.abs_diff(ours);
         out.push(("clock", clock(skew)));
     }
     out
