@@ -21,13 +21,37 @@
 //!
 //! [`pipeline`] runs those steps for one delivery and says what to do with
 //! it; [`worker`] runs the pipeline with bounded concurrency and keeps the
-//! broker session alive. Around them: [`config`] and [`keys`] (settings and
-//! institution keys), [`signals`], [`reconnect`] (the one wait between
-//! tries to reach RabbitMQ or Redis again), [`admin`] and [`http_server`] (health and
-//! metrics over HTTP), [`telemetry`] (logs, and every metric in
+//! broker session alive. Under them: [`domain`] (the contract's vocabulary)
+//! and [`sink`] (the ports events leave through). Around them: [`config`]
+//! and [`keys`] (settings and institution keys), [`signals`],
+//! [`reconnect`] (the one wait between tries to reach RabbitMQ or Redis
+//! again), [`admin`] and [`http_server`] (health and metrics over HTTP),
+//! [`telemetry`] (logs, and every metric in
 //! [`telemetry::metrics`]), [`text`] (outside text cut to size),
 //! [`sandbox`] (the gateway simulator), [`cli`] (the commands), and
 //! [`allocator`] (jemalloc for every binary).
+//!
+//! ## Layers
+//!
+//! A module imports only from the rows above its own ([`LAYERS`]; the test
+//! `layers` reads every `crate::` path of `src/` and fails on one that
+//! points down or sideways):
+//!
+//! 1. `text`, `outcome`, `reconnect`, `allocator`, `keys`: no import of
+//!    the crate
+//! 2. `domain`: the contract's vocabulary every layer reads
+//! 3. `config`
+//! 4. `telemetry`, `signals`
+//! 5. `sink`, `http_server`, `gateway`: the ports, the HTTP edges
+//! 6. `intent`
+//! 7. `claim`, `result_event`, `sandbox`
+//! 8. `payment`, `admin`
+//! 9. `amqp`
+//! 10. `reconcile`
+//! 11. `notify`, `pipeline`
+//! 12. `worker`
+//! 13. `fuzz_targets`
+//! 14. `cli`
 
 pub mod admin;
 pub mod allocator;
@@ -35,6 +59,7 @@ pub mod amqp;
 pub mod claim;
 pub mod cli;
 pub mod config;
+pub mod domain;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod gateway;
@@ -50,6 +75,27 @@ pub mod reconnect;
 pub mod result_event;
 pub mod sandbox;
 pub mod signals;
+pub mod sink;
 pub mod telemetry;
 pub mod text;
 pub mod worker;
+
+/// The layer order of the modules above, lowest first: a module imports
+/// only from earlier rows.
+#[doc(hidden)]
+pub const LAYERS: &[&[&str]] = &[
+    &["text", "outcome", "reconnect", "allocator", "keys"],
+    &["domain"],
+    &["config"],
+    &["telemetry", "signals"],
+    &["sink", "http_server", "gateway"],
+    &["intent"],
+    &["claim", "result_event", "sandbox"],
+    &["payment", "admin"],
+    &["amqp"],
+    &["reconcile"],
+    &["notify", "pipeline"],
+    &["worker"],
+    &["fuzz_targets"],
+    &["cli"],
+];

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PublishError, Publisher};
 use crate::config::{AmqpSettings, SecretUrl};
-use crate::payment::apply::{Outgoing, PaymentSink};
+use crate::sink::{Outgoing, PaymentSink};
 
 /// How often a live connection is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(250);

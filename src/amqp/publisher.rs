@@ -10,33 +10,12 @@ use crate::telemetry::trace::TraceHeaders;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::time::Instant;
 
-use crate::payment::apply::{Outgoing, PaymentSink};
 use crate::result_event::ResultEvent;
+pub use crate::sink::PublishError;
+use crate::sink::{Outgoing, PaymentSink};
 
 /// How long a broker confirm may take before the publish counts as failed.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("publish failed: {0}")]
-    Channel(#[from] lapin::Error),
-    #[error("the broker refused the result event (nack)")]
-    Nacked,
-    #[error("the result event was returned unroutable: {0}")]
-    Returned(String),
-    #[error("no broker confirm within {0:?}")]
-    Timeout(Duration),
-    #[error("not connected to RabbitMQ")]
-    Unavailable,
-}
-
-impl PublishError {
-    /// A failure of the connection or channel itself: the delivery it was
-    /// for is gone with it and comes back on its own.
-    pub fn channel_lost(&self) -> bool {
-        matches!(self, PublishError::Channel(_))
-    }
-}
 
 /// A confirm-mode channel for result events, and a channel of its own for
 /// the best-effort copies sent to an intent's `reply_to`.

@@ -1,6 +1,6 @@
 //! Settings (contract §6): a TOML file, then `H5PAY__SECTION__KEY`
 //! environment overrides ([`env`]), then validation ([`validate`], no I/O),
-//! then the institutions' keys ([`crate::keys`], the I/O). Every problem is
+//! then the institutions' keys ([`keys`], the I/O). Every problem is
 //! reported as one line naming the key in dotted form, and never with a
 //! secret's value.
 //!
@@ -10,6 +10,7 @@
 //! * [`secret_url`]: URLs whose passwords never reach a log.
 
 mod env;
+pub mod keys;
 mod secret_url;
 mod settings;
 mod validate;
@@ -107,7 +108,7 @@ impl Config {
             inline_keys_only(&settings)?;
         }
         let env_lookup = |name: &str| std::env::var(name).ok();
-        let institutions = crate::keys::resolve(&settings, &env_lookup)?;
+        let institutions = keys::resolve(&settings, &env_lookup)?;
         Ok(Config {
             settings,
             institutions,

@@ -1,11 +1,11 @@
 //! Validation: every rule of the settings that needs no I/O, each error
 //! naming its key in dotted form. Reading the institutions' keys (files,
-//! environment variables) is a separate step: [`crate::keys::resolve`].
+//! environment variables) is a separate step: [`super::keys::resolve`].
 
 use std::net::SocketAddr;
 
 use super::{ConfigError, MIN_LEASE_MS, Settings, parse_offset};
-use crate::intent::is_identifier;
+use crate::domain::is_identifier;
 
 impl Settings {
     /// Checks every rule that needs no I/O; [`Settings::resolve_keys`]
@@ -225,7 +225,7 @@ impl Settings {
             ));
         }
         if !n.public_url.is_empty()
-            && let Err(why) = crate::intent::check_notify_url(&n.public_url)
+            && let Err(why) = crate::domain::check_notify_url(&n.public_url)
         {
             return Err(err("notify.public_url", format!("{why} (or empty)")));
         }

@@ -126,7 +126,7 @@ impl Breaker {
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
         };
-        crate::telemetry::metrics::breaker_state(public);
+        crate::telemetry::metrics::breaker_state(public.gauge());
         self.changed.send_replace(public);
     }
 

@@ -13,7 +13,7 @@ use super::signed_call::{
     status_class, transient, transport_verdict,
 };
 use super::wire::text;
-use crate::payment::AnomalyKind;
+use crate::domain::AnomalyKind;
 use crate::text::{gateway_text, quoted};
 
 /// What a query answer says about the payment.

@@ -17,8 +17,9 @@ use sha2::{Digest, Sha256};
 
 use crate::gateway::wire::{H5PayRequest, PayType};
 
+pub use crate::domain::{check_notify_url, is_identifier};
 pub use read::{ReadObject, Unreadable, read};
-pub use validate::{Rules, check_notify_url, validate};
+pub use validate::{Rules, validate};
 
 /// Largest body accepted as an intent.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -155,14 +156,6 @@ impl InvalidIntent {
             .collect();
         format!("invalid intent: {}", parts.join("; "))
     }
-}
-
-/// `[0-9A-Za-z_-]{1,max}`: the identity alphabet of the contract.
-pub fn is_identifier(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Reads `yyyyMMddHHmmss` as a real calendar time (no leap seconds).

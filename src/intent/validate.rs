@@ -7,6 +7,7 @@ use super::{
     FieldError, Identity, Intent, InvalidIntent, MAX_METADATA_BYTES, Metadata, ReadObject,
     is_identifier, parse_pay_time,
 };
+use crate::domain::check_notify_url;
 use crate::gateway::wire::{PayType, json_kind};
 use crate::keys::Institutions;
 use crate::text::clip;
@@ -255,38 +256,6 @@ fn is_digits_value(v: &Value) -> bool {
         Value::String(s) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
         _ => false,
     }
-}
-
-/// An absolute http(s) URL of at most 512 characters, written exactly as it
-/// parses: the gateway is sent the string as is, so a form that a URL
-/// parser would change (surrounding whitespace, control characters, an
-/// upper-case scheme, a missing `/` path) could reach another place than the
-/// one checked here.
-pub fn check_notify_url(s: &str) -> Result<(), String> {
-    if s.chars().count() > 512 {
-        return Err(format!(
-            "must be at most 512 characters, got {}",
-            s.chars().count()
-        ));
-    }
-    let u = url::Url::parse(s).map_err(|e| format!("must be an absolute http(s) URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "must be an http or https URL, got scheme {:?}",
-            u.scheme()
-        ));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err("must name a host".into());
-    }
-    if u.as_str() != s {
-        return Err(format!(
-            "must be written in its normalised form {:?} (no surrounding whitespace or \
-             control characters, lower-case scheme and host)",
-            clip(u.as_str(), 80)
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,45 +6,18 @@
 //! again and nothing is lost; a duplicate publishes an event the broker has
 //! not confirmed yet.
 
-use std::future::Future;
-
 use chrono::{DateTime, Utc};
 
 use super::event::{Anomaly, AnomalyKind, EventState, Facts, PaymentEvent, Source};
 use super::state::{Evidence, Step, next};
 use super::store::{Attention, Moved, PaymentStore, View};
-use crate::amqp::PublishError;
 use crate::claim::ClaimError;
 use crate::intent::Identity;
+use crate::sink::PublishError;
+pub use crate::sink::{Outgoing, PaymentSink};
 use crate::telemetry::metrics;
 use crate::telemetry::trace::{self, TraceHeaders};
 use tracing::Instrument;
-
-/// One payment event on its way to the broker.
-#[derive(Debug, Clone, Copy)]
-pub struct Outgoing<'a> {
-    pub event_id: &'a str,
-    pub state: EventState,
-    pub routing_key: &'a str,
-    pub body: &'a [u8],
-    pub correlation_id: &'a str,
-    /// The event's `occurred_at` and pay_trace_no (CloudEvents `time`,
-    /// `subject`).
-    pub occurred_at: &'a str,
-    pub subject: &'a str,
-    /// The trace context to put on the event.
-    pub trace: &'a TraceHeaders,
-}
-
-/// Where payment events go: the confirm-mode publisher in production, a
-/// recorder in tests.
-pub trait PaymentSink: Sync {
-    /// Publishes the event and resolves once the broker confirmed it.
-    fn publish_payment(
-        &self,
-        out: Outgoing<'_>,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send;
-}
 
 /// What applying evidence did.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,7 +215,7 @@ pub async fn apply(
                 return Ok(Applied::Already);
             }
             Step::Transition { from, to, late } => {
-                let Some(state) = EventState::of(to) else {
+                let Some(state) = to.event() else {
                     return Ok(Applied::NoChange);
                 };
                 let paid_at = if state == EventState::Paid {

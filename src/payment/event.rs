@@ -6,53 +6,12 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::state::PaymentState;
+pub use crate::domain::{Anomaly, AnomalyKind, EventState};
 use crate::gateway::wire::PayType;
 use crate::intent::{Identity, Metadata};
 use crate::result_event::{digest_id, timestamp};
 
 pub const SCHEMA: &str = "h5pay.payment.v1";
-
-/// `state` of a payment event: a state a payment moved to, or `anomaly`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventState {
-    Paid,
-    Failed,
-    Closed,
-    Unresolved,
-    Anomaly,
-}
-
-impl EventState {
-    pub const ALL: [EventState; 5] = [
-        EventState::Paid,
-        EventState::Failed,
-        EventState::Closed,
-        EventState::Unresolved,
-        EventState::Anomaly,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventState::Paid => "paid",
-            EventState::Failed => "failed",
-            EventState::Closed => "closed",
-            EventState::Unresolved => "unresolved",
-            EventState::Anomaly => "anomaly",
-        }
-    }
-
-    /// The event of a move to `state` (`open` has none).
-    pub fn of(state: PaymentState) -> Option<EventState> {
-        match state {
-            PaymentState::Open => None,
-            PaymentState::Paid => Some(EventState::Paid),
-            PaymentState::Failed => Some(EventState::Failed),
-            PaymentState::Closed => Some(EventState::Closed),
-            PaymentState::Unresolved => Some(EventState::Unresolved),
-        }
-    }
-}
 
 /// What decided the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,41 +31,6 @@ impl Source {
             Source::Close => "close",
         }
     }
-}
-
-/// `anomaly.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnomalyKind {
-    /// A verified answer whose echoes differ from what the worker sent.
-    Mismatch,
-    /// About a payment the worker does not know.
-    UnknownPayment,
-    /// Two answers (or two fields of one answer) disagree.
-    Contradiction,
-    /// An answer the worker cannot place.
-    Unexpected,
-    /// A signed message of another kind replayed as a notify or a query
-    /// answer (contract §10 rule 4).
-    ForeignMessage,
-}
-
-impl AnomalyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnomalyKind::Mismatch => "mismatch",
-            AnomalyKind::UnknownPayment => "unknown_payment",
-            AnomalyKind::Contradiction => "contradiction",
-            AnomalyKind::Unexpected => "unexpected",
-            AnomalyKind::ForeignMessage => "foreign_message",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Anomaly {
-    pub kind: AnomalyKind,
-    pub message: String,
 }
 
 /// What the worker sent for an identity, as stored with its claim: what a

@@ -38,6 +38,18 @@ impl PaymentState {
         PaymentState::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
+    /// The event of a move to this state (`open` has none).
+    pub fn event(self) -> Option<crate::domain::EventState> {
+        use crate::domain::EventState;
+        match self {
+            PaymentState::Open => None,
+            PaymentState::Paid => Some(EventState::Paid),
+            PaymentState::Failed => Some(EventState::Failed),
+            PaymentState::Closed => Some(EventState::Closed),
+            PaymentState::Unresolved => Some(EventState::Unresolved),
+        }
+    }
+
     /// Nothing more is learned of a final payment (`paid` stays final; the
     /// others can still become `paid`: money wins).
     pub fn is_final(self) -> bool {

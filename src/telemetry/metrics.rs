@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-use crate::gateway::breaker::BreakerState;
 use crate::outcome::{FailureKind, Status};
 
 /// A label value with the full list of its values (for [`register`]).
@@ -309,7 +308,7 @@ pub fn reconcile_overdue(n: u64) {
     gauge!(RECONCILE_OVERDUE).set(n as f64);
 }
 
-pub fn payment_event(state: crate::payment::EventState) {
+pub fn payment_event(state: crate::domain::EventState) {
     counter!(PAYMENT_EVENTS, "state" => state.as_str()).increment(1);
 }
 
@@ -342,8 +341,10 @@ pub fn handed_back(reason: HandBack) {
     counter!(HANDED_BACK, "reason" => reason.as_str()).increment(1);
 }
 
-pub fn breaker_state(state: BreakerState) {
-    gauge!(BREAKER_STATE).set(state.gauge());
+/// The breaker's state as the gauge shows it (0 closed, 1 half-open, 2
+/// open: `BreakerState::gauge`).
+pub fn breaker_state(gauge: f64) {
+    gauge!(BREAKER_STATE).set(gauge);
 }
 
 pub fn breaker_opened() {
@@ -450,7 +451,7 @@ pub(super) fn register() {
     zero::<Server>(HTTP_REFUSED, "server");
     zero::<NotifyOutcome>(NOTIFIES, "outcome");
     zero::<CheckResult>(RECONCILE_CHECKS, "result");
-    for state in crate::payment::EventState::ALL {
+    for state in crate::domain::EventState::ALL {
         counter!(PAYMENT_EVENTS, "state" => state.as_str()).absolute(0);
     }
     for op in RedisOp::ALL {

@@ -11,6 +11,7 @@ mod deploy_files;
 mod fuzz_corpus;
 mod gateway_client;
 mod http_limits;
+mod layers;
 mod least_privilege;
 #[path = "../common/net.rs"]
 mod net;
