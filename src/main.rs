@@ -80,6 +80,13 @@ enum Command {
     /// (permissions, topology), Redis (noeviction, AOF, cluster), the
     /// gateway (DNS, TLS), the clock. Exit 1 on any ✗.
     Check(ConfigArg),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `h5pay-worker man > h5pay-worker.1`.
+    Man,
     /// Inspect or replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -93,6 +100,7 @@ enum DlqAction {
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Show at most this many messages (from the head of the DLQ).
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// One JSON object per line.
@@ -103,8 +111,10 @@ enum DlqAction {
     Replay {
         #[command(flatten)]
         config: ConfigArg,
+        /// Look at most at this many messages (from the head of the DLQ).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only say what would be replayed.
         #[arg(long)]
         dry_run: bool,
         /// Also replay messages older than redis.retention_secs (their stored
@@ -119,6 +129,7 @@ enum DlqAction {
     Delete {
         #[command(flatten)]
         config: ConfigArg,
+        /// Look at most at this many messages (from the head of the DLQ).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
         /// Only say what would be deleted.
@@ -155,8 +166,28 @@ impl DlqSelect {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Sign { key, verify } = &cli.command {
-        return sign::main(key, *verify);
+    match &cli.command {
+        Command::Sign { key, verify } => return sign::main(key, *verify),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "h5pay-worker",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("h5pay-worker: cannot write the man page: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -278,6 +309,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
         }
         // Handled before the runtime starts.
         Command::Sign { key, verify } => Ok(sign::main(&key, verify)),
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
         Command::Demo(c) => {
             // It runs the sandbox too: institution keys inline only.
             let config = Config::load_inline_keys(c.config.as_deref())
@@ -339,5 +371,40 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it does.
+    #[test]
+    fn every_argument_of_every_command_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "h5pay-worker", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -17,8 +17,10 @@ use crate::reconcile::store::CheckFacts;
 /// `h5pay-worker inspect`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InspectArgs {
+    /// The payment's merchant number.
     #[arg(long)]
     pub mch_no: String,
+    /// The payment's pay_trace_no.
     #[arg(long)]
     pub pay_trace_no: String,
     /// Default: the configured default institution.

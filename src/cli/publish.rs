@@ -25,8 +25,10 @@ const CONFIRM_WINDOW: usize = 1024;
 /// `h5pay-worker publish`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PublishArgs {
+    /// The institution (default: the configured default institution).
     #[arg(long)]
     pub inst_no: Option<String>,
+    /// The merchant number.
     #[arg(long)]
     pub mch_no: String,
     /// 300/400/600 or alipay/wechat/unionpay.
@@ -36,6 +38,7 @@ pub struct PublishArgs {
     /// string (so invalid amounts can be tried on purpose).
     #[arg(long)]
     pub amount: String,
+    /// How many intents to publish (each its own pay_trace_no).
     #[arg(long, default_value_t = 1)]
     pub count: u64,
     /// Wait for the result events and print them, one JSON per line.
@@ -44,10 +47,13 @@ pub struct PublishArgs {
     /// The pay_trace_no, or with --count > 1 its prefix (`<prefix>-<i>`).
     #[arg(long)]
     pub pay_trace_no: Option<String>,
+    /// The payer's open_id (WeChat JSAPI, Alipay).
     #[arg(long)]
     pub open_id: Option<String>,
+    /// Where the gateway notifies the payment (default: notify.public_url).
     #[arg(long)]
     pub notify_url: Option<String>,
+    /// yyyyMMddHHmmss, the gateway's time zone (default: now, fixed by the worker).
     #[arg(long)]
     pub pay_time: Option<String>,
     /// A JSON object echoed in the result.

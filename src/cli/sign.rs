@@ -61,8 +61,10 @@ pub struct KeySource {
     /// The key (visible in `ps`: prefer --key-env or --key-file).
     #[arg(long, conflicts_with_all = ["key_env", "key_file"])]
     pub key: Option<String>,
+    /// The name of an environment variable holding the key.
     #[arg(long, conflicts_with = "key_file")]
     pub key_env: Option<String>,
+    /// A file holding the key (trailing whitespace ignored).
     #[arg(long)]
     pub key_file: Option<std::path::PathBuf>,
 }
