@@ -4,7 +4,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/h5pay-worker
 
-.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check alerts k8s-check sandbox run clean
+.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check alerts k8s-check sandbox run run-all walkthrough clean
 
 all: build
 
@@ -23,7 +23,8 @@ demo: services
 ##       (and headless Chromium for the payment page: installed when missing);
 ##       the AsyncAPI/OpenAPI documents checked; the alert rules and their
 ##       unit tests (promtool); the kustomize overlays rendered and validated;
-##       the client examples whose toolchain this machine has
+##       the client examples whose toolchain this machine has; README's
+##       "Trying it by hand" run as written (scripts/walkthrough.sh)
 test: services
 	./scripts/ensure-browser.sh
 	$(CARGO) test --locked --all-targets
@@ -32,6 +33,7 @@ test: services
 	./scripts/check-alerts.sh
 	./scripts/check-k8s.sh
 	./scripts/examples.sh --available $(BIN)
+	./scripts/walkthrough.sh $(BIN)
 
 ## docs-check: docs/asyncapi.yaml and docs/openapi.yaml validated, and the OpenAPI
 ##             document exercised against a running sandbox and receiver (schemathesis)
@@ -84,6 +86,17 @@ chaos: services
 ##       `make test` replays fuzz/seeds and fuzz/regressions; see RELIABILITY.md
 fuzz:
 	./scripts/fuzz.sh
+
+## run-all: sandbox, worker and notify receiver by hand on config/default.toml,
+##          pretty logs, notifies sent to the receiver; Ctrl-C stops all three
+run-all: services
+	$(CARGO) build --locked
+	./scripts/run-all.sh $(BIN)
+
+## walkthrough: runs README's "Trying it by hand" as written, to the paid event
+walkthrough: services
+	$(CARGO) build --locked
+	./scripts/walkthrough.sh $(BIN)
 
 ## sandbox / run: the two processes, by hand, on config/default.toml
 sandbox:

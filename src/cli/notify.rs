@@ -72,11 +72,12 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCo
             listen: s.notify.listen.clone(),
             source,
         })?;
+    let admin_listen = receiver_admin_listen(&s.admin.listen);
     let (admin_addr, admin_server) =
-        admin::bind(&s.admin.listen, health.clone())
+        admin::bind(admin_listen, health.clone())
             .await
             .map_err(|source| NotifyCommandError::Admin {
-                listen: s.admin.listen.clone(),
+                listen: admin_listen.to_owned(),
                 source,
             })?;
     tracing::info!(
@@ -121,5 +122,35 @@ async fn watch_broker(link: Link, health: Arc<Health>) {
     loop {
         health.set_consuming(link.is_connected());
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The receiver's admin address: `admin.listen` when it is set, else the
+/// receiver's own default, 127.0.0.1:9465, so that a worker and a receiver
+/// started by hand on the default config do not clash on 9464.
+pub fn receiver_admin_listen(admin_listen: &str) -> &str {
+    if admin_listen == crate::config::AdminSettings::default().listen {
+        RECEIVER_ADMIN_LISTEN
+    } else {
+        admin_listen
+    }
+}
+
+/// The receiver's default admin address.
+pub const RECEIVER_ADMIN_LISTEN: &str = "127.0.0.1:9465";
+
+#[cfg(test)]
+mod admin_port_tests {
+    #[test]
+    fn the_receiver_has_an_admin_port_of_its_own_unless_one_is_set() {
+        assert_eq!(
+            super::receiver_admin_listen("127.0.0.1:9464"),
+            "127.0.0.1:9465"
+        );
+        assert_eq!(super::receiver_admin_listen("0.0.0.0:9464"), "0.0.0.0:9464");
+        assert_eq!(
+            super::receiver_admin_listen("127.0.0.1:7000"),
+            "127.0.0.1:7000"
+        );
     }
 }
