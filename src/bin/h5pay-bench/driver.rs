@@ -138,8 +138,11 @@ pub async fn drive(
         let mut pending = FuturesUnordered::new();
         let started = Instant::now();
         for i in 0..count {
-            if rate > 0 {
-                let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            // Paced: latency counts from when the intent was due, not from
+            // when a late publisher got to it (no coordinated omission).
+            let due = (rate > 0)
+                .then(|| started + Duration::from_secs_f64(i as f64 / rate as f64));
+            if let Some(due) = due {
                 tokio::time::sleep_until(due.into()).await;
             }
             let body = serde_json::to_vec(&json!({
@@ -147,7 +150,7 @@ pub async fn drive(
                 "total_amount": amount.unwrap_or(100 + (i % 1000) as u64), "metadata": {"i": i}
             }))?;
             if let Ok(mut t) = pub_times.lock() {
-                t[i] = Some(Instant::now());
+                t[i] = Some(due.unwrap_or_else(Instant::now));
             }
             let confirm = pch
                 .basic_publish(
