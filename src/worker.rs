@@ -58,7 +58,7 @@ impl Worker {
         let s = &config.settings;
         let breaker = Arc::new(Breaker::new(&s.breaker));
         let gateway = Arc::new(Gateway::new(&s.gateway, &s.retry, breaker.clone())?);
-        let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
+        let claims = ClaimStore::open(&s.redis)?;
         let health = Arc::new(Health::new(breaker));
         let scheduling = s.reconcile.enabled.then(|| Scheduling {
             checks: ChecksStore::new(claims.clone(), s.reconcile.schedule_shards as usize),

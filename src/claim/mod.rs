@@ -255,6 +255,14 @@ impl Scripts {
 #[derive(Clone)]
 pub struct ClaimStore {
     conn: RedisConn,
+    /// Lease renewals (claims and checks) and the readiness PING. With
+    /// `redis.wait_replicas` on, a connection of their own: Redis answers
+    /// one connection's commands in order, so a `WAIT` holds up everything
+    /// sent after it on its connection — for its whole timeout when a
+    /// replica is missing — and renewals queued there would time out until
+    /// a live call's lease lapsed (contract §14: a failover cannot hang a
+    /// renewal past the lease).
+    lease_conn: RedisConn,
     prefix: String,
     lease_ms: u64,
     retention_secs: u64,
@@ -379,8 +387,21 @@ pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
 }
 
 impl ClaimStore {
+    /// Connects (lazily) to the Redis of `settings`; with
+    /// `redis.wait_replicas` on, leases get a connection of their own.
+    pub fn open(settings: &RedisSettings) -> Result<Self, RedisError> {
+        let mut store = Self::new(connect(settings)?, settings);
+        if settings.wait_replicas > 0 {
+            store.lease_conn = connect(settings)?;
+        }
+        Ok(store)
+    }
+
+    /// On one connection for everything (no `WAIT` may then hold up a
+    /// renewal only when `redis.wait_replicas` is 0: see [`Self::open`]).
     pub fn new(conn: RedisConn, settings: &RedisSettings) -> Self {
         ClaimStore {
+            lease_conn: conn.clone(),
             conn,
             prefix: settings.key_prefix.clone(),
             lease_ms: settings.lease_ms,
@@ -398,6 +419,11 @@ impl ClaimStore {
     /// The shared connection (payment state lives in the same hash).
     pub fn conn(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// The connection for leases, where no `WAIT` is ever sent.
+    pub fn lease_conn(&self) -> RedisConn {
+        self.lease_conn.clone()
     }
 
     /// After a state write to `key`: with `redis.wait_replicas` on, waits
@@ -474,7 +500,7 @@ impl ClaimStore {
 
     /// Extends the lease; `false` when this worker no longer owns the claim.
     pub async fn renew(&self, id: &Identity, token: &str) -> Result<bool, ClaimError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.lease_conn.clone();
         let n: i64 = self
             .scripts
             .renew
@@ -551,7 +577,7 @@ impl ClaimStore {
     /// readiness stays up through one master's failure (contract §14: only
     /// the intents whose keys live there wait).
     pub async fn ping(&self) -> Result<(), RedisError> {
-        match self.conn.clone() {
+        match self.lease_conn.clone() {
             RedisConn::Single(mut c) => redis::cmd("PING")
                 .query_async::<String>(&mut c)
                 .await

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::amqp::link::{Link, Topology};
-use crate::claim::{self, ClaimStore};
+use crate::claim::ClaimStore;
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::notify::{self, Receiver};
@@ -50,7 +50,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCo
     let _ = telemetry::recorder();
     let s = &config.settings;
     let stop = CancellationToken::new();
-    let claims = ClaimStore::new(claim::connect(&s.redis)?, &s.redis);
+    let claims = ClaimStore::open(&s.redis)?;
     let health = Arc::new(Health::receiver());
     // Its broker user may only publish to the result exchange: it declares
     // nothing (deploy/rabbitmq/local-users.json, OPERATIONS.md §13).

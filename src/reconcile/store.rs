@@ -301,7 +301,8 @@ impl ChecksStore {
         token: &str,
         lease_ms: u64,
     ) -> Result<Lease, ClaimError> {
-        let mut conn = self.conn();
+        // Never behind a WAIT (see ClaimStore::lease_conn).
+        let mut conn = self.claims.lease_conn();
         let reply: Vec<String> = self
             .scripts
             .lease

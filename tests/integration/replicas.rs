@@ -113,3 +113,91 @@ async fn with_wait_replicas_a_write_no_replica_confirmed_is_never_published_or_a
     assert_eq!(env.calls("M1", "W-2"), 1);
     assert!(worker.stop().await.is_ok());
 }
+
+/// A `WAIT` that no replica can answer holds its connection for its whole
+/// timeout (Redis answers one client's commands in order), and with a
+/// replica gone every state write waits so. Lease renewals and the
+/// readiness PING must not queue behind them: a renewal that times out
+/// again and again lets a live call's lease lapse (found by the cluster
+/// scenarios: after a failover with `wait_replicas = 1`, renewals on the
+/// promoted master timed out until its replica was back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_for_a_replica_never_holds_up_lease_renewals_or_the_ping() {
+    use h5pay_worker::claim::{ClaimError, ClaimReply, ClaimRequest, ClaimStore};
+    use h5pay_worker::config::{RedisSettings, SecretUrl};
+    use h5pay_worker::intent::Identity;
+
+    let port = crate::net::free_port().expect("a free port");
+    let _primary = server(port, None);
+    until("the primary up", || {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+    })
+    .await;
+    let settings = RedisSettings {
+        url: SecretUrl::new(format!("redis://127.0.0.1:{port}/0")),
+        key_prefix: format!("h5pay-test:{}", h5pay_worker::claim::new_token()),
+        lease_ms: 5_000,
+        wait_replicas: 1,
+        ..RedisSettings::default()
+    };
+    let store = ClaimStore::open(&settings).expect("connected");
+    let id = |t: &str| Identity {
+        inst_no: "60000001".into(),
+        mch_no: "M1".into(),
+        pay_trace_no: t.into(),
+    };
+    let claim = |store: ClaimStore, trace: String, token: String| async move {
+        store
+            .claim(
+                &id(&trace),
+                &ClaimRequest {
+                    token: &token,
+                    fingerprint: "fp",
+                    pay_time: "20261206120000",
+                    pay_time_explicit: false,
+                    too_old: false,
+                    sent: "{}",
+                    reached: false,
+                },
+            )
+            .await
+    };
+    // The claim is written; no replica confirms it (an error, as §14 says),
+    // but it is held: its owner renews it while it waits.
+    let held = claim(store.clone(), "HELD".into(), "owner".into()).await;
+    assert!(
+        matches!(held, Err(ClaimError::Replicas { got: 0, .. })),
+        "{held:?}"
+    );
+    // Other writes, each followed by a WAIT that lasts its whole timeout.
+    let waiting: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(claim(store.clone(), format!("W-{i}"), format!("t{i}"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
+    let renewed = store.renew(&id("HELD"), "owner").await;
+    let renew_took = asked.elapsed();
+    let asked = std::time::Instant::now();
+    let pinged = store.ping().await;
+    let ping_took = asked.elapsed();
+    assert!(
+        matches!(renewed, Ok(true)),
+        "the renewal failed behind the WAITs: {renewed:?} after {renew_took:?}"
+    );
+    assert!(
+        renew_took < Duration::from_millis(300),
+        "the renewal waited {renew_took:?} behind the WAITs"
+    );
+    assert!(pinged.is_ok(), "{pinged:?}");
+    assert!(ping_took < Duration::from_millis(300), "{ping_took:?}");
+    for w in waiting {
+        let r = w.await.expect("joined");
+        assert!(
+            !matches!(r, Ok(ClaimReply::Claimed { .. })),
+            "a claim no replica has counted as made: {r:?}"
+        );
+    }
+}
