@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::amqp::{PublishError, Publisher};
+use crate::claim::lease::keep_lease;
 use crate::claim::{self, ClaimError, ClaimRequest, ClaimStore, Release, Step, StoredOutcome};
 use crate::config::{Config, DuplicatePolicy, QueueType};
 use crate::gateway::retry::{Backoff, RetryPolicy};
@@ -563,7 +564,13 @@ impl Pipeline {
         // The lease is renewed alongside the call and the store, in the same
         // task: a Redis outage after the gateway answered must not let the
         // lease lapse while the answer waits to be stored.
-        let renew = renew_lease(&self.claims, id, call.token, &lost);
+        let claims = &self.claims;
+        let renew = keep_lease(claims.lease(), &lost, || async {
+            claims
+                .renew(id, call.token)
+                .await
+                .inspect_err(|e| warn!(error = %e, "could not renew the claim's lease"))
+        });
         tokio::pin!(renew);
         let abandon = Abandon {
             any_time: &lost,
@@ -856,46 +863,6 @@ enum CallEnd {
     },
     /// Redis answered something no retry can fix.
     Unusable,
-}
-
-/// Renews the lease every third of it; cancels `lost` when the claim is
-/// no longer ours, then waits forever (the call notices and ends). Redis
-/// errors are tolerated: the call goes on, and if the lease lapses
-/// meanwhile the compare-and-set on store decides.
-async fn renew_lease(
-    claims: &ClaimStore,
-    id: &intent::Identity,
-    token: &str,
-    lost: &CancellationToken,
-) -> std::convert::Infallible {
-    // On a fixed schedule, not "a third after the last renewal ended": a
-    // renewal that times out must not push the next one past the lease.
-    let period = claims.lease() / 3;
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut held_until = tokio::time::Instant::now() + claims.lease();
-    loop {
-        let scheduled = ticks.tick().await;
-        // A tick more than a period late, past the lease, means this
-        // process stalled (a freeze, a starved runtime): another worker may
-        // own the identity now. Give the claim up at once, before asking
-        // Redis, so a retry woken by the same stall cannot go out
-        // meanwhile. (Renewals that merely fail keep their schedule.)
-        let now = tokio::time::Instant::now();
-        if now >= held_until && now.duration_since(scheduled) >= period {
-            lost.cancel();
-            return std::future::pending().await;
-        }
-        let asked = tokio::time::Instant::now();
-        match claims.renew(id, token).await {
-            Ok(true) => held_until = asked + claims.lease(),
-            Ok(false) => {
-                lost.cancel();
-                return std::future::pending().await;
-            }
-            Err(e) => warn!(error = %e, "could not renew the claim's lease"),
-        }
-    }
 }
 
 /// A result event and its serialised body: serialised once, stored and

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::schedule::{Plan, Schedule};
 use super::store::{ChecksStore, Due, Lease, identity};
+use crate::claim::lease::keep_lease;
 use crate::claim::{self, ClaimError};
 use crate::gateway::close::CloseAnswer;
 use crate::gateway::query::{QueryAnswer, QueryExpect};
@@ -100,7 +101,11 @@ impl<S: PaymentSink> Checker<S> {
             }
         }
         let lost = CancellationToken::new();
-        let renew = self.renew(&id, &token, &lost);
+        let (checks, lease_ms) = (&self.checks, self.lease_ms);
+        let renew = keep_lease(Duration::from_millis(lease_ms), &lost, || async {
+            // Busy or gone: the identity is no longer this check's.
+            Ok::<_, ClaimError>(checks.lease(&id, &token, lease_ms).await? == Lease::Taken)
+        });
         tokio::pin!(renew);
         // Its own span for the logs (the exported span, if any, is made
         // once the payment's trace is known: `work`).
@@ -139,39 +144,6 @@ impl<S: PaymentSink> Checker<S> {
             Err(e) => {
                 warn!(error = %e, "check failed; it runs again after its pick-up lease");
                 CheckResult::Error
-            }
-        }
-    }
-
-    /// Renews the identity's lease on a fixed schedule; cancels `lost` and
-    /// then waits forever if it is lost.
-    async fn renew(
-        &self,
-        id: &Identity,
-        token: &str,
-        lost: &CancellationToken,
-    ) -> std::convert::Infallible {
-        let lease = Duration::from_millis(self.lease_ms);
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut held_until = tokio::time::Instant::now() + lease;
-        loop {
-            let scheduled = ticks.tick().await;
-            // Stalled past the lease (see the pipeline's renewal): give up.
-            let now = tokio::time::Instant::now();
-            if now >= held_until && now.duration_since(scheduled) >= lease / 3 {
-                lost.cancel();
-                std::future::pending::<()>().await;
-            }
-            let asked = tokio::time::Instant::now();
-            match self.checks.lease(id, token, self.lease_ms).await {
-                Ok(Lease::Taken) => held_until = asked + lease,
-                Err(_) => {}
-                Ok(_) => {
-                    lost.cancel();
-                    std::future::pending::<()>().await;
-                }
             }
         }
     }
