@@ -2,6 +2,10 @@
 //! outcome stored (compare-and-set on the claim) before anything is
 //! published.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
@@ -13,6 +17,7 @@ use crate::claim::{Release, StoredOutcome};
 use crate::gateway::Abandon;
 use crate::intent::Intent;
 use crate::keys::Institutions;
+use crate::outcome::CallResult;
 use crate::payment::store::is_followed;
 use crate::result_event::ResultEvent;
 use crate::telemetry::metrics::RedisOp;
@@ -117,10 +122,25 @@ impl Pipeline {
                 return CallEnd::HandBack;
             }
         };
+        self.store_outcome(call, &result, renew.as_mut()).await
+    }
+
+    /// Stores the decided outcome under the claim, its lease still kept by
+    /// `renew` meanwhile.
+    async fn store_outcome<R>(
+        &self,
+        call: &Call<'_>,
+        result: &CallResult,
+        mut renew: Pin<&mut R>,
+    ) -> CallEnd
+    where
+        R: Future<Output = Infallible>,
+    {
+        let id = &call.intent.identity;
         let out = Outgoing::new(ResultEvent::decided(
             call.intent,
             call.pay_time,
-            &result,
+            result,
             Utc::now(),
         ));
         // Store before publish: never give up on a decided outcome while the

@@ -2,6 +2,7 @@
 //! another worker's claim, replay a stored outcome, refuse (conflict,
 //! expired), or call the gateway under the claim.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -41,52 +42,55 @@ impl Waiting {
     }
 }
 
+/// What a delivery asks the claim for, the same on every try.
+struct Asking {
+    /// This delivery's owner token.
+    token: String,
+    fingerprint: String,
+    /// The pay_time to fix if the identity is new.
+    pay_time: String,
+    pay_time_explicit: bool,
+    too_old: bool,
+    /// What is sent, and its JSON as stored with a new claim.
+    sent: Sent,
+    sent_json: String,
+}
+
+impl Asking {
+    fn request(&self, reached: bool) -> ClaimRequest<'_> {
+        ClaimRequest {
+            token: &self.token,
+            fingerprint: &self.fingerprint,
+            pay_time: &self.pay_time,
+            pay_time_explicit: self.pay_time_explicit,
+            too_old: self.too_old,
+            sent: &self.sent_json,
+            reached,
+        }
+    }
+}
+
+/// What the claim script said when it gave this delivery the claim.
+struct Claimed {
+    /// Fixed for the identity.
+    pay_time: String,
+    takeover: bool,
+    /// The earlier owner's `Sent` (JSON), if any.
+    stored: String,
+    /// An earlier attempt of this delivery may have reached the gateway.
+    reached: bool,
+}
+
 impl Pipeline {
     /// The claim loop: claim, then call, store, publish; or replay, wait,
     /// refuse.
-    pub(super) async fn decide<S: ResultSink>(
+    pub(super) async fn claim_loop<S: ResultSink>(
         &self,
         intent: &Intent,
         d: &Delivery<'_, S>,
         institutions: &Institutions,
     ) -> Disposition {
-        let now = Utc::now();
-        let made = intent::intent_time(
-            d.msg.timestamp,
-            intent.pay_time.as_deref(),
-            self.settings.offset,
-        );
-        let candidate_pay_time = intent
-            .pay_time
-            .clone()
-            .unwrap_or_else(|| intent::format_pay_time(now, self.settings.offset));
-        let fingerprint = intent.fingerprint();
-        let token = claim::new_token();
-        // What is sent, stored with a new claim: a retry or a takeover sends
-        // the same notify_url, and a payment event can be built even before
-        // the outcome is stored.
-        let sent = Sent {
-            pay_type: intent.pay_type,
-            total_amount: intent.total_amount,
-            notify_url: intent
-                .notify_url
-                .clone()
-                .or_else(|| self.settings.notify_url.clone()),
-            correlation_id: d.correlation.clone(),
-            metadata: intent.metadata.clone(),
-            // Payment events of the identity continue this intent's trace.
-            trace: trace::outgoing(d.msg.trace),
-        };
-        let sent_json = serde_json::to_string(&sent).unwrap_or_default();
-        let request = ClaimRequest {
-            token: &token,
-            fingerprint: &fingerprint,
-            pay_time: &candidate_pay_time,
-            pay_time_explicit: intent.pay_time.is_some(),
-            too_old: intent::is_expired(made, now, self.settings.max_intent_age_secs),
-            sent: &sent_json,
-            reached: false,
-        };
+        let asking = self.asking(intent, d);
         let id = &intent.identity;
         let mut waiting = Waiting::new();
         // An attempt of this delivery may have reached the gateway: kept for
@@ -95,7 +99,7 @@ impl Pipeline {
         // (contract §5.6).
         let mut reached = false;
         loop {
-            let request = ClaimRequest { reached, ..request };
+            let request = asking.request(reached);
             let claimed = self
                 .redis(RedisOp::Claim, Persist::UntilStop, || {
                     self.claims.claim(id, &request)
@@ -155,55 +159,122 @@ impl Pipeline {
                     sent: stored,
                 } => {
                     waiting.over();
-                    if reached {
-                        info!(
-                            "claimed again after losing the claim mid-call; sending the identical request"
-                        );
-                    } else if takeover {
-                        metrics::claim_taken_over();
-                        info!("took over an expired claim; sending the identical request");
-                    }
-                    // The claim's notify_url: for a takeover, the one the
-                    // earlier owner sent (a claim stored before it was kept
-                    // sends the intent's own).
-                    let notify_url = if stored.is_empty() {
-                        intent.notify_url.clone()
-                    } else {
-                        serde_json::from_str::<Sent>(&stored)
-                            .map(|s| s.notify_url)
-                            .unwrap_or_else(|_| sent.notify_url.clone())
-                    };
-                    let call = Call {
-                        intent,
-                        token: &token,
-                        pay_time: &pay_time,
-                        notify_url: notify_url.as_deref(),
+                    let claimed = Claimed {
+                        pay_time,
                         takeover,
+                        stored,
+                        reached,
                     };
-                    match self.call_and_store(&call, institutions).await {
-                        CallEnd::Stored(out) => {
-                            // The first check is scheduled alongside the
-                            // publish, and both come before the ack.
-                            let (disposition, scheduled) = tokio::join!(
-                                self.publish_outcome(&out, d, Some(id)),
-                                self.schedule_first_check(id, &out.event),
-                            );
-                            return self.unless_unscheduled(disposition, scheduled, d.msg);
-                        }
-                        CallEnd::HandBack => return Disposition::HandBack,
-                        CallEnd::Unusable => return self.unusable(d.msg),
-                        // Another worker owns the identity now (its outcome
-                        // wins), or the claim vanished: claim again.
-                        CallEnd::ClaimLost { attempted } => {
-                            reached |= attempted;
-                            metrics::claim_lost();
-                            warn!(
-                                attempted,
-                                "lost the claim mid-call; claiming again (another worker's outcome wins)"
-                            );
-                        }
+                    match self
+                        .call_claimed(intent, &asking, claimed, d, institutions)
+                        .await
+                    {
+                        ControlFlow::Break(disposition) => return disposition,
+                        ControlFlow::Continue(attempted) => reached |= attempted,
                     }
                 }
+            }
+        }
+    }
+
+    /// What this delivery asks the claim for.
+    fn asking<S>(&self, intent: &Intent, d: &Delivery<'_, S>) -> Asking {
+        let now = Utc::now();
+        let made = intent::intent_time(
+            d.msg.timestamp,
+            intent.pay_time.as_deref(),
+            self.settings.offset,
+        );
+        // What is sent, stored with a new claim: a retry or a takeover sends
+        // the same notify_url, and a payment event can be built even before
+        // the outcome is stored.
+        let sent = Sent {
+            pay_type: intent.pay_type,
+            total_amount: intent.total_amount,
+            notify_url: intent
+                .notify_url
+                .clone()
+                .or_else(|| self.settings.notify_url.clone()),
+            correlation_id: d.correlation.clone(),
+            metadata: intent.metadata.clone(),
+            // Payment events of the identity continue this intent's trace.
+            trace: trace::outgoing(d.msg.trace),
+        };
+        Asking {
+            token: claim::new_token(),
+            fingerprint: intent.fingerprint(),
+            pay_time: intent
+                .pay_time
+                .clone()
+                .unwrap_or_else(|| intent::format_pay_time(now, self.settings.offset)),
+            pay_time_explicit: intent.pay_time.is_some(),
+            too_old: intent::is_expired(made, now, self.settings.max_intent_age_secs),
+            sent_json: serde_json::to_string(&sent).unwrap_or_default(),
+            sent,
+        }
+    }
+
+    /// Calls the gateway under the claim just taken, then publishes the
+    /// stored outcome. `Continue(attempted)`: the claim was lost, claim
+    /// again (`attempted`: the gateway may have seen the request).
+    async fn call_claimed<S: ResultSink>(
+        &self,
+        intent: &Intent,
+        asking: &Asking,
+        claimed: Claimed,
+        d: &Delivery<'_, S>,
+        institutions: &Institutions,
+    ) -> ControlFlow<Disposition, bool> {
+        let id = &intent.identity;
+        let Claimed {
+            pay_time,
+            takeover,
+            stored,
+            reached,
+        } = claimed;
+        if reached {
+            info!("claimed again after losing the claim mid-call; sending the identical request");
+        } else if takeover {
+            metrics::claim_taken_over();
+            info!("took over an expired claim; sending the identical request");
+        }
+        // The claim's notify_url: for a takeover, the one the earlier owner
+        // sent (a claim stored before it was kept sends the intent's own).
+        let notify_url = if stored.is_empty() {
+            intent.notify_url.clone()
+        } else {
+            serde_json::from_str::<Sent>(&stored)
+                .map(|s| s.notify_url)
+                .unwrap_or_else(|_| asking.sent.notify_url.clone())
+        };
+        let call = Call {
+            intent,
+            token: &asking.token,
+            pay_time: &pay_time,
+            notify_url: notify_url.as_deref(),
+            takeover,
+        };
+        match self.call_and_store(&call, institutions).await {
+            CallEnd::Stored(out) => {
+                // The first check is scheduled alongside the publish, and
+                // both come before the ack.
+                let (disposition, scheduled) = tokio::join!(
+                    self.publish_outcome(&out, d, Some(id)),
+                    self.schedule_first_check(id, &out.event),
+                );
+                ControlFlow::Break(self.unless_unscheduled(disposition, scheduled, d.msg))
+            }
+            CallEnd::HandBack => ControlFlow::Break(Disposition::HandBack),
+            CallEnd::Unusable => ControlFlow::Break(self.unusable(d.msg)),
+            // Another worker owns the identity now (its outcome wins), or
+            // the claim vanished: claim again.
+            CallEnd::ClaimLost { attempted } => {
+                metrics::claim_lost();
+                warn!(
+                    attempted,
+                    "lost the claim mid-call; claiming again (another worker's outcome wins)"
+                );
+                ControlFlow::Continue(attempted)
             }
         }
     }

@@ -221,7 +221,7 @@ impl Pipeline {
                 };
                 // Entering `process` too makes it the parent of every step
                 // span in the exported trace (the log span is not exported).
-                self.decide(&intent, &d, &institutions)
+                self.claim_loop(&intent, &d, &institutions)
                     .instrument(span)
                     .instrument(process.clone())
                     .await
