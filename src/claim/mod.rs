@@ -9,6 +9,8 @@
 //! What to do with a claim's answer is decided by [`next_step`], a plain
 //! function.
 
+pub mod lease;
+
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};

@@ -12,8 +12,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::evidence::{check_result, evidence_of, result_of};
 use super::schedule::{Plan, Schedule};
 use super::store::{ChecksStore, Due, Lease, identity};
+use crate::claim::lease::keep_lease;
 use crate::claim::{self, ClaimError};
 use crate::gateway::close::CloseAnswer;
 use crate::gateway::query::{QueryAnswer, QueryExpect};
@@ -22,7 +24,7 @@ use crate::gateway::{Abandon, Abandoned, CloseRequest, Gateway, QueryBy, QueryRe
 use crate::intent::{Identity, format_pay_time};
 use crate::keys::KeyRing;
 use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
-use crate::payment::event::{Anomaly, parse_end_time};
+use crate::payment::event::Anomaly;
 use crate::payment::{EventState, Evidence, PaymentState, PaymentStore, Source, View};
 use crate::telemetry::metrics::{self, CheckResult, Label};
 use crate::telemetry::trace;
@@ -100,7 +102,11 @@ impl<S: PaymentSink> Checker<S> {
             }
         }
         let lost = CancellationToken::new();
-        let renew = self.renew(&id, &token, &lost);
+        let (checks, lease_ms) = (&self.checks, self.lease_ms);
+        let renew = keep_lease(Duration::from_millis(lease_ms), &lost, || async {
+            // Busy or gone: the identity is no longer this check's.
+            Ok::<_, ClaimError>(checks.lease(&id, &token, lease_ms).await? == Lease::Taken)
+        });
         tokio::pin!(renew);
         // Its own span for the logs (the exported span, if any, is made
         // once the payment's trace is known: `work`).
@@ -143,39 +149,6 @@ impl<S: PaymentSink> Checker<S> {
         }
     }
 
-    /// Renews the identity's lease on a fixed schedule; cancels `lost` and
-    /// then waits forever if it is lost.
-    async fn renew(
-        &self,
-        id: &Identity,
-        token: &str,
-        lost: &CancellationToken,
-    ) -> std::convert::Infallible {
-        let lease = Duration::from_millis(self.lease_ms);
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut held_until = tokio::time::Instant::now() + lease;
-        loop {
-            let scheduled = ticks.tick().await;
-            // Stalled past the lease (see the pipeline's renewal): give up.
-            let now = tokio::time::Instant::now();
-            if now >= held_until && now.duration_since(scheduled) >= lease / 3 {
-                lost.cancel();
-                std::future::pending::<()>().await;
-            }
-            let asked = tokio::time::Instant::now();
-            match self.checks.lease(id, token, self.lease_ms).await {
-                Ok(Lease::Taken) => held_until = asked + lease,
-                Err(_) => {}
-                Ok(_) => {
-                    lost.cancel();
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-
     async fn work(
         &self,
         id: &Identity,
@@ -213,32 +186,21 @@ impl<S: PaymentSink> Checker<S> {
         match view.known.state() {
             Some(PaymentState::Open) => {}
             Some(state) => {
-                self.checks.remove(member).await?;
-                return Ok(Done {
-                    result: CheckResult::Final,
-                    plan: None,
-                    detail: format!("already {}", state.as_str()),
-                });
+                let detail = format!("already {}", state.as_str());
+                return self.unscheduled(member, CheckResult::Final, detail).await;
             }
             None => {
-                self.checks.remove(member).await?;
-                return Ok(Done {
-                    result: CheckResult::Gone,
-                    plan: None,
-                    detail: "no payment".into(),
-                });
+                return self
+                    .unscheduled(member, CheckResult::Gone, "no payment".into())
+                    .await;
             }
         }
         // Every time counts from when the order was placed, never from the
         // publisher's pay_time (contract §12).
         let Some(placed) = view.outcome.as_ref().and_then(|o| o.placed_at()) else {
             warn!("a followed payment without a readable outcome; no more checks");
-            self.checks.remove(member).await?;
-            return Ok(Done {
-                result: CheckResult::Gone,
-                plan: None,
-                detail: "no stored outcome".into(),
-            });
+            let detail = "no stored outcome".into();
+            return self.unscheduled(member, CheckResult::Gone, detail).await;
         };
         let now = Utc::now();
         let facts = self.checks.facts(id).await?;
@@ -266,52 +228,10 @@ impl<S: PaymentSink> Checker<S> {
         }
         let query_trace_no = claim::new_token();
         let answer = self
-            .query(id, &view, &query_trace_no, &key, abandon)
+            .query_and_learn(id, &view, &query_trace_no, &key, abandon, &mut detail)
             .await?;
-        detail.push_str(&describe(&answer));
-        if let Some(t) = answer.trade_no()
-            && view.trade_no.is_none()
-        {
-            // An outcome_unknown payment learns its order this way, and can
-            // then be closed.
-            self.checks.note(id, true, &[("tn", t)]).await?;
-        }
-        let (evidence, source, paid_at) = match &answer {
-            QueryAnswer::Paid { trade_no, end_time } => (
-                Some(Evidence::Paid {
-                    trade_no: Some(trade_no.clone()),
-                }),
-                Source::Query,
-                end_time.as_deref().and_then(parse_end_time),
-            ),
-            QueryAnswer::Failed { .. } if closed => {
-                (Some(Evidence::ClosedAfterClose), Source::Close, None)
-            }
-            QueryAnswer::Failed { .. } => (Some(Evidence::Failed), Source::Query, None),
-            QueryAnswer::Anomaly {
-                kind,
-                message,
-                sign,
-            } => {
-                let a = Anomaly {
-                    kind: *kind,
-                    message: message.clone(),
-                };
-                apply::anomaly(
-                    &self.payments,
-                    &self.sink,
-                    id,
-                    &view,
-                    a,
-                    Source::Query,
-                    sign,
-                    now,
-                )
-                .await?;
-                (None, Source::Query, None)
-            }
-            QueryAnswer::NotYet { .. } | QueryAnswer::NoAnswer(_) => (None, Source::Query, None),
-        };
+        self.anomaly(id, &view, &answer, now).await?;
+        let (evidence, source, paid_at) = evidence_of(&answer, closed);
         let mut moved = None;
         if let Some(e) = &evidence {
             let applied = apply::apply(
@@ -331,22 +251,14 @@ impl<S: PaymentSink> Checker<S> {
         if moved.is_none() && plan == Plan::GiveUp {
             moved = self.give_up(id, placed, now, &mut detail).await?;
         }
-        let result = match (moved, &answer) {
-            (Some(state), _) => {
-                self.checks.remove(member).await?;
-                result_of(state)
-            }
-            (None, answer) => {
-                // Still open (or moved by someone else meanwhile: the next
-                // check finds it final and stops).
-                self.next(member, placed).await?;
-                match answer {
-                    QueryAnswer::Anomaly { .. } => CheckResult::Anomaly,
-                    QueryAnswer::NoAnswer(_) => CheckResult::NoAnswer,
-                    _ => CheckResult::Open,
-                }
-            }
-        };
+        if moved.is_some() {
+            self.checks.remove(member).await?;
+        } else {
+            // Still open (or moved by someone else meanwhile: the next check
+            // finds it final and stops).
+            self.next(member, placed).await?;
+        }
+        let result = check_result(moved, &answer);
         info!(
             plan = plan_word(plan),
             result = result.as_str(),
@@ -358,6 +270,77 @@ impl<S: PaymentSink> Checker<S> {
             plan: Some(plan),
             detail,
         })
+    }
+
+    /// No more checks of this payment: its schedule entry goes.
+    async fn unscheduled(
+        &self,
+        member: &Due,
+        result: CheckResult,
+        detail: String,
+    ) -> Result<Done, CheckError> {
+        self.checks.remove(member).await?;
+        Ok(Done {
+            result,
+            plan: None,
+            detail,
+        })
+    }
+
+    /// queryorder, described into `detail`; an order number the payment
+    /// did not know is noted: an outcome_unknown payment learns its order
+    /// this way, and can then be closed.
+    async fn query_and_learn(
+        &self,
+        id: &Identity,
+        view: &View,
+        query_trace_no: &str,
+        key: &secrecy::SecretString,
+        abandon: Abandon<'_>,
+        detail: &mut String,
+    ) -> Result<QueryAnswer, CheckError> {
+        let answer = self.query(id, view, query_trace_no, key, abandon).await?;
+        detail.push_str(&describe(&answer));
+        if let Some(t) = answer.trade_no()
+            && view.trade_no.is_none()
+        {
+            self.checks.note(id, true, &[("tn", t)]).await?;
+        }
+        Ok(answer)
+    }
+
+    /// A verified answer that is not evidence becomes an anomaly event.
+    async fn anomaly(
+        &self,
+        id: &Identity,
+        view: &View,
+        answer: &QueryAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<(), CheckError> {
+        let QueryAnswer::Anomaly {
+            kind,
+            message,
+            sign,
+        } = answer
+        else {
+            return Ok(());
+        };
+        let a = Anomaly {
+            kind: *kind,
+            message: message.clone(),
+        };
+        apply::anomaly(
+            &self.payments,
+            &self.sink,
+            id,
+            view,
+            a,
+            Source::Query,
+            sign,
+            now,
+        )
+        .await?;
+        Ok(())
     }
 
     /// A followed payment whose institution left the config: never
@@ -553,15 +536,6 @@ impl StillWanted for StillOpen<'_> {
             }
             open
         })
-    }
-}
-
-fn result_of(state: EventState) -> CheckResult {
-    match state {
-        EventState::Paid => CheckResult::Paid,
-        EventState::Failed => CheckResult::Failed,
-        EventState::Closed => CheckResult::Closed,
-        _ => CheckResult::Unresolved,
     }
 }
 

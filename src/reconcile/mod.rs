@@ -6,13 +6,14 @@
 //! * [`schedule`]: when a check is due and what it does (pure).
 //! * [`store`]: the schedule in Redis (a sorted set picked up with
 //!   leases), the identity's lease, the close pair.
-//! * [`check`]: one check.
+//! * [`check`]: one check; `evidence`: what its query answer means (pure).
 //!
 //! The pipeline schedules a payment's first check when it stores a followed
 //! outcome, before the intent is acknowledged ([`Scheduling`]); every
 //! worker replica runs a [`Reconciler`] that picks up due checks.
 
 pub mod check;
+mod evidence;
 pub mod schedule;
 pub mod store;
 
