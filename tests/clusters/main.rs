@@ -15,7 +15,7 @@
 //!
 //! `make chaos-clusters` runs it (H5PAY_CHAOS_FULL=1: the full load). The
 //! clusters are started once for all scenarios (about 20 s) and healed
-//! between them. H5PAY_CLUSTERS_ONLY=leader,dlq,redis-wait,redis-failover
+//! between them. H5PAY_CLUSTERS_ONLY=leader,election,dlq,redis-wait,redis-failover
 //! picks scenarios; H5PAY_CLUSTERS_KEEP=1 keeps the clusters and the logs.
 
 #[path = "../chaos/harness.rs"]
@@ -78,9 +78,12 @@ type Scenario = for<'a> fn(&'a Clusters, Scale) -> Pin<Box<dyn Future<Output = (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a Redis Cluster and a RabbitMQ cluster (~20 s) and runs 4 scenarios (~4 min): make chaos-clusters"]
 async fn clusters_survive_node_failures() {
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 5] = [
         ("leader", |c, s| {
             Box::pin(intent_queue_leader_killed_under_load(c, s))
+        }),
+        ("election", |c, s| {
+            Box::pin(a_publisher_refused_during_an_election_publishes_again(c, s))
         }),
         ("dlq", |c, s| {
             Box::pin(dlq_node_killed_then_worker_restarted(c, s))
@@ -568,4 +571,103 @@ async fn redis_master_killed_under_load_failover_only(cl: &Clusters, s: Scale) {
         },
     )
     .await
+}
+
+/// A worker whose node died reconnects at once, and its first result
+/// event goes out while the results' quorum queue is still electing a
+/// leader. RabbitMQ 3.10 nacks that publish and then every later publish
+/// of the same channel, for minutes, while a new channel on the same
+/// connection is confirmed (seen in the full leader scenario: two intents
+/// bounced between nacks and hand-backs until the drain gave up). The
+/// worker's publisher replaces a channel the broker refused, so the next
+/// retry is confirmed.
+async fn a_publisher_refused_during_an_election_publishes_again(cl: &Clusters, _s: Scale) {
+    use h5pay_worker::amqp::Publisher;
+    use h5pay_worker::payment::apply::Outgoing;
+    use h5pay_worker::payment::event::EventState;
+    let scenario =
+        "RabbitMQ: a publisher's first publish comes during the results queue's election";
+    let w = World::start(
+        cl,
+        Options {
+            tag: "election",
+            sandbox_latency_ms: 20,
+            prefetch: 64,
+            wait_replicas: 0,
+            declare_on: 0,
+            dlq_on: Some(2),
+        },
+    )
+    .await;
+    let leader =
+        w.cl.queue_nodes(&w.vhost)
+            .get("clusters.results")
+            .and_then(|q| q.0)
+            .expect("the results queue has a leader");
+    let node = (leader + 1) % 3;
+    w.cl.kill_rabbit(leader);
+    let killed = Instant::now();
+    // Connected and publishing at once, as a worker that lost its node.
+    let conn = std::sync::Arc::new(harness::connect(w.cl, node, &w.vhost).await);
+    let publisher = Publisher::open(&conn, "h5pay.results")
+        .await
+        .expect("a publisher");
+    let trace = h5pay_worker::telemetry::trace::TraceHeaders::default();
+    let publish = |n: usize| {
+        let publisher = publisher.clone();
+        let trace = trace.clone();
+        async move {
+            let id = format!("election-{n}");
+            let body = json!({"schema": "h5pay.payment.v1", "event_id": id, "pay_trace_no": id, "state": "paid"})
+                .to_string();
+            publisher
+                .publish_payment(Outgoing {
+                    event_id: &id,
+                    state: EventState::Paid,
+                    routing_key: "h5pay.payment.paid",
+                    body: body.as_bytes(),
+                    correlation_id: &id,
+                    occurred_at: "2026-12-06T00:00:00Z",
+                    subject: &id,
+                    trace: &trace,
+                })
+                .await
+        }
+    };
+    let mut refused = 0usize;
+    let mut confirmed_after = None;
+    let mut n = 0;
+    while killed.elapsed() < RESUME_WITHIN {
+        n += 1;
+        match publish(n).await {
+            Ok(()) => {
+                confirmed_after = Some(secs(killed.elapsed()));
+                break;
+            }
+            Err(e) => {
+                refused += 1;
+                eprintln!("publish {n}: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And it stays so: the next ones are confirmed too.
+    let mut later_refused = 0;
+    for m in 0..10 {
+        if publish(1000 + m).await.is_err() {
+            later_refused += 1;
+        }
+    }
+    record(&json!({
+        "scenario": scenario, "kills": 1,
+        "refused_during_the_election": refused,
+        "confirmed_secs_after_kill": confirmed_after,
+        "refused_afterwards": later_refused,
+    }));
+    let _ = conn.close(200, "done".into()).await;
+    assert!(
+        confirmed_after.is_some(),
+        "the publisher was refused for a minute after the election ({refused} nacks)"
+    );
+    assert_eq!(later_refused, 0, "publishes refused after the election");
 }
