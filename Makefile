@@ -4,7 +4,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/h5pay-worker
 
-.PHONY: all build demo test services lint fmt bench bench-notify chaos fuzz examples docs-check alerts k8s-check sandbox run run-all walkthrough clean
+.PHONY: all build demo test services lint fmt bench bench-notify chaos chaos-clusters fuzz examples docs-check alerts k8s-check sandbox run run-all walkthrough clean
 
 all: build
 
@@ -81,6 +81,16 @@ chaos: services
 	rm -f target/chaos-report.jsonl
 	H5PAY_CHAOS_FULL=1 $(CARGO) test --locked --release --test chaos -- --nocapture
 	@echo "figures: target/chaos-report.jsonl"
+
+## chaos-clusters: node failures on real clusters that scripts/clusters.sh starts beside the
+##                 local services (a Redis Cluster of 3 masters + 3 replicas, 3 RabbitMQ nodes;
+##                 ~20 s and ~520 MiB): the intent queue's leader, the DLQ's node and a Redis
+##                 master killed under load (~6 min). Not in `make test`: ~3 min even at its
+##                 short scale (`cargo test --test clusters -- --ignored`); see RELIABILITY.md
+chaos-clusters: services
+	rm -f target/chaos-clusters-report.jsonl
+	H5PAY_CHAOS_FULL=1 $(CARGO) test --locked --release --test clusters -- --ignored --nocapture
+	@echo "figures: target/chaos-clusters-report.jsonl"
 
 ## fuzz: every fuzz target for FUZZ_SECONDS (default 600) each (needs nightly; installs cargo-fuzz)
 ##       `make test` replays fuzz/seeds and fuzz/regressions; see RELIABILITY.md

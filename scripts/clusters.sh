@@ -297,12 +297,27 @@ EOF
     >"$d/start.log" 2>&1 || die "rabbitmq node $n did not start: $(tail -5 "$d/start.log")"
 }
 
+# The end of node N's logs, for a failure message (the directory goes
+# with the teardown).
+rabbit_diag() {
+  local d f
+  d=$(rabbit_dir "$1")
+  for f in "$d/start.log" "$d"/log/*.log; do
+    [ -s "$f" ] || continue
+    echo "--- $f"
+    grep -iE 'error|crash|fail|eaddrinuse|refused' "$f" | tail -8
+    tail -3 "$f"
+  done
+}
+
 rabbit_await() {
   local n=$1 secs=$2
   timeout "$secs" bash -c "until [ -s '$(rabbit_dir "$n")/pid' ]; do sleep 0.2; done" ||
-    die "rabbitmq node $n wrote no pid file (log: $(rabbit_dir "$n")/log)"
+    die "rabbitmq node $n wrote no pid file within ${secs}s:
+$(rabbit_diag "$n")"
   ctl "$n" await_startup --timeout "$secs" >/dev/null 2>&1 ||
-    die "rabbitmq node $n did not start within ${secs}s (log: $(rabbit_dir "$n")/log)"
+    die "rabbitmq node $n did not start within ${secs}s:
+$(rabbit_diag "$n")"
 }
 
 # Three nodes running in one cluster, as node N sees it.

@@ -213,7 +213,7 @@ impl Worker {
         self.drain().await;
         if let Some((conn, channel, publisher)) = kept {
             // Whatever is still unacknowledged returns to the queue.
-            amqp::close(&conn, &[&channel, publisher.channel()], "worker stopped").await;
+            amqp::close(&conn, &[&channel, &publisher.channel()], "worker stopped").await;
         }
         info!("worker stopped");
         Ok(())

@@ -124,7 +124,7 @@ async fn keep(
             tokio::select! {
                 _ = stop.cancelled() => {
                     tx.send_replace(None);
-                    super::close(&conn, &[publisher.channel()], "stopping").await;
+                    super::close(&conn, &[&publisher.channel()], "stopping").await;
                     return;
                 }
                 _ = broken.notified() => break,

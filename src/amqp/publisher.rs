@@ -21,9 +21,60 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// the best-effort copies sent to an intent's `reply_to`.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    confirms: Arc<Confirms>,
     exchange: ShortString,
     replies: Arc<Replies>,
+}
+
+/// The confirm-mode channel, replaced when the broker refuses a publish on
+/// it. RabbitMQ (3.10 here) can keep nacking every later publish of a
+/// channel whose first publish to a quorum queue came while that queue
+/// was electing a leader — a worker that reconnects at once after its node
+/// died publishes just then — while a new channel on the same connection
+/// is confirmed (found by the cluster scenarios, tests/clusters). So a
+/// nack or a missing confirm costs one channel: the retry goes out on a
+/// fresh one, and the refused channel closes once its last publish is
+/// settled.
+struct Confirms {
+    conn: Arc<Connection>,
+    current: std::sync::Mutex<Channel>,
+    /// One replacement at a time.
+    replacing: tokio::sync::Mutex<()>,
+}
+
+impl Confirms {
+    fn current(&self) -> Channel {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new confirm channel in place of `refused`, unless another
+    /// publish did already. A connection that cannot open one is failing
+    /// anyway: its session is rebuilt.
+    async fn replace(&self, refused: &Channel) {
+        let _one = self.replacing.lock().await;
+        if self.current().id() != refused.id() {
+            return;
+        }
+        let fresh = async {
+            let c = self.conn.create_channel().await?;
+            c.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok::<Channel, lapin::Error>(c)
+        };
+        match fresh.await {
+            Ok(c) => {
+                tracing::info!(
+                    refused = refused.id(),
+                    channel = c.id(),
+                    "publishing on a new channel: the broker refused a publish on the last one"
+                );
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = c;
+            }
+            Err(e) => tracing::debug!(error = %e, "no new channel to publish on"),
+        }
+    }
 }
 
 /// The `reply_to` channel. A broker refusal (access refused, a bad name)
@@ -75,7 +126,11 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(Publisher {
-            channel,
+            confirms: Arc::new(Confirms {
+                conn: conn.clone(),
+                current: std::sync::Mutex::new(channel),
+                replacing: tokio::sync::Mutex::new(()),
+            }),
             exchange: ShortString::from(result_exchange),
             replies: Arc::new(Replies {
                 conn: conn.clone(),
@@ -84,8 +139,9 @@ impl Publisher {
         })
     }
 
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// The channel publishes go out on now.
+    pub fn channel(&self) -> Channel {
+        self.confirms.current()
     }
 
     /// Publishes `event` (serialised as `body`) and waits for the broker's
@@ -152,9 +208,31 @@ impl Publisher {
         props: BasicProperties,
         reply: Option<ShortString>,
     ) -> Result<(), PublishError> {
+        // Held until the confirm is in: a replaced channel closes only
+        // once nothing waits on it.
+        let channel = self.confirms.current();
+        let outcome = self
+            .publish_on(&channel, routing_key, body, props, reply)
+            .await;
+        if matches!(
+            outcome,
+            Err(PublishError::Nacked | PublishError::Timeout(_))
+        ) {
+            self.confirms.replace(&channel).await;
+        }
+        outcome
+    }
+
+    async fn publish_on(
+        &self,
+        channel: &Channel,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+        reply: Option<ShortString>,
+    ) -> Result<(), PublishError> {
         let started = Instant::now();
-        let confirm = self
-            .channel
+        let confirm = channel
             .basic_publish(
                 self.exchange.clone(),
                 ShortString::from(routing_key),

@@ -70,7 +70,7 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` with stdout discarded and stderr in `log`.
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
         let child = cmd
             .stdout(Stdio::null())
             .stderr(
