@@ -140,8 +140,7 @@ pub async fn drive(
         for i in 0..count {
             // Paced: latency counts from when the intent was due, not from
             // when a late publisher got to it (no coordinated omission).
-            let due = (rate > 0)
-                .then(|| started + Duration::from_secs_f64(i as f64 / rate as f64));
+            let due = (rate > 0).then(|| started + Duration::from_secs_f64(i as f64 / rate as f64));
             if let Some(due) = due {
                 tokio::time::sleep_until(due.into()).await;
             }
