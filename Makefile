@@ -85,7 +85,7 @@ chaos: services
 ## chaos-clusters: node failures on real clusters that scripts/clusters.sh starts beside the
 ##                 local services (a Redis Cluster of 3 masters + 3 replicas, 3 RabbitMQ nodes;
 ##                 ~20 s and ~520 MiB): the intent queue's leader, the DLQ's node and a Redis
-##                 master killed under load (~6 min). Not in `make test`: ~3 min even at its
+##                 master killed under load (~4 min and the build). Not in `make test`: ~3 min even at its
 ##                 short scale (`cargo test --test clusters -- --ignored`); see RELIABILITY.md
 chaos-clusters: services
 	rm -f target/chaos-clusters-report.jsonl

@@ -20,7 +20,9 @@
 # derived from the directory), H5PAY_CLUSTERS_REDIS_PORT (first of six
 # consecutive ports; each also needs port+10000 for the cluster bus),
 # H5PAY_CLUSTERS_AMQP_PORT (first of three; distribution ports are
-# port+20000). Without ports, free ones are picked at random.
+# port+20000). Without ports, free ones are picked at random below the
+# ephemeral port range (Redis 13000-15005 and 23000-25005, RabbitMQ
+# 10000-12002 and 30000-32002).
 #
 # `start` is idempotent: a healthy set in DIR is reused (its URLs printed),
 # a broken one torn down and started again. A failed start tears down what
@@ -88,7 +90,9 @@ need_tools() {
 
 # ---------------------------------------------------------------- ports
 
-listening() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
+# Any TCP socket on the port, listening or not: an outgoing connection's
+# local port blocks a later bind just as well.
+listening() { [ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]; }
 
 # Prints BASE if BASE..BASE+COUNT-1 (and each +OFFSET) are free.
 ports_free() {
@@ -168,12 +172,14 @@ redis_start_node() {
 }
 
 redis_wait_ping() {
-  local port=$1
-  for _ in $(seq 1 100); do
+  local port=$1 log
+  for _ in $(seq 1 300); do
     [ "$(rcli "$port" ping 2>/dev/null)" = PONG ] && return 0
     sleep 0.1
   done
-  die "redis on $port does not answer (log: $(redis_dir "$port")/redis.log)"
+  log=$(redis_dir "$port")/redis.log
+  die "redis on $port does not answer within 30s; its log ends:
+$(tail -5 "$log" 2>/dev/null)"
 }
 
 # Every node says cluster_state:ok, three masters with slots, three
@@ -395,24 +401,33 @@ start() {
   teardown
   [ -n "$NAME" ] || NAME="h5pay-$(printf '%s' "$DIR" | md5sum | cut -c1-6)"
   [[ "$NAME" =~ ^[A-Za-z0-9_-]+$ ]] || die "--name: letters, digits, _ and - only"
+  # Picked below the kernel's ephemeral range (32768 and up by default),
+  # where outgoing connections take their local ports: a bus or
+  # distribution port there can be taken between the pick and the bind.
   if [ -z "$REDIS_BASE" ]; then
-    REDIS_BASE=$(pick_ports 6 10000 20000 45000)
+    REDIS_BASE=$(pick_ports 6 10000 13000 15000)
   else
     ports_free "$REDIS_BASE" 6 10000 || die "ports $REDIS_BASE-$((REDIS_BASE + 5)) (or +10000) are in use"
   fi
   if [ -z "$AMQP_BASE" ]; then
-    AMQP_BASE=$(pick_ports 3 20000 20000 40000)
+    AMQP_BASE=$(pick_ports 3 20000 10000 12000)
   else
     ports_free "$AMQP_BASE" 3 20000 || die "ports $AMQP_BASE-$((AMQP_BASE + 2)) (or +20000) are in use"
   fi
   mkdir -p "$DIR"
   chmod 0755 "$DIR"
-  trap 'rc=$?; if [ $rc -ne 0 ]; then log "start failed: tearing down"; teardown; fi' EXIT
+  RABBIT_JOB=
+  trap 'rc=$?; if [ $rc -ne 0 ]; then
+      log "start failed: tearing down"
+      [ -n "$RABBIT_JOB" ] && kill "$RABBIT_JOB" 2>/dev/null && wait "$RABBIT_JOB" 2>/dev/null
+      teardown
+    fi' EXIT
   write_state
   local t0=$SECONDS
   # The RabbitMQ nodes boot in the background while Redis forms.
   (rabbit_create) &
-  local rabbit_job=$!
+  RABBIT_JOB=$!
+  local rabbit_job=$RABBIT_JOB
   redis_create
   redis_wait_healthy 30 || die "the Redis Cluster did not become healthy within 30s"
   wait "$rabbit_job" || die "the RabbitMQ cluster did not form"

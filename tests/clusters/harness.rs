@@ -226,9 +226,15 @@ impl Clusters {
             .collect()
     }
 
-    /// The node a worker process is connected to (by its pid in the
-    /// connection name), if any.
+    /// The nodes the worker processes' consuming sessions are connected to
+    /// (pid from the connection name `h5pay-worker run@host#pid`).
     pub fn worker_nodes(&self, vhost: &str) -> Vec<(u32, usize)> {
+        self.connections(vhost, "run")
+    }
+
+    /// The nodes of the connections named `h5pay-worker <role>@host#pid`
+    /// (`run`: consuming sessions; `reconcile`: the reconcilers' links).
+    pub fn connections(&self, vhost: &str, role: &str) -> Vec<(u32, usize)> {
         let out = self
             .ctl(&[
                 "list_connections",
@@ -247,7 +253,7 @@ impl Clusters {
                 }
                 let node = self.node_of_port(f.next()?.trim().parse().ok()?)?;
                 let props = f.next()?;
-                let at = props.find("h5pay-worker run@")?;
+                let at = props.find(&format!("h5pay-worker {role}@"))?;
                 let rest = &props[at..];
                 let pid: String = rest[rest.find('#')? + 1..]
                     .chars()

@@ -178,6 +178,11 @@ async fn intent_queue_leader_killed_under_load(cl: &Clusters, s: Scale) {
     let on = w.cl.worker_nodes(&w.vhost);
     let on_leader = on.iter().filter(|(_, n)| *n == leader).count();
     assert!(on_leader > 0, "no worker on the leader's node: {on:?}");
+    let links_on_leader =
+        w.cl.connections(&w.vhost, "reconcile")
+            .iter()
+            .filter(|(_, n)| *n == leader)
+            .count();
 
     let publisher = w.publish((leader + 1) % 3, 0, s.intents(), s.rate);
     tokio::time::sleep(Duration::from_secs(s.secs as u64 / 3)).await;
@@ -237,7 +242,8 @@ async fn intent_queue_leader_killed_under_load(cl: &Clusters, s: Scale) {
     let reconnects = w.log_lines("consuming intents");
     record(&json!({
         "scenario": scenario,
-        "intents": j.identities, "workers": ws.len(), "workers_on_killed_node": on_leader,
+        "intents": j.identities, "workers": ws.len(), "worker_sessions_on_killed_node": on_leader,
+        "reconcile_links_on_killed_node": links_on_leader,
         "kills": 1, "received_at_kill": received_at_kill, "sent_at_kill": sent_at_kill,
         "new_leader_secs": election_secs, "all_workers_ready_secs": all_ready_secs,
         "first_result_of_an_intent_published_after_the_kill_secs": resumed_secs,
@@ -430,6 +436,13 @@ async fn redis_master_killed(cl: &Clusters, s: Scale, k: RedisKill) {
         slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
     };
     let offsets_before = (w.cl.repl_offset(victim), w.cl.repl_offset(replica));
+    // The reconciler's schedule keys (16 shards) that live on the victim.
+    let shards_on_victim = (0..16)
+        .filter(|n| {
+            let slot = harness::key_slot(&format!("{}:checks:{n}", w.prefix));
+            slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+        })
+        .count();
     let watch = ReadyWatch::start(admins.clone());
     let received_at_kill = w.received();
     w.cl.kill_redis(victim);
@@ -495,7 +508,7 @@ async fn redis_master_killed(cl: &Clusters, s: Scale, k: RedisKill) {
     record(&json!({
         "scenario": scenario,
         "intents": j.identities, "intents_on_killed_master": on_dead, "kills": 1,
-        "received_at_kill": received_at_kill,
+        "received_at_kill": received_at_kill, "schedule_shards_on_killed_master": shards_on_victim,
         "replica_promoted_secs": promoted_secs,
         "repl_offsets_master_replica_before_kill": [offsets_before.0, offsets_before.1],
         "promoted_replica_offset": promoted_offset,
