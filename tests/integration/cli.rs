@@ -425,7 +425,7 @@ async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
         "h5pay_reconcile_checks_total{result=\"paid\"} 0",
         "h5pay_reconcile_checks_total{result=\"no_answer\"} 0",
         "h5pay_reconcile_lag_seconds",
-        "h5pay_reconcile_overdue_checks 0",
+        "h5pay_reconcile_overdue 0",
         "h5pay_insecure_gateway 0",
         "h5pay_dlq_reachable",
         BUILD_INFO,
