@@ -188,17 +188,21 @@ fn classify(object: String, e: lapin::Error) -> TopologyError {
     TopologyError::Broker { object, source: e }
 }
 
-/// Declares every exchange, queue and binding of the plan.
-pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), TopologyError> {
-    // A failed declare closes its channel, so the error is final for this
-    // round; the caller decides whether to retry.
-    let ch = conn
-        .create_channel()
+/// A channel for declaring (a failed declare closes its channel).
+async fn channel(conn: &Connection) -> Result<Channel, TopologyError> {
+    conn.create_channel()
         .await
         .map_err(|e| TopologyError::Broker {
             object: "a channel".into(),
             source: e,
-        })?;
+        })
+}
+
+/// Declares every exchange, queue and binding of the plan.
+pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), TopologyError> {
+    // A failed declare closes its channel, so the error is final for this
+    // round; the caller decides whether to retry.
+    let ch = channel(conn).await?;
     let p = plan(a);
     let is_dlq = |name: &str| name == a.dead_letter_queue;
     for x in &p.exchanges {
@@ -222,13 +226,7 @@ pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), Topology
 /// A mismatch is still an error: it will not fix itself.
 async fn declare_dlq(conn: &Connection, p: &Plan, a: &AmqpSettings) -> Result<(), TopologyError> {
     let attempt = async {
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| TopologyError::Broker {
-                object: "a channel".into(),
-                source: e,
-            })?;
+        let ch = channel(conn).await?;
         for q in p.queues.iter().filter(|q| q.name == a.dead_letter_queue) {
             declare_queue(&ch, q).await?;
         }

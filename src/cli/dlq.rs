@@ -193,6 +193,16 @@ async fn give_back(messages: &[BasicGetMessage]) {
     }
 }
 
+/// A connection of the DLQ tool to any node of the cluster.
+async fn connect(a: &AmqpSettings) -> Result<lapin::Connection, DlqError> {
+    amqp::connect_any(a, &amqp::connection_name("dlq"))
+        .await
+        .map_err(|e| DlqError::Connect {
+            url: e.url.redacted(),
+            source: e.source,
+        })
+}
+
 /// Lists up to `limit` messages; `json`: one JSON object per line.
 pub async fn list(
     a: &AmqpSettings,
@@ -200,12 +210,7 @@ pub async fn list(
     as_json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, DlqError> {
-    let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
-        .await
-        .map_err(|e| DlqError::Connect {
-            url: e.url.redacted(),
-            source: e.source,
-        })?;
+    let conn = connect(a).await?;
     let ch = conn.create_channel().await?;
     let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
     let mut written = Ok(());
@@ -315,12 +320,7 @@ pub async fn replay(
 ) -> Result<usize, DlqError> {
     let (limit, dry_run) = (o.limit, o.dry_run);
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
-        .await
-        .map_err(|e| DlqError::Connect {
-            url: e.url.redacted(),
-            source: e.source,
-        })?;
+    let conn = connect(a).await?;
     amqp::declare(&conn, a).await?;
     let ch = conn.create_channel().await?;
     let publish_ch = intent_channel(&conn).await?;
@@ -443,12 +443,7 @@ pub async fn delete(
     if select.is_everything() {
         return Err(DlqError::NothingSelected);
     }
-    let conn = amqp::connect_any(a, &amqp::connection_name("dlq"))
-        .await
-        .map_err(|e| DlqError::Connect {
-            url: e.url.redacted(),
-            source: e.source,
-        })?;
+    let conn = connect(a).await?;
     let ch = conn.create_channel().await?;
     let messages = fetch(&ch, &a.dead_letter_queue, limit).await?;
     let mut kept = Vec::new();
