@@ -223,7 +223,7 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
     amqp::declare(&conn, &amqp_settings).await?;
     let mut results = result_listener(&conn, &amqp_settings.result_exchange).await?;
     let mut payments =
-        event_listener(&conn, &amqp_settings.result_exchange, "h5pay.payment.#").await?;
+        event_listener(&conn, &amqp_settings.result_exchange, &["h5pay.payment.#"]).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(config)?;
     let worker_task = tokio::spawn(worker.run(async {

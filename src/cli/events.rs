@@ -8,8 +8,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::Value;
 
 use crate::amqp;
@@ -144,39 +142,9 @@ pub async fn run(
 ) -> Result<usize, EventsError> {
     let keys = bindings(&args.states, args.mch_no.as_deref())?;
     let conn = amqp::connect_any(settings, &amqp::connection_name("events")).await?;
-    let ch = conn.create_channel().await?;
-    let queue = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    for key in &keys {
-        ch.queue_bind(
-            queue.name().clone(),
-            settings.result_exchange.as_str().into(),
-            key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    }
-    let mut consumer = ch
-        .basic_consume(
-            queue.name().clone(),
-            "h5pay-worker-events".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let bound: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut consumer =
+        crate::cli::publish::event_listener(&conn, &settings.result_exchange, &bound).await?;
     if !args.json {
         writeln!(
             out,
@@ -202,6 +170,7 @@ pub async fn run(
             break;
         };
         let delivery = delivery?;
+        delivery.acker.ack(Default::default()).await?;
         let line = match serde_json::from_slice::<Value>(&delivery.data) {
             // serde_json escapes what JSON requires (C0).
             Ok(v) if args.json => v.to_string(),
@@ -217,7 +186,7 @@ pub async fn run(
         out.flush()?;
         printed += 1;
     }
-    amqp::close(&conn, &[&ch], "events done").await;
+    amqp::close(&conn, &[], "events done").await;
     Ok(printed)
 }
 

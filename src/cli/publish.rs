@@ -180,15 +180,16 @@ pub async fn result_listener(
     conn: &Connection,
     result_exchange: &str,
 ) -> Result<Consumer, lapin::Error> {
-    event_listener(conn, result_exchange, "h5pay.result.#").await
+    event_listener(conn, result_exchange, &["h5pay.result.#"]).await
 }
 
-/// A consumer of the events on `result_exchange` matching `binding`
-/// (`h5pay.result.#`, `h5pay.payment.#`), on a queue of its own.
+/// A consumer of the events on `result_exchange` matching any of
+/// `bindings` (`h5pay.result.#`, `h5pay.payment.#`), on a queue of its own
+/// (exclusive: gone with the connection). Deliveries are acked by the caller.
 pub async fn event_listener(
     conn: &Connection,
     result_exchange: &str,
-    binding: &str,
+    bindings: &[&str],
 ) -> Result<Consumer, lapin::Error> {
     let ch = conn.create_channel().await?;
     let q = ch
@@ -202,14 +203,16 @@ pub async fn event_listener(
             FieldTable::default(),
         )
         .await?;
-    ch.queue_bind(
-        q.name().clone(),
-        ShortString::from(result_exchange),
-        ShortString::from(binding),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
+    for binding in bindings {
+        ch.queue_bind(
+            q.name().clone(),
+            ShortString::from(result_exchange),
+            ShortString::from(*binding),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
     ch.basic_consume(
         q.name().clone(),
         "".into(),
