@@ -117,8 +117,9 @@ impl<S: PaymentSink + Send + Sync + 'static> Reconciler<S> {
                     break;
                 };
                 let checker = self.checker.clone();
+                // Boxed for the reason given in `Worker::spawn`.
                 tokio::spawn(async move {
-                    checker.run(&d, now_ms).await;
+                    Box::pin(checker.run(&d, now_ms)).await;
                     drop(permit);
                 });
             }

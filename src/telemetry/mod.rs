@@ -49,15 +49,17 @@ fn subscriber(
 ) -> impl tracing::Subscriber + Send + Sync {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
-        LogFormat::Json => fmt
-            .json()
+        LogFormat::Json => json_subscriber::layer()
+            .with_writer(std::io::stderr)
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => fmt.compact().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .compact()
+            .boxed(),
     };
     // Each layer filters on its own: the log level never decides what a
     // trace contains, and the log shows the log spans (a line's `span` is

@@ -74,6 +74,10 @@ pub struct Opts {
     /// The h5pay-worker binary (default: next to this one).
     #[arg(long)]
     pub worker_bin: Option<PathBuf>,
+    /// The binary the sandbox gateway runs from (default: the worker's).
+    /// Comparing two workers, give both the same sandbox: it shares the cores.
+    #[arg(long)]
+    pub sandbox_bin: Option<PathBuf>,
     /// Append one JSON line per run to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -167,7 +171,8 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         .with_context(|| "RabbitMQ (make services)")?;
 
     // One sandbox for both runs, in its own process.
-    let (_sandbox, gateway) = start_sandbox(&bin, &dir, opts.latency_ms).await?;
+    let sandbox_bin = opts.sandbox_bin.clone().unwrap_or_else(|| bin.clone());
+    let (_sandbox, gateway) = start_sandbox(&sandbox_bin, &dir, opts.latency_ms).await?;
     let mut reports = Vec::new();
     // Worker and skeleton runs alternate, so that the machine's noise hits both.
     for run in 1..=opts.runs {

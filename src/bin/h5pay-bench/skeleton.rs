@@ -24,8 +24,9 @@ static STAGE_US: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 static STAGE_N: AtomicU64 = AtomicU64::new(0);
 
 /// The I/O of the worker's pipeline and nothing else: consume, claim
-/// (1 script), one HTTP POST, store (1 script), confirmed publish, mark
-/// (1 script), ack (through the worker's settler).
+/// (1 script), one HTTP POST, store (1 script, the payment's state `open`
+/// with it), the first check (1 ZADD), confirmed publish, mark (1 script),
+/// ack (through the worker's settler).
 pub async fn run(
     opts: Opts,
     queue: String,
@@ -47,7 +48,7 @@ pub async fn run(
         "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], 'own', ARGV[1], 'st', 'c') redis.call('EXPIRE', KEYS[1], 3600) return 1",
     ));
     let store = Arc::new(redis::Script::new(
-        "if redis.call('HGET', KEYS[1], 'own') ~= ARGV[1] then return 0 end redis.call('HSET', KEYS[1], 'st', 'd', 'ev', ARGV[2]) return 1",
+        "if redis.call('HGET', KEYS[1], 'own') ~= ARGV[1] then return 0 end redis.call('HSET', KEYS[1], 'st', 'd', 'ev', ARGV[2]) redis.call('HSETNX', KEYS[1], 'ps', 'open') return 1",
     ));
     let mark = Arc::new(redis::Script::new(
         "redis.call('HSET', KEYS[1], 'cf', '1') return 1",
@@ -121,6 +122,21 @@ pub async fn run(
                 .invoke_async(&mut redis)
                 .await
                 .unwrap_or(0);
+            // The lifecycle's own I/O (contract §12): the payment's first
+            // check is scheduled durably before the ack, a round trip of its
+            // own (its key lives apart from the identity's).
+            let due_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64 + 30_000)
+                .unwrap_or(0);
+            let _: i64 = redis::cmd("ZADD")
+                .arg(format!("{key_prefix}:checks:0"))
+                .arg("NX")
+                .arg(due_ms)
+                .arg(&trace)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or(0);
             lap(2);
             let event = serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
                 .unwrap_or_default();
@@ -153,7 +169,7 @@ pub async fn run(
                     .map(|s| format!("{:.2}", s.load(Relaxed) as f64 / n as f64 / 1000.0))
                     .collect();
                 eprintln!(
-                    "skeleton stage means over {n} intents, ms (claim http store publish+confirm mark ack): {}",
+                    "skeleton stage means over {n} intents, ms (claim http store+schedule publish+confirm mark ack): {}",
                     avg.join(" ")
                 );
             }
