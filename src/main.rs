@@ -15,7 +15,7 @@ use h5pay_worker::text::terminal_safe;
 #[derive(Parser)]
 #[command(
     name = "h5pay-worker",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("H5PAY_COMMIT"), ")"),
     about = "Payment intents from RabbitMQ → payable H5 links, exactly once per identity"
 )]
 struct Cli {

@@ -73,13 +73,26 @@ const BUILD_INFO: &str = concat!(
 );
 
 #[test]
-fn version_prints_the_name_and_the_crate_version() {
+fn version_prints_the_name_the_crate_version_and_the_commit() {
+    // The checkout's own commit, as the build script read it (build.rs).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let commit = head.unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(env!("H5PAY_COMMIT"), commit, "the build's commit is HEAD's");
     for flag in ["--version", "-V"] {
         let (code, stdout, stderr) = run_with_stdin(&[flag], b"");
         assert_eq!(code, 0, "{flag}: {stderr}");
         assert_eq!(
             stdout,
-            concat!("h5pay-worker ", env!("CARGO_PKG_VERSION"), "\n"),
+            format!(
+                "h5pay-worker {} (commit {commit})\n",
+                env!("CARGO_PKG_VERSION")
+            ),
             "{flag}"
         );
     }
