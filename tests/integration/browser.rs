@@ -54,9 +54,9 @@ async fn a_payer_opens_the_code_url_in_a_browser_presses_pay_and_the_payment_eve
         which(&["chromedriver"]),
         which(&["chromium", "chromium-browser", "google-chrome"]),
     ) else {
-        eprintln!(
-            "SKIPPED a_payer_opens_the_code_url_in_a_browser: no chromedriver/chromium \
-             (scripts/ensure-browser.sh installs Debian's chromium and chromium-driver)"
+        crate::support::skipped(
+            "the browser test (a payer presses Pay): no chromedriver/chromium \
+             (scripts/ensure-browser.sh installs Debian's chromium and chromium-driver)",
         );
         return;
     };

@@ -352,7 +352,9 @@ fn render(overlay: &str) -> Option<Vec<Yaml>> {
     {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED: kubectl is not installed; {overlay} not rendered");
+            crate::support::skipped(&format!(
+                "deploy_files: the {overlay} overlay not rendered: kubectl is not installed"
+            ));
             return None;
         }
         Err(e) => panic!("kubectl: {e}"),

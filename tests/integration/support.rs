@@ -25,6 +25,23 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 pub const SANDBOX_KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
 pub const SECOND_KEY: &str = "second-institution-key-0001";
 
+/// A check that cannot run on this machine says so on stderr and in the
+/// list `make test` prints at its end (`H5PAY_SKIPS`, set by the Makefile),
+/// so a missing tool is never a quiet line in the middle of the output.
+pub fn skipped(what: &str) {
+    eprintln!("SKIPPED {what}");
+    if let Some(path) = std::env::var_os("H5PAY_SKIPS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{what}");
+        }
+    }
+}
+
 /// Settings every test starts from: fast retries, short timeouts.
 pub fn base_toml(id: &str, gateway_url: &str) -> String {
     // A topology of the test's own (see AmqpSettings::isolated).
