@@ -4,7 +4,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/h5pay-worker
 
-.PHONY: all build demo test services lint fmt bench bench-notify chaos chaos-clusters fuzz examples docs-check alerts k8s-check sandbox run run-all walkthrough image clean
+.PHONY: all build demo test services lint fmt bench bench-notify chaos chaos-clusters fuzz examples docs-check alerts k8s-check sandbox run run-all walkthrough image deny clean
 
 all: build
 
@@ -59,6 +59,14 @@ k8s-check:
 examples: services
 	$(CARGO) build --locked
 	./scripts/examples.sh $(BIN)
+
+## deny: cargo deny (deny.toml): licences, banned and duplicate crates, sources; installs
+##       cargo-deny when missing. DENY_CHECKS="advisories licenses bans sources" adds the
+##       RustSec advisories where GitHub is reachable (not on the CI machine)
+DENY_CHECKS ?= licenses bans sources
+deny:
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny check $(DENY_CHECKS)
 
 ## lint: formatting and clippy, as CI runs them
 lint:
