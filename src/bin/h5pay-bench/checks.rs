@@ -41,6 +41,10 @@ pub struct CheckOpts {
     /// When the first check is due after pay_time.
     #[arg(long, default_value_t = 8)]
     pub check_after_secs: u64,
+    /// The worker's `reconcile.concurrency` (checks in flight); raise it with
+    /// the gateway's latency (`--latency-ms`).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,8 +117,8 @@ async fn measure(
     let admin = free_port()?;
     let cfg = dir.path().join("worker.toml");
     let reconcile = format!(
-        "\n[reconcile]\ncheck_after_secs = [{}]\nclose_unpaid = false\nmax_age_secs = 3600\n",
-        c.check_after_secs
+        "\n[reconcile]\ncheck_after_secs = [{}]\nclose_unpaid = false\nmax_age_secs = 3600\nconcurrency = {}\n",
+        c.check_after_secs, c.concurrency
     );
     std::fs::write(&cfg, config_toml(opts, names, &gateway, admin) + &reconcile)?;
     let child = Command::new(bin)
