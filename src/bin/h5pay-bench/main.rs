@@ -97,6 +97,11 @@ pub struct Opts {
     /// cost of scheduling every payment's first check.
     #[arg(long, value_enum, default_value = "both")]
     pub reconcile: Reconcile,
+    /// The worker's `redis.wait_replicas`: a `WAIT` for this many replicas
+    /// after each state write (`--redis-url` must then name a master with
+    /// replicas; `scripts/redis-replica.sh` starts one beside the machine's).
+    #[arg(long, default_value_t = 0)]
+    pub wait_replicas: u32,
     /// Every intent's total_amount (a sandbox scenario); default: 100-1099.
     #[arg(long)]
     pub amount: Option<u64>,

@@ -110,6 +110,7 @@ queue_type = "{queue_type}"
 url = "{redis}"
 key_prefix = "{prefix}"
 retention_secs = 172800
+wait_replicas = {wait_replicas}
 
 [gateway]
 url = "{gateway}"
@@ -135,6 +136,7 @@ level = "{level}"
         queue_type = opts.queue_type,
         redis = opts.redis_url,
         prefix = n.key_prefix,
+        wait_replicas = opts.wait_replicas,
         level = opts.log_level,
     )
 }
