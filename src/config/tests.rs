@@ -4,7 +4,6 @@ mod key_sources;
 mod rejected;
 
 use super::*;
-use secrecy::ExposeSecret;
 use std::time::Duration;
 
 const MIN: &str = "[[institutions]]\ninst_no = \"60000001\"\nkey = \"k-secret-1\"\n";
