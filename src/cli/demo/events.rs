@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 /// The expected payment events (`a > b`), one by one.
-pub(super) fn steps(want: &str) -> Vec<&str> {
+fn steps(want: &str) -> Vec<&str> {
     want.split('>').map(str::trim).collect()
 }
 

@@ -9,11 +9,10 @@
 //! It uses names of its own (`h5pay-demo-<run>.*` on the broker,
 //! `h5pay-demo:<run>` in Redis) and removes them afterwards, so it never
 //! touches a real worker's queues or claims.
-
 //!
-//! One module per stage: [`services`] starts and stops what the demo runs
-//! against, [`cases`] lists the intents, [`orders`] places them, [`pay`]
-//! pays some, [`events`] follows the payment events and [`table`] shows
+//! One module per stage: `services` starts and stops what the demo runs
+//! against, `cases` lists the intents, `orders` places them, `pay`
+//! pays some, `events` follows the payment events and `table` shows
 //! the outcome.
 
 mod cases;
