@@ -154,6 +154,27 @@ pub(super) async fn h5pay(
     if result_code == "PAY_SUCCESS" {
         payment::placed(&s, &identity, amount);
     }
+    let mut answer = decision_fields(&params, result_code, return_msg, &trade_no);
+    let paid = result_code == "PAY_SUCCESS";
+    put_payable(&mut answer, &s, &params, paid, &trade_no, &nonce);
+    let signature = if amount == 4010 {
+        // Scenario 4010: a sign that does not verify.
+        "0123456789abcdef0123456789abcdef".to_owned()
+    } else {
+        sign::sign(&answer, &key)
+    };
+    answer.insert("sign".into(), Value::String(signature));
+    json_response(StatusCode::OK, &Value::Object(answer))
+}
+
+/// The answer's fields besides the payable ones and the sign: the
+/// decision, the request's echoes, the merchant and the trade_no.
+fn decision_fields(
+    params: &BTreeMap<String, String>,
+    result_code: &str,
+    return_msg: &str,
+    trade_no: &str,
+) -> Map<String, Value> {
     let mut answer = Map::new();
     let mut put = |k: &str, v: Value| {
         answer.insert(k.to_owned(), v);
@@ -175,16 +196,7 @@ pub(super) async fn h5pay(
     put("shop_no", json!(""));
     put("trade_no", json!(trade_no));
     put("attach", Value::Null);
-    let paid = result_code == "PAY_SUCCESS";
-    put_payable(&mut answer, &s, &params, paid, &trade_no, &nonce);
-    let signature = if amount == 4010 {
-        // Scenario 4010: a sign that does not verify.
-        "0123456789abcdef0123456789abcdef".to_owned()
-    } else {
-        sign::sign(&answer, &key)
-    };
-    answer.insert("sign".into(), Value::String(signature));
-    json_response(StatusCode::OK, &Value::Object(answer))
+    answer
 }
 
 /// The body, if it is a JSON object sent as JSON; else why not.
