@@ -102,6 +102,6 @@ pub async fn run(mut config: Config, out: &mut (dyn Write + Send)) -> Result<boo
             "SOME INTENTS DID NOT END AS EXPECTED."
         }
     )?;
-    services.stop(&ch).await;
+    services.stop(ch).await;
     Ok(ok)
 }

@@ -110,7 +110,7 @@ impl Services {
     /// Stops the worker, then the receiver; removes the demo's queues,
     /// exchanges and keys; closes the connection (and `ch`, the intents'
     /// channel), then the sandbox.
-    pub(super) async fn stop(self, ch: &lapin::Channel) {
+    pub(super) async fn stop(self, ch: lapin::Channel) {
         let Services {
             conn,
             results,
@@ -132,9 +132,13 @@ impl Services {
         let _ = crate::claim::remove_keys(redis_settings.url.expose(), &redis_settings.key_prefix)
             .await;
         drop(results);
-        amqp::close(&conn, &[ch], "demo done").await;
+        amqp::close(&conn, &[&ch], "demo done").await;
         sandbox_task.abort();
+        // The order `run` dropped them in before it was split into stages,
+        // so shutdown talks to the broker as it did.
+        drop(ch);
         drop(payments);
+        drop(conn);
     }
 }
 
