@@ -213,8 +213,7 @@ pub fn config(data: &[u8]) {
 /// payment; and the anomaly event built from it, read back.
 pub fn notify(data: &[u8]) {
     use crate::notify::parse;
-    use crate::payment::event::{Anomaly, AnomalyKind, Facts, PaymentEvent, Sent, Source};
-    use crate::payment::{Evidence, Known, PaymentState, View};
+    use crate::payment::Evidence;
 
     let institutions = institutions();
     let Ok(mut m) = parse::read(data) else {
@@ -257,6 +256,17 @@ pub fn notify(data: &[u8]) {
         Ok(_) => {}
         Err(message) => assert!(message.chars().count() <= 300, "{message}"),
     }
+    against_a_known_payment(&m, &id);
+}
+
+/// A verified notify against an open payment: its differences from what
+/// was sent (exactly the echoes match), and the anomaly event built from
+/// them, read back.
+fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
+    use crate::notify::parse;
+    use crate::payment::event::{Anomaly, AnomalyKind, Facts, PaymentEvent, Sent, Source};
+    use crate::payment::{Known, PaymentState, View};
+
     let sent = Sent {
         pay_type: PayType::Wechat,
         total_amount: 100,
@@ -275,18 +285,18 @@ pub fn notify(data: &[u8]) {
         unconfirmed: None,
         notifies: 0,
     };
-    let wrong = parse::mismatches(&m, &view);
+    let wrong = parse::mismatches(m, &view);
     // Exactly the notifies that echo what was sent match.
-    let echoes = parse::text(&m, "total_amount").is_some_and(|t| {
+    let echoes = parse::text(m, "total_amount").is_some_and(|t| {
         t.bytes().all(|b| b.is_ascii_digit()) && t.trim_start_matches('0') == "100"
-    }) && parse::text(&m, "pay_time").is_none_or(|p| p == "20261126101500")
-        && parse::text(&m, "trade_no").is_none_or(|t| t.is_empty() || t == "T-1");
+    }) && parse::text(m, "pay_time").is_none_or(|p| p == "20261126101500")
+        && parse::text(m, "trade_no").is_none_or(|t| t.is_empty() || t == "T-1");
     assert_eq!(wrong.is_empty(), echoes, "{wrong:?}");
     for w in &wrong {
         assert!(w.chars().count() <= 400, "{w}");
     }
     let facts = Facts {
-        identity: &id,
+        identity: id,
         sent: view.sent.as_ref(),
         pay_time: view.pay_time.as_deref(),
         trade_no: view.trade_no.as_deref(),
@@ -301,7 +311,7 @@ pub fn notify(data: &[u8]) {
         anomaly,
         Some(PaymentState::Open),
         Source::Notify,
-        parse::text(&m, "sign").as_deref().unwrap_or_default(),
+        parse::text(m, "sign").as_deref().unwrap_or_default(),
         now,
     );
     let back = serde_json::from_slice::<PaymentEvent>(&ev.to_json());

@@ -326,52 +326,54 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failed> {
                 ExitCode::from(1)
             })
         }
-        Command::Dlq { action } => {
-            let mut out = std::io::stdout();
-            match action {
-                DlqAction::List {
-                    config,
-                    limit,
-                    json,
-                } => {
-                    let config = load(&config)?;
-                    quiet_logs(&config);
-                    cli::dlq::list(&config.settings.amqp, limit, json, &mut out).await?;
-                }
-                DlqAction::Replay {
-                    config,
-                    limit,
-                    dry_run,
-                    force,
-                    select,
-                } => {
-                    let config = load(&config)?;
-                    quiet_logs(&config);
-                    let options = cli::dlq::ReplayOptions {
-                        limit,
-                        dry_run,
-                        retention: Duration::from_secs(config.settings.redis.retention_secs),
-                        force,
-                        select: select.into_select(),
-                    };
-                    cli::dlq::replay(&config.settings.amqp, options, &mut out).await?;
-                }
-                DlqAction::Delete {
-                    config,
-                    limit,
-                    dry_run,
-                    select,
-                } => {
-                    let config = load(&config)?;
-                    quiet_logs(&config);
-                    let select = select.into_select();
-                    cli::dlq::delete(&config.settings.amqp, &select, limit, dry_run, &mut out)
-                        .await?;
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Dlq { action } => dlq(action).await,
+    }
+}
+
+/// `dlq list`, `dlq replay`, `dlq delete`.
+async fn dlq(action: DlqAction) -> Result<ExitCode, Failed> {
+    let mut out = std::io::stdout();
+    match action {
+        DlqAction::List {
+            config,
+            limit,
+            json,
+        } => {
+            let config = load(&config)?;
+            quiet_logs(&config);
+            cli::dlq::list(&config.settings.amqp, limit, json, &mut out).await?;
+        }
+        DlqAction::Replay {
+            config,
+            limit,
+            dry_run,
+            force,
+            select,
+        } => {
+            let config = load(&config)?;
+            quiet_logs(&config);
+            let options = cli::dlq::ReplayOptions {
+                limit,
+                dry_run,
+                retention: Duration::from_secs(config.settings.redis.retention_secs),
+                force,
+                select: select.into_select(),
+            };
+            cli::dlq::replay(&config.settings.amqp, options, &mut out).await?;
+        }
+        DlqAction::Delete {
+            config,
+            limit,
+            dry_run,
+            select,
+        } => {
+            let config = load(&config)?;
+            quiet_logs(&config);
+            let select = select.into_select();
+            cli::dlq::delete(&config.settings.amqp, &select, limit, dry_run, &mut out).await?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

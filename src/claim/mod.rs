@@ -7,19 +7,22 @@
 //! Lease expiry uses the Redis server's clock, so workers' clocks may drift.
 //!
 //! What to do with a claim's answer is decided by [`next_step`], a plain
-//! function.
+//! function. The connection (one Redis or a cluster) is `conn`'s.
 
+mod conn;
 pub mod lease;
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{RedisError, Script};
 
 use crate::config::{DuplicatePolicy, RedisSettings};
 use crate::intent::Identity;
 use crate::telemetry::metrics::RedisCause;
+
+// The connection is its own concern (one Redis or a cluster, timeouts);
+// its paths stay `claim::RedisConn`, `claim::connect`.
+pub use conn::{RedisConn, connect, remove_keys};
 
 /// The answer of the claim script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,121 +276,6 @@ pub struct ClaimStore {
     scripts: std::sync::Arc<Scripts>,
 }
 
-/// A multiplexed connection to one Redis, or to a Redis Cluster. Both
-/// reconnect by themselves; a failing call returns its error and callers
-/// retry with their own backoff.
-#[derive(Clone)]
-pub enum RedisConn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for RedisConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-impl RedisConn {
-    /// `WAIT replicas timeout_ms` on the connection that wrote `key` (on a
-    /// cluster: the node that owns its slot; a plain WAIT would go to every
-    /// master). Returns how many replicas confirmed.
-    pub async fn wait_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout_ms: u64,
-    ) -> Result<i64, RedisError> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout_ms);
-        match self {
-            RedisConn::Single(c) => cmd.query_async(c).await,
-            RedisConn::Cluster(c) => {
-                use redis::cluster_routing::{
-                    Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
-                };
-                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
-                let v = c
-                    .route_command(
-                        cmd,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await?;
-                Ok(redis::from_redis_value(v)?)
-            }
-        }
-    }
-}
-
-/// A node's connection settings, without the `CLIENT SETINFO` calls the
-/// client would otherwise send after connecting: a Redis ACL user needs no
-/// permission beyond the commands the product runs (deploy/redis/users.acl;
-/// the subcommand does not exist before Redis 7.2 either).
-fn connection_info(url: &str) -> Result<redis::ConnectionInfo, RedisError> {
-    use redis::IntoConnectionInfo;
-    let info = url.into_connection_info()?;
-    let settings = info.redis_settings().clone().set_skip_set_lib_name();
-    Ok(info.set_redis_settings(settings))
-}
-
-/// Connects lazily: a Redis that is down at start-up is waited for, not fatal.
-pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisError> {
-    // Fail fast and let callers retry with their own backoff: a request
-    // stuck on a dead connection must not hold an intent for long, and a
-    // slow renewal must end well before the lease could lapse.
-    let timeout = settings.response_timeout();
-    if settings.cluster {
-        // Set on the builder, the response timeout also bounds a whole call
-        // with its retries through a failover (per-connection timeouts alone
-        // would not): a lease renewal never hangs past the lease (§14).
-        let seeds = settings
-            .seeds()
-            .map(|u| connection_info(u.expose()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let client = redis::cluster::ClusterClientBuilder::new(seeds)
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .build()?;
-        return Ok(RedisConn::Cluster(
-            client.get_pending_async_connection_with_config(
-                redis::cluster::ClusterConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout),
-            ),
-        ));
-    }
-    let client = redis::Client::open(connection_info(settings.url.expose())?)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config).map(RedisConn::Single)
-}
-
 impl ClaimStore {
     /// Connects (lazily) to the Redis of `settings`; with
     /// `redis.wait_replicas` on, leases get a connection of their own.
@@ -599,34 +487,6 @@ impl ClaimStore {
                 .map(|_| ())
             }
         }
-    }
-}
-
-/// Deletes every key under `prefix:` on a single Redis (the demo's, a test's
-/// or a benchmark run's own keys); returns how many. Not for a cluster,
-/// where SCAN sees one node: there the keys expire with their TTL.
-pub async fn remove_keys(url: &str, prefix: &str) -> Result<u64, RedisError> {
-    let client = redis::Client::open(url)?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let mut cursor = 0u64;
-    let mut removed = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(&mut c)
-            .await?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK").arg(keys).query_async(&mut c).await?;
-            removed += n;
-        }
-        if next == 0 {
-            return Ok(removed);
-        }
-        cursor = next;
     }
 }
 

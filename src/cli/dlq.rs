@@ -368,35 +368,7 @@ pub async fn replay(
             kept.push(m);
             continue;
         }
-        // The original properties (message_id, correlation_id, reply_to,
-        // timestamp) go with it; the x-death history stays in the DLQ's past.
-        let mut props = m.delivery.properties.clone();
-        if let Some(headers) = props.headers().clone() {
-            let mut h = headers.inner().clone();
-            h.remove("x-death");
-            h.remove("x-first-death-exchange");
-            h.remove("x-first-death-queue");
-            h.remove("x-first-death-reason");
-            h.remove("x-delivery-count");
-            props = props.with_headers(FieldTable::from(h));
-        }
-        let key = d
-            .routing_key
-            .clone()
-            .unwrap_or_else(|| "h5pay.intent.replay".into());
-        let confirm = publish_ch
-            .basic_publish(
-                ShortString::from(a.intent_exchange.as_str()),
-                ShortString::try_new(key).unwrap_or_else(|_| "h5pay.intent.replay".into()),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &m.delivery.data,
-                props,
-            )
-            .await?
-            .await?;
+        let confirm = republish(&publish_ch, &a.intent_exchange, &m, &d).await?;
         if !matches!(confirm, Confirmation::Ack(None)) {
             kept.push(m);
             give_back(&kept).await;
@@ -428,6 +400,44 @@ pub async fn replay(
     )?;
     amqp::close(&conn, &[&ch, &publish_ch], "dlq replay done").await;
     Ok(replayed)
+}
+
+/// Publishes a dead letter to the intent exchange again, under its old
+/// routing key; the broker's confirm.
+async fn republish(
+    ch: &Channel,
+    exchange: &str,
+    m: &BasicGetMessage,
+    d: &DeadLetter,
+) -> Result<Confirmation, lapin::Error> {
+    // The original properties (message_id, correlation_id, reply_to,
+    // timestamp) go with it; the x-death history stays in the DLQ's past.
+    let mut props = m.delivery.properties.clone();
+    if let Some(headers) = props.headers().clone() {
+        let mut h = headers.inner().clone();
+        h.remove("x-death");
+        h.remove("x-first-death-exchange");
+        h.remove("x-first-death-queue");
+        h.remove("x-first-death-reason");
+        h.remove("x-delivery-count");
+        props = props.with_headers(FieldTable::from(h));
+    }
+    let key = d
+        .routing_key
+        .clone()
+        .unwrap_or_else(|| "h5pay.intent.replay".into());
+    ch.basic_publish(
+        ShortString::from(exchange),
+        ShortString::try_new(key).unwrap_or_else(|_| "h5pay.intent.replay".into()),
+        BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        },
+        &m.delivery.data,
+        props,
+    )
+    .await?
+    .await
 }
 
 /// Removes the selected dead letters (`dry_run`: only says which), e.g.

@@ -159,6 +159,18 @@ pub async fn run(
     };
     line(out, "claim", stage)?;
     line(out, "pay_time", view.pay_time.as_deref().unwrap_or("-"))?;
+    outcome_lines(out, &view, confirmed.as_deref() == Some("1"), &v)?;
+    lifecycle_lines(out, &view, &checks, &v)?;
+    Ok(())
+}
+
+/// The outcome stored for the intent, and the payment's state.
+fn outcome_lines(
+    out: &mut dyn Write,
+    view: &View,
+    confirmed: bool,
+    v: &Value,
+) -> std::io::Result<()> {
     let text = |k: &str| v["outcome"][k].as_str().map(str::to_owned);
     match view.outcome.as_ref() {
         Some(o) => {
@@ -175,7 +187,7 @@ pub async fn run(
                     o.attempts,
                     o.occurred_at,
                     o.event_id,
-                    if confirmed.as_deref() == Some("1") {
+                    if confirmed {
                         "confirmed"
                     } else {
                         "not confirmed yet"
@@ -206,6 +218,16 @@ pub async fn run(
         )?,
         None => line(out, "payment", "not followed")?,
     }
+    Ok(())
+}
+
+/// The payment's lifecycle: trade_no, notifies, the close, the checks.
+fn lifecycle_lines(
+    out: &mut dyn Write,
+    view: &View,
+    checks: &Checks,
+    v: &Value,
+) -> std::io::Result<()> {
     line(out, "trade_no", view.trade_no.as_deref().unwrap_or("-"))?;
     line(out, "notifies seen", view.notifies)?;
     if let Some(t) = checks.facts.close_trace_no.as_deref() {

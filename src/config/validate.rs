@@ -11,6 +11,20 @@ impl Settings {
     /// Checks every rule that needs no I/O; [`Settings::resolve_keys`]
     /// then reads the keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Section by section, in the order the errors have always been found.
+        self.check_amqp()?;
+        self.check_redis()?;
+        self.check_gateway()?;
+        self.check_worker()?;
+        self.check_reconcile()?;
+        self.check_otel()?;
+        self.check_notify()?;
+        self.check_log()?;
+        self.check_institutions()
+    }
+
+    /// The broker: URLs, names, limits.
+    fn check_amqp(&self) -> Result<(), ConfigError> {
         let a = &self.amqp;
         check_amqp_url(a.url.expose(), "amqp.url")?;
         for (i, url) in a.urls.iter().enumerate() {
@@ -37,6 +51,11 @@ impl Settings {
         if a.publish_retry_ms == 0 {
             return Err(err("amqp.publish_retry_ms", "must be at least 1"));
         }
+        Ok(())
+    }
+
+    /// The Redis settings: URLs, cluster, lease and retention.
+    fn check_redis(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
         check_url(r.url.expose(), "redis.url", &["redis", "rediss"])?;
         for (i, url) in r.urls.iter().enumerate() {
@@ -87,6 +106,11 @@ impl Settings {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The gateway's endpoints and timeouts, its retries and its breaker.
+    fn check_gateway(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
         check_url(&g.url, "gateway.url", &["http", "https"])?;
         for (key, url) in [
@@ -133,6 +157,11 @@ impl Settings {
                 "must be at least 1 and at most breaker.max_open_ms",
             ));
         }
+        Ok(())
+    }
+
+    /// The worker's defaults and the admin endpoint.
+    fn check_worker(&self) -> Result<(), ConfigError> {
         let w = &self.worker;
         if !w.default_mch_no.is_empty() && !is_identifier(&w.default_mch_no, 32) {
             return Err(err(
@@ -149,7 +178,13 @@ impl Settings {
                 "must be an address like 127.0.0.1:9464",
             ));
         }
+        Ok(())
+    }
+
+    /// The reconciler's schedule, and the retention it needs.
+    fn check_reconcile(&self) -> Result<(), ConfigError> {
         let rc = &self.reconcile;
+        let r = &self.redis;
         let points = &rc.check_after_secs;
         if points.is_empty() || points[0] == 0 || points.windows(2).any(|w| w[0] >= w[1]) {
             return Err(err(
@@ -200,6 +235,11 @@ impl Settings {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Tracing export.
+    fn check_otel(&self) -> Result<(), ConfigError> {
         let o = &self.otel;
         if !o.endpoint.is_empty() {
             check_url(&o.endpoint, "otel.endpoint", &["http", "https"])?;
@@ -210,6 +250,11 @@ impl Settings {
         if !(0.0..=1.0).contains(&o.sample_ratio) {
             return Err(err("otel.sample_ratio", "must be between 0.0 and 1.0"));
         }
+        Ok(())
+    }
+
+    /// The notify receiver.
+    fn check_notify(&self) -> Result<(), ConfigError> {
         let n = &self.notify;
         if n.listen.parse::<SocketAddr>().is_err() {
             return Err(err(
@@ -232,13 +277,18 @@ impl Settings {
         if !(512..=1024 * 1024).contains(&n.body_limit_bytes) {
             return Err(err("notify.body_limit_bytes", "must be 512 to 1048576"));
         }
+        Ok(())
+    }
+
+    /// The log filter.
+    fn check_log(&self) -> Result<(), ConfigError> {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(err(
                 "log.level",
                 "must be a level (info, debug, ...) or a tracing filter",
             ));
         }
-        self.check_institutions()
+        Ok(())
     }
 
     /// The institutions' names and key sources, and the default: the rules

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
-use super::{Sandbox, fail, fail_signed, json_response, payment};
+use secrecy::SecretString;
+
+use super::{IdentityKey, Sandbox, fail, fail_signed, json_response, payment};
 use crate::gateway::sign;
 use crate::gateway::wire::{PayType, json_kind};
 use crate::intent::parse_pay_time;
@@ -90,22 +92,9 @@ pub(super) async fn h5pay(
     body: Bytes,
 ) -> Response {
     s.total_calls.fetch_add(1, Ordering::Relaxed);
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("application/json")
-    {
-        return fail(format!(
-            "Content-Type must be application/json, got {content_type:?}"
-        ));
-    }
-    let m = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => m,
-        Ok(other) => return fail(format!("body is {}, not a JSON object", json_kind(&other))),
-        Err(e) => return fail(format!("body is not JSON: {e}")),
+    let m = match json_object(&headers, &body) {
+        Ok(m) => m,
+        Err(msg) => return fail(msg),
     };
     if !s.options.latency.is_zero() {
         tokio::time::sleep(s.options.latency).await;
@@ -137,93 +126,19 @@ pub(super) async fn h5pay(
     if sign::verify(&m, &key).is_err() {
         return fail_signed("签名错误 (sign check failed)", &key);
     }
-    // Every signed call of an identity is counted: tests prove "no second
-    // gateway call" with these numbers.
-    let calls = {
-        let mut ledger = s.ledger();
-        let order = ledger.orders.entry(identity.clone()).or_default();
-        order.calls += 1;
-        order.calls
+    let calls = count_call(&s, &identity);
+    let Some((trade_no, nonce)) = remember(&s, &identity, &params) else {
+        return fail_signed(
+            "重复的请求流水号 (duplicate pay_trace_no with different parameters)",
+            &key,
+        );
     };
-
-    // Idempotency per identity.
-    let (trade_no, nonce) = {
-        let mut ledger = s.ledger();
-        let order = ledger.orders.entry(identity.clone()).or_default();
-        order.distinct.insert(params.clone());
-        match &order.params {
-            Some(first) if *first != params => {
-                return fail_signed(
-                    "重复的请求流水号 (duplicate pay_trace_no with different parameters)",
-                    &key,
-                );
-            }
-            Some(_) => {}
-            None => order.params = Some(params.clone()),
-        }
-        let seq = s.sequence.fetch_add(1, Ordering::Relaxed);
-        let pay_time = params.get("pay_time").cloned().unwrap_or_default();
-        let trade_no = order
-            .trade_no
-            .get_or_insert_with(|| format!("2000011{pay_time}{seq:08}"))
-            .clone();
-        let nonce = order
-            .nonce
-            .get_or_insert_with(|| hex::encode(rand::rng().random::<[u8; 8]>()))
-            .clone();
-        ledger
-            .by_trade_no
-            .insert(trade_no.clone(), identity.clone());
-        (trade_no, nonce)
-    };
-
     let amount: u64 = params
         .get("total_amount")
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
-    match amount {
-        // Placed, but the answer never arrives (4026: lost at once; 4028:
-        // after the call hung); every later call is refused as a duplicate
-        // (the field's classic outcome_unknown).
-        4026 | 4028 if calls == 1 => {
-            s.ledger()
-                .orders
-                .entry(identity.clone())
-                .or_default()
-                .answered = Some("PAY_SUCCESS");
-            payment::placed(&s, &identity, amount);
-            if amount == 4028 {
-                tokio::time::sleep(s.options.hang).await;
-            }
-            return (
-                StatusCode::BAD_GATEWAY,
-                "sandbox scenario 4026/4028: the answer is lost",
-            )
-                .into_response();
-        }
-        4026 | 4028 => {
-            return fail_signed(
-                "重复的请求流水号 (sandbox scenario 4026/4028: duplicate pay_trace_no)",
-                &key,
-            );
-        }
-        5001 if calls <= 2 => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "sandbox scenario 5001: busy, try again",
-            )
-                .into_response();
-        }
-        5002 => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "sandbox scenario 5002: internal error",
-            )
-                .into_response();
-        }
-        5003 if calls == 1 => tokio::time::sleep(s.options.hang).await,
-        4003 => return fail_signed("参数不合法 (sandbox scenario 4003: parameter error)", &key),
-        _ => {}
+    if let Some(scripted) = scenario(&s, &identity, amount, calls, &key).await {
+        return scripted;
     }
 
     let (result_code, return_msg) = match amount {
@@ -239,10 +154,27 @@ pub(super) async fn h5pay(
     if result_code == "PAY_SUCCESS" {
         payment::placed(&s, &identity, amount);
     }
-    let pay_type = params.get("pay_type").and_then(|p| PayType::parse(p));
-    let jsapi = result_code == "PAY_SUCCESS"
-        && pay_type == Some(PayType::Wechat)
-        && params.contains_key("open_id");
+    let mut answer = decision_fields(&params, result_code, return_msg, &trade_no);
+    let paid = result_code == "PAY_SUCCESS";
+    put_payable(&mut answer, &s, &params, paid, &trade_no, &nonce);
+    let signature = if amount == 4010 {
+        // Scenario 4010: a sign that does not verify.
+        "0123456789abcdef0123456789abcdef".to_owned()
+    } else {
+        sign::sign(&answer, &key)
+    };
+    answer.insert("sign".into(), Value::String(signature));
+    json_response(StatusCode::OK, &Value::Object(answer))
+}
+
+/// The answer's fields besides the payable ones and the sign: the
+/// decision, the request's echoes, the merchant and the trade_no.
+fn decision_fields(
+    params: &BTreeMap<String, String>,
+    result_code: &str,
+    return_msg: &str,
+    trade_no: &str,
+) -> Map<String, Value> {
     let mut answer = Map::new();
     let mut put = |k: &str, v: Value| {
         answer.insert(k.to_owned(), v);
@@ -264,6 +196,146 @@ pub(super) async fn h5pay(
     put("shop_no", json!(""));
     put("trade_no", json!(trade_no));
     put("attach", Value::Null);
+    answer
+}
+
+/// The body, if it is a JSON object sent as JSON; else why not.
+fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, String> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(format!(
+            "Content-Type must be application/json, got {content_type:?}"
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(format!("body is {}, not a JSON object", json_kind(&other))),
+        Err(e) => Err(format!("body is not JSON: {e}")),
+    }
+}
+
+/// Every signed call of an identity is counted: tests prove "no second
+/// gateway call" with these numbers. Returns this call's number.
+fn count_call(s: &Sandbox, identity: &IdentityKey) -> u64 {
+    let mut ledger = s.ledger();
+    let order = ledger.orders.entry(identity.clone()).or_default();
+    order.calls += 1;
+    order.calls
+}
+
+/// Idempotency per identity: the order's trade_no and nonce, the same on
+/// every call; None if the identity was first placed with other parameters.
+fn remember(
+    s: &Sandbox,
+    identity: &IdentityKey,
+    params: &BTreeMap<String, String>,
+) -> Option<(String, String)> {
+    let mut ledger = s.ledger();
+    let order = ledger.orders.entry(identity.clone()).or_default();
+    order.distinct.insert(params.clone());
+    match &order.params {
+        Some(first) if first != params => return None,
+        Some(_) => {}
+        None => order.params = Some(params.clone()),
+    }
+    let seq = s.sequence.fetch_add(1, Ordering::Relaxed);
+    let pay_time = params.get("pay_time").cloned().unwrap_or_default();
+    let trade_no = order
+        .trade_no
+        .get_or_insert_with(|| format!("2000011{pay_time}{seq:08}"))
+        .clone();
+    let nonce = order
+        .nonce
+        .get_or_insert_with(|| hex::encode(rand::rng().random::<[u8; 8]>()))
+        .clone();
+    ledger
+        .by_trade_no
+        .insert(trade_no.clone(), identity.clone());
+    Some((trade_no, nonce))
+}
+
+/// The scripted amounts that answer otherwise than with a decision (or
+/// only after a hang); None: answer as the gateway does.
+async fn scenario(
+    s: &Arc<Sandbox>,
+    identity: &IdentityKey,
+    amount: u64,
+    calls: u64,
+    key: &SecretString,
+) -> Option<Response> {
+    match amount {
+        // Placed, but the answer never arrives (4026: lost at once; 4028:
+        // after the call hung); every later call is refused as a duplicate
+        // (the field's classic outcome_unknown).
+        4026 | 4028 if calls == 1 => {
+            s.ledger()
+                .orders
+                .entry(identity.clone())
+                .or_default()
+                .answered = Some("PAY_SUCCESS");
+            payment::placed(s, identity, amount);
+            if amount == 4028 {
+                tokio::time::sleep(s.options.hang).await;
+            }
+            Some(
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "sandbox scenario 4026/4028: the answer is lost",
+                )
+                    .into_response(),
+            )
+        }
+        4026 | 4028 => Some(fail_signed(
+            "重复的请求流水号 (sandbox scenario 4026/4028: duplicate pay_trace_no)",
+            key,
+        )),
+        5001 if calls <= 2 => Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox scenario 5001: busy, try again",
+            )
+                .into_response(),
+        ),
+        5002 => Some(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sandbox scenario 5002: internal error",
+            )
+                .into_response(),
+        ),
+        5003 if calls == 1 => {
+            tokio::time::sleep(s.options.hang).await;
+            None
+        }
+        4003 => Some(fail_signed(
+            "参数不合法 (sandbox scenario 4003: parameter error)",
+            key,
+        )),
+        _ => None,
+    }
+}
+
+/// What the payer is given: JSAPI parameters (WeChat with an open_id), or
+/// a code_url; and an ali_trade_no (Alipay with an open_id).
+fn put_payable(
+    answer: &mut Map<String, Value>,
+    s: &Sandbox,
+    params: &BTreeMap<String, String>,
+    paid: bool,
+    trade_no: &str,
+    nonce: &str,
+) {
+    let mut put = |k: &str, v: Value| {
+        answer.insert(k.to_owned(), v);
+    };
+    let pay_type = params.get("pay_type").and_then(|p| PayType::parse(p));
+    let jsapi = paid && pay_type == Some(PayType::Wechat) && params.contains_key("open_id");
     let null_jsapi = [
         "appId",
         "timeStamp",
@@ -289,13 +361,10 @@ pub(super) async fn h5pay(
         for k in null_jsapi {
             put(k, Value::Null);
         }
-        let link = (result_code == "PAY_SUCCESS")
-            .then(|| format!("{}/sandbox/pay/{trade_no}", s.base_url()));
+        let link = paid.then(|| format!("{}/sandbox/pay/{trade_no}", s.base_url()));
         put("code_url", json!(link));
     }
-    let ali = result_code == "PAY_SUCCESS"
-        && pay_type == Some(PayType::Alipay)
-        && params.contains_key("open_id");
+    let ali = paid && pay_type == Some(PayType::Alipay) && params.contains_key("open_id");
     put(
         "ali_trade_no",
         if ali {
@@ -304,14 +373,6 @@ pub(super) async fn h5pay(
             Value::Null
         },
     );
-    let signature = if amount == 4010 {
-        // Scenario 4010: a sign that does not verify.
-        "0123456789abcdef0123456789abcdef".to_owned()
-    } else {
-        sign::sign(&answer, &key)
-    };
-    answer.insert("sign".into(), Value::String(signature));
-    json_response(StatusCode::OK, &Value::Object(answer))
 }
 
 fn md5_of(s: &str) -> [u8; 16] {

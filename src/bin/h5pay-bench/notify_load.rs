@@ -110,15 +110,7 @@ async fn measure(
         &worker_cfg,
         config_toml(opts, names, &gateway, worker_admin) + &notify_section,
     )?;
-    let worker = ChildGuard(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&worker_cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the worker")?,
-    );
+    let worker = spawn(bin, "run", &worker_cfg).context("starting the worker")?;
     wait_ready(worker_admin).await?;
     eprintln!("placing {total} orders through the worker");
     let orders = place_orders(conn, names, opts, total).await?;
@@ -131,15 +123,8 @@ async fn measure(
         &receiver_cfg,
         config_toml(opts, names, &gateway, receiver_admin) + &notify_section,
     )?;
-    let child = Command::new(bin)
-        .args(["notify", "--config"])
-        .arg(&receiver_cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the receiver")?;
-    let pid = child.id();
-    let _receiver = ChildGuard(child);
+    let receiver = spawn(bin, "notify", &receiver_cfg).context("starting the receiver")?;
+    let pid = receiver.0.id();
     wait_ready(receiver_admin).await?;
 
     let paid = count_paid_events(conn, names).await?;
@@ -193,6 +178,21 @@ async fn measure(
         bail!("{} paid events for {expected} paid orders", paid.load());
     }
     Ok(reports)
+}
+
+/// `h5pay-worker <command> --config <cfg>`, quiet, killed when dropped.
+fn spawn(
+    bin: &std::path::Path,
+    command: &str,
+    cfg: &std::path::Path,
+) -> std::io::Result<ChildGuard> {
+    Command::new(bin)
+        .args([command, "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(ChildGuard)
 }
 
 /// Publishes `count` intents through the worker and keeps each `ready`

@@ -5,6 +5,7 @@
 //! ([`classify::refusal_after_reaching`]).
 
 pub mod classify;
+mod success;
 
 use secrecy::SecretString;
 
