@@ -9,6 +9,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::config::RedisSettings;
+use crate::telemetry::metrics::RedisCause;
 
 /// A multiplexed connection to one Redis, or to a Redis Cluster. Both
 /// reconnect by themselves; a failing call returns its error and callers
@@ -151,4 +152,68 @@ pub async fn remove_keys(url: &str, prefix: &str) -> Result<u64, RedisError> {
         }
         cursor = next;
     }
+}
+
+/// Why a read or write of the state in Redis failed: the claims, the
+/// payments and the due checks all return it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("unexpected reply from the claim script: {0:?}")]
+    Reply(Vec<String>),
+    /// `redis.wait_replicas` (contract §14): the write reached fewer
+    /// replicas within the wait; retried like any Redis error, and nothing
+    /// is published or acknowledged on it.
+    #[error("the write reached {got} of {wanted} replicas within {timeout_ms} ms")]
+    Replicas {
+        wanted: u32,
+        got: i64,
+        timeout_ms: u64,
+    },
+}
+
+impl StoreError {
+    /// The cause, as metrics label it.
+    pub fn cause(&self) -> RedisCause {
+        match self {
+            StoreError::Redis(e) if e.is_timeout() => RedisCause::Timeout,
+            StoreError::Redis(e)
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
+            {
+                RedisCause::Connection
+            }
+            StoreError::Redis(e) => match e.code() {
+                Some("WRONGTYPE") => RedisCause::WrongType,
+                Some("ERR") if is_script_error(e) => RedisCause::Script,
+                Some("NOPERM") => RedisCause::NoPermission,
+                Some("CROSSSLOT") => RedisCause::CrossSlot,
+                _ if matches!(
+                    e.kind(),
+                    redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+                ) =>
+                {
+                    RedisCause::Reply
+                }
+                _ => RedisCause::Redis,
+            },
+            StoreError::Reply(_) => RedisCause::Reply,
+            StoreError::Replicas { .. } => RedisCause::Replicas,
+        }
+    }
+
+    /// A reply the worker cannot use, which asking again will not change
+    /// (a key of the wrong type, a script error, an unexpected reply): the
+    /// intent is handed back after a few tries instead of waiting forever
+    /// (contract §5.13). Everything else (connection loss, timeouts,
+    /// LOADING, TRYAGAIN, a failover's READONLY, OOM) may pass: keep trying.
+    pub fn is_unusable(&self) -> bool {
+        self.cause().is_unusable()
+    }
+}
+
+/// An error raised by the script itself, not by the server's state.
+fn is_script_error(e: &RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("script") || text.contains("Script")
 }

@@ -18,11 +18,10 @@ use redis::{RedisError, Script};
 
 use crate::config::{DuplicatePolicy, RedisSettings};
 use crate::intent::Identity;
-use crate::telemetry::metrics::RedisCause;
 
 // The connection is its own concern (one Redis or a cluster, timeouts);
 // its paths stay `claim::RedisConn`, `claim::connect`.
-pub use conn::{RedisConn, connect, remove_keys};
+pub use conn::{RedisConn, StoreError, connect, remove_keys};
 
 /// The answer of the claim script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,71 +147,8 @@ pub fn next_step(reply: ClaimReply, duplicates: DuplicatePolicy, waited: u32) ->
     }
 }
 
-/// Why a claim reply could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    #[error("redis: {0}")]
-    Redis(#[from] RedisError),
-    #[error("unexpected reply from the claim script: {0:?}")]
-    Reply(Vec<String>),
-    /// `redis.wait_replicas` (contract §14): the write reached fewer
-    /// replicas within the wait; retried like any Redis error, and nothing
-    /// is published or acknowledged on it.
-    #[error("the write reached {got} of {wanted} replicas within {timeout_ms} ms")]
-    Replicas {
-        wanted: u32,
-        got: i64,
-        timeout_ms: u64,
-    },
-}
-
-impl ClaimError {
-    /// The cause, as metrics label it.
-    pub fn cause(&self) -> RedisCause {
-        match self {
-            ClaimError::Redis(e) if e.is_timeout() => RedisCause::Timeout,
-            ClaimError::Redis(e)
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
-            {
-                RedisCause::Connection
-            }
-            ClaimError::Redis(e) => match e.code() {
-                Some("WRONGTYPE") => RedisCause::WrongType,
-                Some("ERR") if is_script_error(e) => RedisCause::Script,
-                Some("NOPERM") => RedisCause::NoPermission,
-                Some("CROSSSLOT") => RedisCause::CrossSlot,
-                _ if matches!(
-                    e.kind(),
-                    redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
-                ) =>
-                {
-                    RedisCause::Reply
-                }
-                _ => RedisCause::Redis,
-            },
-            ClaimError::Reply(_) => RedisCause::Reply,
-            ClaimError::Replicas { .. } => RedisCause::Replicas,
-        }
-    }
-
-    /// A reply the worker cannot use, which asking again will not change
-    /// (a key of the wrong type, a script error, an unexpected reply): the
-    /// intent is handed back after a few tries instead of waiting forever
-    /// (contract §5.13). Everything else (connection loss, timeouts,
-    /// LOADING, TRYAGAIN, a failover's READONLY, OOM) may pass: keep trying.
-    pub fn is_unusable(&self) -> bool {
-        self.cause().is_unusable()
-    }
-}
-
-/// An error raised by the script itself, not by the server's state.
-fn is_script_error(e: &RedisError) -> bool {
-    let text = e.to_string();
-    text.contains("script") || text.contains("Script")
-}
-
 /// Reads the claim script's reply.
-pub fn parse_claim_reply(reply: Vec<String>) -> Result<ClaimReply, ClaimError> {
+pub fn parse_claim_reply(reply: Vec<String>) -> Result<ClaimReply, StoreError> {
     let parsed = match reply.as_slice() {
         [s, pay_time, takeover, sent] if s == "claimed" => Some(ClaimReply::Claimed {
             pay_time: pay_time.clone(),
@@ -232,7 +168,7 @@ pub fn parse_claim_reply(reply: Vec<String>) -> Result<ClaimReply, ClaimError> {
         [s] if s == "expired" => Some(ClaimReply::Expired),
         _ => None,
     };
-    parsed.ok_or(ClaimError::Reply(reply))
+    parsed.ok_or(StoreError::Reply(reply))
 }
 
 struct Scripts {
@@ -318,14 +254,14 @@ impl ClaimStore {
 
     /// After a state write to `key`: with `redis.wait_replicas` on, waits
     /// until that many replicas have it (contract §14); fewer is an error.
-    pub async fn replicated(&self, key: &str) -> Result<(), ClaimError> {
+    pub async fn replicated(&self, key: &str) -> Result<(), StoreError> {
         let Some((wanted, timeout_ms)) = self.wait else {
             return Ok(());
         };
         let mut conn = self.conn.clone();
         let got = conn.wait_replicas(key, wanted, timeout_ms).await?;
         if got < i64::from(wanted) {
-            return Err(ClaimError::Replicas {
+            return Err(StoreError::Replicas {
                 wanted,
                 got,
                 timeout_ms,
@@ -362,7 +298,7 @@ impl ClaimStore {
         &self,
         id: &Identity,
         req: &ClaimRequest<'_>,
-    ) -> Result<ClaimReply, ClaimError> {
+    ) -> Result<ClaimReply, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.key(id);
         let reply: Vec<String> = self
@@ -389,7 +325,7 @@ impl ClaimStore {
     }
 
     /// Extends the lease; `false` when this worker no longer owns the claim.
-    pub async fn renew(&self, id: &Identity, token: &str) -> Result<bool, ClaimError> {
+    pub async fn renew(&self, id: &Identity, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.lease_conn.clone();
         let n: i64 = self
             .scripts
@@ -409,7 +345,7 @@ impl ClaimStore {
         id: &Identity,
         token: &str,
         outcome: &StoredOutcome<'_>,
-    ) -> Result<bool, ClaimError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.key(id);
         let n: i64 = self
@@ -430,7 +366,7 @@ impl ClaimStore {
     }
 
     /// Marks the stored outcome's event as confirmed by the broker.
-    pub async fn mark_confirmed(&self, id: &Identity) -> Result<bool, ClaimError> {
+    pub async fn mark_confirmed(&self, id: &Identity) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let n: i64 = self
             .scripts
@@ -447,7 +383,7 @@ impl ClaimStore {
         id: &Identity,
         token: &str,
         how: Release,
-    ) -> Result<bool, ClaimError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let n: i64 = self
             .scripts

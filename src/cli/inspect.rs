@@ -36,7 +36,7 @@ pub enum InspectError {
     #[error("redis.url: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis: {0}")]
-    Claim(#[from] crate::claim::ClaimError),
+    Claim(#[from] crate::claim::StoreError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -121,7 +121,7 @@ pub async fn run(
         .arg("cf")
         .query_async(&mut conn)
         .await
-        .map_err(crate::claim::ClaimError::from)?;
+        .map_err(crate::claim::StoreError::from)?;
     let stage = stage
         .as_deref()
         .map(|s| if s == "d" { "decided" } else { "claimed" });

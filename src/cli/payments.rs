@@ -10,7 +10,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::claim::{self, ClaimError, ClaimStore};
+use crate::claim::{self, ClaimStore, StoreError};
 use crate::config::Config;
 use crate::payment::PaymentStore;
 use crate::payment::store::Attention;
@@ -41,7 +41,7 @@ pub enum PaymentsError {
     #[error("redis.url: {0}")]
     Connect(#[from] redis::RedisError),
     #[error("redis: {0}")]
-    Redis(#[from] ClaimError),
+    Redis(#[from] StoreError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -171,7 +171,7 @@ pub async fn list(
     kind: Attention,
     from: Option<DateTime<Utc>>,
     limit: usize,
-) -> Result<Vec<Row>, ClaimError> {
+) -> Result<Vec<Row>, StoreError> {
     let payments = PaymentStore::new(claims.clone());
     let mut conn = claims.conn();
     let min = from.map_or("-inf".to_owned(), |t| t.timestamp_millis().to_string());

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::sign;
 use super::signed_call::{
-    Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, status_class, transient,
-    transport_verdict,
+    Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, json_object, opened,
+    status_class, transient,
 };
 use super::wire::{CloseRequest, text};
 use crate::text::{gateway_text, quoted};
@@ -40,25 +40,11 @@ pub fn classify(
     sent: &CloseRequest,
     verify_key: Option<&SecretString>,
 ) -> Verdict<CloseAnswer> {
-    if let Some(v) = transport_verdict(exchange) {
-        return v;
-    }
-    let Exchange::Answered { status, body, .. } = exchange else {
-        return transient(
-            TransientKind::BadResponse,
-            true,
-            "no answer".into(),
-            None,
-            None,
-        );
+    let (status, body) = match opened(exchange) {
+        Ok(answer) => answer,
+        Err(verdict) => return verdict,
     };
-    let status = *status;
-    let raw = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        });
+    let raw = json_object(body);
     let answer = Some(answer_of(status, raw.as_ref()));
     if status_class(status) == StatusClass::Refused {
         let value = CloseAnswer::Unknown(format!("close refused with HTTP {status}"));

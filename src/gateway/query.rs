@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use super::kinds::{self, Expected};
 use super::sign;
 use super::signed_call::{
-    Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix,
-    status_class, transient, transport_verdict,
+    Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, json_object, message_suffix,
+    opened, status_class, transient,
 };
 use super::wire::text;
 use crate::domain::AnomalyKind;
@@ -129,25 +129,11 @@ fn fin(value: QueryAnswer, status: u16, raw: Option<&Map<String, Value>>) -> Ver
 
 /// Classifies one queryorder exchange.
 pub fn classify(exchange: &Exchange<'_>, expect: QueryExpect<'_>) -> Verdict<QueryAnswer> {
-    if let Some(v) = transport_verdict(exchange) {
-        return v;
-    }
-    let Exchange::Answered { status, body, .. } = exchange else {
-        return transient(
-            TransientKind::BadResponse,
-            true,
-            "no answer".into(),
-            None,
-            None,
-        );
+    let (status, body) = match opened(exchange) {
+        Ok(answer) => answer,
+        Err(verdict) => return verdict,
     };
-    let status = *status;
-    let raw = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        });
+    let raw = json_object(body);
     if status_class(status) == StatusClass::Refused {
         let message = format!(
             "query refused with HTTP {status}{}",

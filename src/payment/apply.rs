@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::event::{Anomaly, AnomalyKind, EventState, Facts, PaymentEvent, Source};
 use super::state::{Evidence, Step, next};
 use super::store::{Attention, Moved, PaymentStore, View};
-use crate::claim::ClaimError;
+use crate::claim::StoreError;
 use crate::intent::Identity;
 use crate::sink::PublishError;
 pub use crate::sink::{Outgoing, PaymentSink};
@@ -35,7 +35,7 @@ pub enum Applied {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("redis: {0}")]
-    Redis(#[from] ClaimError),
+    Redis(#[from] StoreError),
     #[error("payment event not confirmed: {0}")]
     Publish(#[from] PublishError),
     #[error("the payment kept changing under this transition")]

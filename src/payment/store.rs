@@ -12,7 +12,7 @@ use redis::Script;
 
 use super::event::Sent;
 use super::state::{Known, PaymentState};
-use crate::claim::{ClaimError, ClaimStore, RedisConn};
+use crate::claim::{ClaimStore, RedisConn, StoreError};
 use crate::intent::Identity;
 use crate::outcome::{FailureKind, Status};
 use crate::result_event::ResultEvent;
@@ -119,7 +119,7 @@ impl PaymentStore {
         self.claims.conn()
     }
 
-    pub async fn view(&self, id: &Identity) -> Result<View, ClaimError> {
+    pub async fn view(&self, id: &Identity) -> Result<View, StoreError> {
         let mut conn = self.conn();
         let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.claims.key(id))
@@ -137,7 +137,7 @@ impl PaymentStore {
         event_id: &str,
         event: &[u8],
         trade_no: Option<&str>,
-    ) -> Result<Moved, ClaimError> {
+    ) -> Result<Moved, StoreError> {
         let mut conn = self.conn();
         let key = self.claims.key(id);
         let n: i64 = self
@@ -162,7 +162,7 @@ impl PaymentStore {
     }
 
     /// Marks the event confirmed; `false` when a newer one replaced it.
-    pub async fn confirm(&self, id: &Identity, event_id: &str) -> Result<bool, ClaimError> {
+    pub async fn confirm(&self, id: &Identity, event_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let n: i64 = self
             .scripts
@@ -180,7 +180,7 @@ impl PaymentStore {
         id: &Identity,
         event_id: &str,
         before: &str,
-    ) -> Result<bool, ClaimError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let n: i64 = self
             .scripts
@@ -210,7 +210,7 @@ impl PaymentStore {
         id: &Identity,
         at_ms: i64,
         last: Option<&str>,
-    ) -> Result<(), ClaimError> {
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let key = self.attention_key(kind);
         let retention_ms =
@@ -241,7 +241,7 @@ impl PaymentStore {
     }
 
     /// Counts a verified notify (for `inspect`).
-    pub async fn count_notify(&self, id: &Identity) -> Result<(), ClaimError> {
+    pub async fn count_notify(&self, id: &Identity) -> Result<(), StoreError> {
         let mut conn = self.conn();
         // Only an existing identity counts: HINCRBY would create the key.
         let _: i64 = redis::Script::new(

@@ -5,7 +5,7 @@ use std::future::Future;
 use tracing::{error, info, warn};
 
 use super::Pipeline;
-use crate::claim::ClaimError;
+use crate::claim::StoreError;
 use crate::telemetry::metrics::{self, HandBack, Label, RedisOp};
 
 impl Pipeline {
@@ -22,7 +22,7 @@ impl Pipeline {
     ) -> Result<T, RedisGaveUp>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, ClaimError>>,
+        Fut: Future<Output = Result<T, StoreError>>,
     {
         let mut backoff = crate::reconnect::Reconnect::redis();
         let mut failures = 0u32;

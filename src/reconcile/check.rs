@@ -16,7 +16,7 @@ use super::evidence::{check_result, evidence_of, result_of};
 use super::schedule::{Plan, Schedule};
 use super::store::{ChecksStore, Due, Lease, identity};
 use crate::claim::lease::keep_lease;
-use crate::claim::{self, ClaimError};
+use crate::claim::{self, StoreError};
 use crate::gateway::close::CloseAnswer;
 use crate::gateway::query::{QueryAnswer, QueryExpect};
 use crate::gateway::signed_call::StillWanted;
@@ -48,7 +48,7 @@ pub struct Checker<S> {
 #[derive(Debug, thiserror::Error)]
 enum CheckError {
     #[error("redis: {0}")]
-    Redis(#[from] ClaimError),
+    Redis(#[from] StoreError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("abandoned: {0}")]
@@ -105,7 +105,7 @@ impl<S: PaymentSink> Checker<S> {
         let (checks, lease_ms) = (&self.checks, self.lease_ms);
         let renew = keep_lease(Duration::from_millis(lease_ms), &lost, || async {
             // Busy or gone: the identity is no longer this check's.
-            Ok::<_, ClaimError>(checks.lease(&id, &token, lease_ms).await? == Lease::Taken)
+            Ok::<_, StoreError>(checks.lease(&id, &token, lease_ms).await? == Lease::Taken)
         });
         tokio::pin!(renew);
         // Its own span for the logs (the exported span, if any, is made
@@ -405,7 +405,7 @@ impl<S: PaymentSink> Checker<S> {
         Ok(moved)
     }
 
-    async fn next(&self, member: &Due, placed: DateTime<Utc>) -> Result<(), ClaimError> {
+    async fn next(&self, member: &Due, placed: DateTime<Utc>) -> Result<(), StoreError> {
         let at = self.schedule.next(placed, Utc::now());
         self.checks.reschedule(member, at.timestamp_millis()).await
     }

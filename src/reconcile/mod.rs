@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::claim::ClaimError;
+use crate::claim::StoreError;
 use crate::intent::Identity;
 use crate::payment::apply::PaymentSink;
 use crate::telemetry::metrics;
@@ -52,7 +52,7 @@ impl Scheduling {
         &self,
         id: &Identity,
         placed: DateTime<Utc>,
-    ) -> Result<(), ClaimError> {
+    ) -> Result<(), StoreError> {
         let due = self.schedule.first(placed);
         self.checks.schedule(id, due.timestamp_millis()).await
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redis::Script;
 
-use crate::claim::{ClaimError, ClaimStore, RedisConn};
+use crate::claim::{ClaimStore, RedisConn, StoreError};
 use crate::intent::Identity;
 
 /// A check's hold on its identity.
@@ -144,7 +144,7 @@ impl ChecksStore {
 
     /// Schedules an identity's first check, unless one is scheduled:
     /// idempotent, so a replay schedules again what a crash lost.
-    pub async fn schedule(&self, id: &Identity, due_ms: i64) -> Result<(), ClaimError> {
+    pub async fn schedule(&self, id: &Identity, due_ms: i64) -> Result<(), StoreError> {
         let m = member(id);
         let key = self.shard_key(&m);
         self.zadd(key, None, due_ms, &m).await?;
@@ -154,14 +154,14 @@ impl ChecksStore {
 
     /// Makes a picked-up check due at `at_ms`, in the key it came from,
     /// whatever was scheduled (the next check).
-    pub async fn reschedule(&self, due: &Due, at_ms: i64) -> Result<(), ClaimError> {
+    pub async fn reschedule(&self, due: &Due, at_ms: i64) -> Result<(), StoreError> {
         self.zadd(self.key_at(due.key), None, at_ms, &due.member)
             .await
     }
 
     /// Brings a check forward to `at_ms` (or schedules it): a notify that
     /// did not match asks for a query at once.
-    pub async fn bring_forward(&self, id: &Identity, at_ms: i64) -> Result<(), ClaimError> {
+    pub async fn bring_forward(&self, id: &Identity, at_ms: i64) -> Result<(), StoreError> {
         let m = member(id);
         self.zadd(self.shard_key(&m), Some("LT"), at_ms, &m).await
     }
@@ -172,7 +172,7 @@ impl ChecksStore {
         flag: Option<&str>,
         at_ms: i64,
         member: &str,
-    ) -> Result<(), ClaimError> {
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let mut cmd = redis::cmd("ZADD");
         cmd.arg(key);
@@ -184,7 +184,7 @@ impl ChecksStore {
     }
 
     /// No more checks for a picked-up payment.
-    pub async fn remove(&self, due: &Due) -> Result<(), ClaimError> {
+    pub async fn remove(&self, due: &Due) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let _: i64 = redis::cmd("ZREM")
             .arg(self.key_at(due.key))
@@ -195,7 +195,7 @@ impl ChecksStore {
     }
 
     /// When the identity is checked next, in ms (None: not scheduled).
-    pub async fn next(&self, id: &Identity) -> Result<Option<i64>, ClaimError> {
+    pub async fn next(&self, id: &Identity) -> Result<Option<i64>, StoreError> {
         let mut conn = self.conn();
         let score: Option<f64> = redis::cmd("ZSCORE")
             .arg(self.key_of(id))
@@ -209,7 +209,7 @@ impl ChecksStore {
     /// from every key in turn. Returns Redis's clock (ms) and the checks. A
     /// key that cannot be read (its node down) is skipped: it delays only
     /// its own share; an error only when no key answered.
-    pub async fn due(&self, limit: usize, lease_ms: u64) -> Result<(i64, Vec<Due>), ClaimError> {
+    pub async fn due(&self, limit: usize, lease_ms: u64) -> Result<(i64, Vec<Due>), StoreError> {
         let n = self.keys.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
         let mut now = None;
@@ -239,7 +239,7 @@ impl ChecksStore {
         key: usize,
         limit: usize,
         lease_ms: u64,
-    ) -> Result<(i64, Vec<Due>), ClaimError> {
+    ) -> Result<(i64, Vec<Due>), StoreError> {
         let mut conn = self.conn();
         let reply: Vec<String> = self
             .scripts
@@ -268,7 +268,7 @@ impl ChecksStore {
 
     /// How many checks are due by `now_ms` and not picked up, over the keys
     /// that answer.
-    pub async fn overdue(&self, now_ms: i64) -> Result<u64, ClaimError> {
+    pub async fn overdue(&self, now_ms: i64) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut answered = false;
         let mut failed = None;
@@ -300,7 +300,7 @@ impl ChecksStore {
         id: &Identity,
         token: &str,
         lease_ms: u64,
-    ) -> Result<Lease, ClaimError> {
+    ) -> Result<Lease, StoreError> {
         // Never behind a WAIT (see ClaimStore::lease_conn).
         let mut conn = self.claims.lease_conn();
         let reply: Vec<String> = self
@@ -323,7 +323,7 @@ impl ChecksStore {
         })
     }
 
-    pub async fn release(&self, id: &Identity, token: &str) -> Result<(), ClaimError> {
+    pub async fn release(&self, id: &Identity, token: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let _: i64 = self
             .scripts
@@ -342,7 +342,7 @@ impl ChecksStore {
         id: &Identity,
         trace: &str,
         time: &str,
-    ) -> Result<Option<(String, String)>, ClaimError> {
+    ) -> Result<Option<(String, String)>, StoreError> {
         let mut conn = self.conn();
         let reply: Vec<Option<String>> = self
             .scripts
@@ -360,7 +360,7 @@ impl ChecksStore {
 
     /// The close facts of a payment: whether closeorder said closed, and
     /// the last check (JSON), if any.
-    pub async fn facts(&self, id: &Identity) -> Result<CheckFacts, ClaimError> {
+    pub async fn facts(&self, id: &Identity) -> Result<CheckFacts, StoreError> {
         let mut conn = self.conn();
         let f: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.claims.key(id))
@@ -382,7 +382,7 @@ impl ChecksStore {
         id: &Identity,
         only_new: bool,
         fields: &[(&str, &str)],
-    ) -> Result<(), ClaimError> {
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let mut inv = self.scripts.note.key(self.claims.key(id));
         inv.arg(if only_new { "nx" } else { "set" });

@@ -123,7 +123,7 @@ async fn with_wait_replicas_a_write_no_replica_confirmed_is_never_published_or_a
 /// promoted master timed out until its replica was back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_waiting_for_a_replica_never_holds_up_lease_renewals_or_the_ping() {
-    use h5pay_worker::claim::{ClaimError, ClaimReply, ClaimRequest, ClaimStore};
+    use h5pay_worker::claim::{ClaimReply, ClaimRequest, ClaimStore, StoreError};
     use h5pay_worker::config::{RedisSettings, SecretUrl};
     use h5pay_worker::intent::Identity;
 
@@ -169,7 +169,7 @@ async fn a_write_waiting_for_a_replica_never_holds_up_lease_renewals_or_the_ping
     // but it is held: its owner renews it while it waits.
     let held = claim(store.clone(), "HELD".into(), "owner".into()).await;
     assert!(
-        matches!(held, Err(ClaimError::Replicas { got: 0, .. })),
+        matches!(held, Err(StoreError::Replicas { got: 0, .. })),
         "{held:?}"
     );
     // Other writes, each followed by a WAIT that lasts its whole timeout.

@@ -286,7 +286,7 @@ async fn a_result_that_cannot_be_routed_anywhere_sends_the_intent_to_the_dlq_aft
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
-    use h5pay_worker::claim::ClaimError;
+    use h5pay_worker::claim::StoreError;
     use h5pay_worker::telemetry::metrics::RedisCause;
     let env = TestEnv::new().await;
     let claims = env.claim_store();
@@ -315,7 +315,7 @@ async fn redis_errors_are_told_apart_by_whether_retrying_can_help() {
     let script: Result<i64, redis::RedisError> = redis::Script::new("return nil + 1")
         .invoke_async(&mut r)
         .await;
-    let script = ClaimError::from(script.expect_err("the script fails"));
+    let script = StoreError::from(script.expect_err("the script fails"));
     assert_eq!(
         (script.cause(), script.is_unusable()),
         (RedisCause::Script, true),

@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use super::H5PayDecided;
 use crate::gateway::sign;
 use crate::gateway::signed_call::{
-    Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix, status_class,
-    transient, transport_verdict,
+    Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix, opened, status_class,
+    transient,
 };
 use crate::gateway::wire::{H5PayRequest, ReceivedResponse};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer};
@@ -45,19 +45,10 @@ fn decided(decision: Decision, refusal: bool, answer: Option<GatewayAnswer>) -> 
 
 /// Classifies one exchange.
 pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>) -> H5PayVerdict {
-    if let Some(v) = transport_verdict(exchange) {
-        return v;
-    }
-    let Exchange::Answered { status, body, .. } = exchange else {
-        return transient(
-            TransientKind::BadResponse,
-            true,
-            "no answer to classify".to_owned(),
-            None,
-            None,
-        );
+    let (status, body) = match opened(exchange) {
+        Ok(answer) => answer,
+        Err(verdict) => return verdict,
     };
-    let status = *status;
     // Parse early so that refusals carry the gateway's own message.
     let parsed = ReceivedResponse::parse(body);
     let answer = answer_of(status, parsed.as_ref().ok().map(|r| &r.raw));

@@ -114,10 +114,34 @@ pub fn answer_of(status: u16, raw: Option<&Map<String, Value>>) -> GatewayAnswer
     }
 }
 
+/// What every endpoint's classifier does first: the verdict on what they
+/// all treat alike (no connection, a lost answer, a transient or unexpected
+/// HTTP status), or the answer's status and body, a 2xx or a 4xx, for the
+/// endpoint to decide on.
+pub fn opened<'a, F>(exchange: &Exchange<'a>) -> Result<(u16, &'a [u8]), Verdict<F>> {
+    match (transport_verdict(exchange), exchange) {
+        (Some(v), _) => Err(v),
+        (None, Exchange::Answered { status, body, .. }) => Ok((*status, body)),
+        // transport_verdict decides on everything that is not an answer.
+        (None, _) => Err(transient(
+            TransientKind::BadResponse,
+            true,
+            "no answer to classify".to_owned(),
+            None,
+            None,
+        )),
+    }
+}
+
+/// The body as a JSON object, if it is one.
+pub fn json_object(body: &[u8]) -> Option<Map<String, Value>> {
+    serde_json::from_slice::<Map<String, Value>>(body).ok()
+}
+
 /// The verdict on what every endpoint treats alike: no connection, a lost
 /// answer, a transient or unexpected HTTP status. `None`: the answer is a
 /// 2xx or a 4xx, which the endpoint decides on.
-pub fn transport_verdict<F>(exchange: &Exchange<'_>) -> Option<Verdict<F>> {
+fn transport_verdict<F>(exchange: &Exchange<'_>) -> Option<Verdict<F>> {
     let (status, retry_after, body) = match exchange {
         Exchange::ConnectFailed(detail) => {
             return Some(transient(
@@ -150,8 +174,7 @@ pub fn transport_verdict<F>(exchange: &Exchange<'_>) -> Option<Verdict<F>> {
     };
     match status_class(status) {
         StatusClass::Transient { reached } => {
-            let raw = serde_json::from_slice::<Map<String, Value>>(body).ok();
-            let answer = answer_of(status, raw.as_ref());
+            let answer = answer_of(status, json_object(body).as_ref());
             Some(transient(
                 TransientKind::Unavailable,
                 reached,
