@@ -186,9 +186,15 @@ pub fn recording() -> bool {
     enabled() && RECORDING.try_with(|r| *r).unwrap_or(true)
 }
 
-/// Runs `f` with the trace recorded or not (see [`recording`]).
-pub async fn scoped<F: std::future::Future>(record: bool, f: F) -> F::Output {
-    RECORDING.scope(record, f).await
+/// Runs `f` with the trace recorded or not (see [`recording`]). A plain
+/// function, not an `async fn`: an `async fn` would keep `f` twice in its
+/// state (the argument and the scope holding it), doubling every intent's
+/// and every check's future (BENCHMARKS.md).
+pub fn scoped<F: std::future::Future>(
+    record: bool,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    RECORDING.scope(record, f)
 }
 
 /// Decides once per intent, before any span exists, whether its trace is
