@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Connection};
 use serde_json::{Value, json};
 
 use crate::Opts;
-use crate::processes::proc_stats;
+use crate::procfs::proc_stats;
 use crate::report::{RunReport, report};
 
 /// Names of one run: unique, cleaned up afterwards.

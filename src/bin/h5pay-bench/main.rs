@@ -21,6 +21,7 @@ mod timers;
 #[path = "../../../tests/common/net.rs"]
 mod net;
 mod processes;
+mod procfs;
 mod report;
 mod skeleton;
 

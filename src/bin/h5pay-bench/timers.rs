@@ -26,7 +26,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use crate::Opts;
-use crate::processes::proc_stats;
+use crate::procfs::proc_stats;
 
 #[derive(clap::Args, Clone)]
 pub struct TimerOpts {
