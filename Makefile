@@ -23,7 +23,7 @@ demo: services
 ##       (and headless Chromium for the payment page: installed when missing);
 ##       the AsyncAPI/OpenAPI documents checked; the alert rules and their
 ##       unit tests (promtool); the kustomize overlays rendered and validated;
-##       the client examples whose toolchain this machine has; README's
+##       the client examples (their toolchains installed when missing); README's
 ##       "Trying it by hand" run as written (scripts/walkthrough.sh)
 # Checks that cannot run on this machine (a tool that cannot be had) are listed
 # here as they are skipped, and printed together at the end of `make test`.
