@@ -264,7 +264,7 @@ pub fn notify(data: &[u8]) {
 /// them, read back.
 fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
     use crate::notify::parse;
-    use crate::payment::event::{Anomaly, AnomalyKind, Facts, PaymentEvent, Sent, Source};
+    use crate::payment::event::{Anomaly, AnomalyKind, EvidenceSource, Facts, PaymentEvent, Sent};
     use crate::payment::{Known, PaymentState, View};
 
     let sent = Sent {
@@ -310,7 +310,7 @@ fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
         &facts,
         anomaly,
         Some(PaymentState::Open),
-        Source::Notify,
+        EvidenceSource::Notify,
         parse::text(m, "sign").as_deref().unwrap_or_default(),
         now,
     );

@@ -71,7 +71,7 @@ pub struct BindingDecl {
 /// Everything the worker declares, in declaration order (what an
 /// alternate exchange or a dead-letter exchange names exists first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct Declarations {
     pub exchanges: Vec<ExchangeDecl>,
     pub queues: Vec<QueueDecl>,
     pub bindings: Vec<BindingDecl>,
@@ -80,7 +80,7 @@ pub struct Plan {
 /// The topology for these settings. Queue arguments are exactly what the
 /// contract names, so a queue declared by operators from the same contract
 /// is equivalent; policies (e.g. at-least-once dead-lettering) go on top.
-pub fn plan(a: &AmqpSettings) -> Plan {
+pub fn plan(a: &AmqpSettings) -> Declarations {
     let quorum = a.queue_type == QueueType::Quorum;
     let typed = || {
         if quorum {
@@ -99,7 +99,7 @@ pub fn plan(a: &AmqpSettings) -> Plan {
         Arg::Str(a.dead_letter_exchange.clone()),
     ));
     let unrouted = a.unrouted_exchange();
-    Plan {
+    Declarations {
         exchanges: vec![
             ExchangeDecl {
                 name: a.dead_letter_exchange.clone(),
@@ -224,7 +224,11 @@ pub async fn declare(conn: &Connection, a: &AmqpSettings) -> Result<(), Topology
 /// intents (contract §14). It is reported instead: a log line and
 /// `h5pay_dlq_reachable` 0; the next declare (every reconnect) tries again.
 /// A mismatch is still an error: it will not fix itself.
-async fn declare_dlq(conn: &Connection, p: &Plan, a: &AmqpSettings) -> Result<(), TopologyError> {
+async fn declare_dlq(
+    conn: &Connection,
+    p: &Declarations,
+    a: &AmqpSettings,
+) -> Result<(), TopologyError> {
     let attempt = async {
         let ch = channel(conn).await?;
         for q in p.queues.iter().filter(|q| q.name == a.dead_letter_queue) {

@@ -91,7 +91,7 @@ pub enum Release {
 
 /// What the worker does next with a claim's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum ClaimStep {
     /// Call the gateway.
     Call {
         pay_time: String,
@@ -116,30 +116,30 @@ pub const MAX_WAIT_POLL: Duration = Duration::from_millis(250);
 /// The dedup decision: what a claim's answer means for this delivery.
 /// `waited` is how many times this delivery has already waited (the poll
 /// interval grows with it, capped by the lease left).
-pub fn next_step(reply: ClaimReply, duplicates: DuplicatePolicy, waited: u32) -> Step {
+pub fn next_step(reply: ClaimReply, duplicates: DuplicatePolicy, waited: u32) -> ClaimStep {
     match reply {
         ClaimReply::Claimed {
             pay_time,
             takeover,
             sent,
-        } => Step::Call {
+        } => ClaimStep::Call {
             pay_time,
             takeover,
             sent,
         },
         ClaimReply::Done {
             confirmed: true, ..
-        } if duplicates == DuplicatePolicy::Drop => Step::AckWithoutPublishing,
-        ClaimReply::Done { event, confirmed } => Step::Replay {
+        } if duplicates == DuplicatePolicy::Drop => ClaimStep::AckWithoutPublishing,
+        ClaimReply::Done { event, confirmed } => ClaimStep::Replay {
             event,
             duplicate: confirmed,
         },
-        ClaimReply::Conflict { stored_pay_time } => Step::Conflict { stored_pay_time },
-        ClaimReply::Expired => Step::Expired,
+        ClaimReply::Conflict { stored_pay_time } => ClaimStep::Conflict { stored_pay_time },
+        ClaimReply::Expired => ClaimStep::Expired,
         ClaimReply::Wait { lease_left } => {
             let poll = Duration::from_millis(10u64.saturating_mul(1 << waited.min(5)));
             // +1 ms: look again just after the lease would lapse.
-            Step::Wait(
+            ClaimStep::Wait(
                 poll.min(MAX_WAIT_POLL)
                     .min(lease_left + Duration::from_millis(1)),
             )
@@ -473,16 +473,19 @@ mod tests {
         };
         assert_eq!(
             next_step(done(false), Drop, 0),
-            Step::Replay {
+            ClaimStep::Replay {
                 event: "{}".into(),
                 duplicate: false
             },
             "an unconfirmed outcome is always published, even under drop"
         );
-        assert_eq!(next_step(done(true), Drop, 0), Step::AckWithoutPublishing);
+        assert_eq!(
+            next_step(done(true), Drop, 0),
+            ClaimStep::AckWithoutPublishing
+        );
         assert_eq!(
             next_step(done(true), Republish, 0),
-            Step::Replay {
+            ClaimStep::Replay {
                 event: "{}".into(),
                 duplicate: true
             }
@@ -495,11 +498,14 @@ mod tests {
                 Republish,
                 0
             ),
-            Step::Conflict {
+            ClaimStep::Conflict {
                 stored_pay_time: "p".into()
             }
         );
-        assert_eq!(next_step(ClaimReply::Expired, Republish, 0), Step::Expired);
+        assert_eq!(
+            next_step(ClaimReply::Expired, Republish, 0),
+            ClaimStep::Expired
+        );
     }
 
     #[test]
@@ -513,9 +519,9 @@ mod tests {
                 waited,
             )
         };
-        assert_eq!(wait(30_000, 0), Step::Wait(Duration::from_millis(10)));
-        assert_eq!(wait(30_000, 3), Step::Wait(Duration::from_millis(80)));
-        assert_eq!(wait(30_000, 30), Step::Wait(MAX_WAIT_POLL));
-        assert_eq!(wait(4, 30), Step::Wait(Duration::from_millis(5)));
+        assert_eq!(wait(30_000, 0), ClaimStep::Wait(Duration::from_millis(10)));
+        assert_eq!(wait(30_000, 3), ClaimStep::Wait(Duration::from_millis(80)));
+        assert_eq!(wait(30_000, 30), ClaimStep::Wait(MAX_WAIT_POLL));
+        assert_eq!(wait(4, 30), ClaimStep::Wait(Duration::from_millis(5)));
     }
 }

@@ -26,7 +26,7 @@ use crate::intent::Identity;
 use crate::keys::KeyRing;
 use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
 use crate::payment::event::{Anomaly, AnomalyKind, parse_end_time};
-use crate::payment::{Known, PaymentStore, Source};
+use crate::payment::{EvidenceSource, Known, PaymentStore};
 use crate::reconcile::ChecksStore;
 use crate::telemetry::metrics::{self, Label, NotifyOutcome};
 use crate::telemetry::trace;
@@ -194,7 +194,7 @@ impl<S: PaymentSink> Receiver<S> {
                 id,
                 &view,
                 a,
-                Source::Notify,
+                EvidenceSource::Notify,
                 &sign,
                 now,
             )
@@ -240,7 +240,7 @@ impl<S: PaymentSink> Receiver<S> {
             id,
             view,
             &evidence,
-            Source::Notify,
+            EvidenceSource::Notify,
             paid_at,
             &sign,
             now,
@@ -276,7 +276,7 @@ impl<S: PaymentSink> Receiver<S> {
             id,
             view,
             a,
-            Source::Notify,
+            EvidenceSource::Notify,
             sign,
             now,
         )

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::event::{Anomaly, AnomalyKind, EventState, Facts, PaymentEvent, Source};
+use super::event::{Anomaly, AnomalyKind, EventState, EvidenceSource, Facts, PaymentEvent};
 use super::state::{Evidence, Step, next};
 use super::store::{Attention, Moved, PaymentStore, View};
 use crate::claim::StoreError;
@@ -100,7 +100,7 @@ pub async fn anomaly(
     id: &Identity,
     view: &View,
     anomaly: Anomaly,
-    source: Source,
+    source: EvidenceSource,
     sign: &str,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
@@ -179,7 +179,7 @@ pub async fn apply(
     id: &Identity,
     mut view: View,
     evidence: &Evidence,
-    source: Source,
+    source: EvidenceSource,
     paid_at: Option<DateTime<Utc>>,
     sign: &str,
     now: DateTime<Utc>,

@@ -16,19 +16,19 @@ pub const SCHEMA: &str = "h5pay.payment.v1";
 /// What decided the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub enum EvidenceSource {
     Notify,
     Query,
     /// `closed`, decided by the query that follows a close.
     Close,
 }
 
-impl Source {
+impl EvidenceSource {
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::Notify => "notify",
-            Source::Query => "query",
-            Source::Close => "close",
+            EvidenceSource::Notify => "notify",
+            EvidenceSource::Query => "query",
+            EvidenceSource::Close => "close",
         }
     }
 }
@@ -69,7 +69,7 @@ pub struct PaymentEvent {
     pub pay_time: Option<String>,
     pub trade_no: Option<String>,
     pub paid_at: Option<String>,
-    pub source: Source,
+    pub source: EvidenceSource,
     pub late: bool,
     pub previous: Option<PaymentState>,
     pub anomaly: Option<Anomaly>,
@@ -96,7 +96,7 @@ impl PaymentEvent {
         to: EventState,
         from: PaymentState,
         late: bool,
-        source: Source,
+        source: EvidenceSource,
         paid_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Self {
@@ -130,7 +130,7 @@ impl PaymentEvent {
         facts: &Facts<'_>,
         anomaly: Anomaly,
         current: Option<PaymentState>,
-        source: Source,
+        source: EvidenceSource,
         sign: &str,
         now: DateTime<Utc>,
     ) -> Self {
@@ -163,7 +163,7 @@ impl PaymentEvent {
         facts: &Facts<'_>,
         event_id: String,
         state: EventState,
-        source: Source,
+        source: EvidenceSource,
         previous: Option<PaymentState>,
         late: bool,
         anomaly: Option<Anomaly>,
@@ -264,7 +264,7 @@ mod tests {
             EventState::Paid,
             PaymentState::Open,
             false,
-            Source::Notify,
+            EvidenceSource::Notify,
             paid_at,
             now(),
         );
@@ -288,7 +288,7 @@ mod tests {
             EventState::Paid,
             PaymentState::Closed,
             true,
-            Source::Query,
+            EvidenceSource::Query,
             None,
             now(),
         );
@@ -298,7 +298,7 @@ mod tests {
             EventState::Failed,
             PaymentState::Open,
             false,
-            Source::Query,
+            EvidenceSource::Query,
             None,
             now(),
         );

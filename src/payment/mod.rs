@@ -13,6 +13,6 @@ pub mod event;
 pub mod state;
 pub mod store;
 
-pub use event::{AnomalyKind, EventState, PaymentEvent, Sent, Source};
+pub use event::{AnomalyKind, EventState, EvidenceSource, PaymentEvent, Sent};
 pub use state::{Evidence, Known, PaymentState};
 pub use store::{PaymentStore, View};

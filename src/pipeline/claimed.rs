@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::call::{Call, CallEnd};
 use super::redis_retry::{Persist, RedisGaveUp};
 use super::{Delivery, Disposition, Outgoing, Pipeline, ResultSink};
-use crate::claim::{self, ClaimRequest, Step};
+use crate::claim::{self, ClaimRequest, ClaimStep};
 use crate::intent::{self, Intent};
 use crate::keys::Institutions;
 use crate::outcome::{Failure, FailureKind};
@@ -119,16 +119,16 @@ impl Pipeline {
                 Err(RedisGaveUp::Unusable) => return self.unusable(d.msg),
             };
             match claim::next_step(reply, self.settings.duplicates, waiting.times) {
-                Step::Wait(pause) => {
+                ClaimStep::Wait(pause) => {
                     if !self.wait(pause, &mut waiting).await {
                         return Disposition::HandBack;
                     }
                 }
-                Step::Replay { event, duplicate } => {
+                ClaimStep::Replay { event, duplicate } => {
                     waiting.over();
                     return self.replay(&event, duplicate, id, d).await;
                 }
-                Step::AckWithoutPublishing => {
+                ClaimStep::AckWithoutPublishing => {
                     waiting.over();
                     metrics::dedup(Dedup::Replay);
                     metrics::intent_settled(IntentOutcome::DuplicateDropped);
@@ -137,14 +137,14 @@ impl Pipeline {
                     );
                     return Disposition::Ack;
                 }
-                Step::Conflict { stored_pay_time } => {
+                ClaimStep::Conflict { stored_pay_time } => {
                     metrics::dedup(Dedup::Conflict);
                     let message = conflict_message(intent, &stored_pay_time);
                     info!(%message, "conflicting intent");
                     let failure = Failure::new(FailureKind::Conflict, message);
                     return self.refuse(intent, failure, d).await;
                 }
-                Step::Expired => {
+                ClaimStep::Expired => {
                     info!("expired intent");
                     let message = format!(
                         "older than worker.max_intent_age_secs ({}s); the gateway was not called",
@@ -153,7 +153,7 @@ impl Pipeline {
                     let failure = Failure::new(FailureKind::Expired, message);
                     return self.refuse(intent, failure, d).await;
                 }
-                Step::Call {
+                ClaimStep::Call {
                     pay_time,
                     takeover,
                     sent: stored,

@@ -25,7 +25,7 @@ use crate::intent::{Identity, format_pay_time};
 use crate::keys::KeyRing;
 use crate::payment::apply::{self, Applied, ApplyError, PaymentSink};
 use crate::payment::event::Anomaly;
-use crate::payment::{EventState, Evidence, PaymentState, PaymentStore, Source, View};
+use crate::payment::{EventState, Evidence, EvidenceSource, PaymentState, PaymentStore, View};
 use crate::telemetry::metrics::{self, CheckResult, Label};
 use crate::telemetry::trace;
 use crate::text::gateway_text;
@@ -335,7 +335,7 @@ impl<S: PaymentSink> Checker<S> {
             id,
             view,
             a,
-            Source::Query,
+            EvidenceSource::Query,
             sign,
             now,
         )
@@ -388,7 +388,7 @@ impl<S: PaymentSink> Checker<S> {
             id,
             self.payments.view(id).await?,
             &Evidence::GiveUp,
-            Source::Query,
+            EvidenceSource::Query,
             None,
             "give up",
             now,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::gateway::query::QueryAnswer;
 use crate::payment::event::parse_end_time;
-use crate::payment::{EventState, Evidence, Source};
+use crate::payment::{EventState, Evidence, EvidenceSource};
 use crate::telemetry::metrics::CheckResult;
 
 /// The evidence a query's `answer` is (none for an anomaly, not yet, or
@@ -14,21 +14,23 @@ use crate::telemetry::metrics::CheckResult;
 pub(super) fn evidence_of(
     answer: &QueryAnswer,
     closed: bool,
-) -> (Option<Evidence>, Source, Option<DateTime<Utc>>) {
+) -> (Option<Evidence>, EvidenceSource, Option<DateTime<Utc>>) {
     match answer {
         QueryAnswer::Paid { trade_no, end_time } => (
             Some(Evidence::Paid {
                 trade_no: Some(trade_no.clone()),
             }),
-            Source::Query,
+            EvidenceSource::Query,
             end_time.as_deref().and_then(parse_end_time),
         ),
-        QueryAnswer::Failed { .. } if closed => {
-            (Some(Evidence::ClosedAfterClose), Source::Close, None)
-        }
-        QueryAnswer::Failed { .. } => (Some(Evidence::Failed), Source::Query, None),
+        QueryAnswer::Failed { .. } if closed => (
+            Some(Evidence::ClosedAfterClose),
+            EvidenceSource::Close,
+            None,
+        ),
+        QueryAnswer::Failed { .. } => (Some(Evidence::Failed), EvidenceSource::Query, None),
         QueryAnswer::Anomaly { .. } | QueryAnswer::NotYet { .. } | QueryAnswer::NoAnswer(_) => {
-            (None, Source::Query, None)
+            (None, EvidenceSource::Query, None)
         }
     }
 }
@@ -99,32 +101,50 @@ mod tests {
                 paid(Some("2024-05-01 12:00:00")),
                 false,
                 was_paid.clone(),
-                Source::Query,
+                EvidenceSource::Query,
                 paid_at,
             ),
             (
                 paid(Some("2024-05-01 12:00:00")),
                 true,
                 was_paid.clone(),
-                Source::Query,
+                EvidenceSource::Query,
                 paid_at,
             ),
-            (paid(None), false, was_paid.clone(), Source::Query, None),
-            (paid(Some("garbage")), false, was_paid, Source::Query, None),
-            (failed(), false, Some(Evidence::Failed), Source::Query, None),
+            (
+                paid(None),
+                false,
+                was_paid.clone(),
+                EvidenceSource::Query,
+                None,
+            ),
+            (
+                paid(Some("garbage")),
+                false,
+                was_paid,
+                EvidenceSource::Query,
+                None,
+            ),
+            (
+                failed(),
+                false,
+                Some(Evidence::Failed),
+                EvidenceSource::Query,
+                None,
+            ),
             (
                 failed(),
                 true,
                 Some(Evidence::ClosedAfterClose),
-                Source::Close,
+                EvidenceSource::Close,
                 None,
             ),
-            (not_yet(), false, None, Source::Query, None),
-            (not_yet(), true, None, Source::Query, None),
-            (anomaly(), false, None, Source::Query, None),
-            (anomaly(), true, None, Source::Query, None),
-            (no_answer(), false, None, Source::Query, None),
-            (no_answer(), true, None, Source::Query, None),
+            (not_yet(), false, None, EvidenceSource::Query, None),
+            (not_yet(), true, None, EvidenceSource::Query, None),
+            (anomaly(), false, None, EvidenceSource::Query, None),
+            (anomaly(), true, None, EvidenceSource::Query, None),
+            (no_answer(), false, None, EvidenceSource::Query, None),
+            (no_answer(), true, None, EvidenceSource::Query, None),
         ];
         for (answer, closed, evidence, source, at) in cases {
             assert_eq!(
