@@ -1,9 +1,9 @@
 //! The outbound result event (contract §4) and its routing. Building an
 //! event is pure: the clock is passed in.
 
+use crate::domain::digest_id;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::gateway::wire::PayType;
 use crate::intent::{Intent, InvalidIntent, Metadata};
@@ -34,16 +34,6 @@ pub struct ResultEvent {
     pub duplicate: bool,
     pub metadata: Option<Metadata>,
     pub occurred_at: String,
-}
-
-/// 32 lowercase hex chars over the given parts, each length-prefixed.
-pub(crate) fn digest_id(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    hex::encode(&h.finalize()[..16])
 }
 
 pub(crate) fn timestamp(now: DateTime<Utc>) -> String {

@@ -13,8 +13,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
+use crate::domain::digest_id;
 use crate::gateway::wire::{H5PayRequest, PayType};
 
 pub use crate::domain::{check_notify_url, is_identifier};
@@ -54,18 +54,12 @@ impl Intent {
     /// identity to be a duplicate rather than a conflict (contract §4):
     /// compared after normalisation, so `wechat` = `400` and `"100"` = `100`.
     pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            self.pay_type.code(),
-            &self.total_amount.to_string(),
-            self.open_id.as_deref().unwrap_or(""),
-            self.notify_url.as_deref().unwrap_or(""),
-        ] {
-            // Length-prefixed so that no two field splits hash alike.
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        hex::encode(&h.finalize()[..16])
+        digest_id(&[
+            self.pay_type.code().as_bytes(),
+            self.total_amount.to_string().as_bytes(),
+            self.open_id.as_deref().unwrap_or("").as_bytes(),
+            self.notify_url.as_deref().unwrap_or("").as_bytes(),
+        ])
     }
 
     /// The gateway request, with the `pay_time` and `notify_url` fixed for

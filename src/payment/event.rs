@@ -6,10 +6,11 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::state::PaymentState;
+use crate::domain::digest_id;
 pub use crate::domain::{Anomaly, AnomalyKind, EventState};
 use crate::gateway::wire::PayType;
 use crate::intent::{Identity, Metadata};
-use crate::result_event::{digest_id, timestamp};
+use crate::result_event::timestamp;
 
 pub const SCHEMA: &str = "h5pay.payment.v1";
 
