@@ -10,5 +10,5 @@ pub mod fields;
 pub mod payment;
 
 pub use digest::digest_id;
-pub use fields::{check_notify_url, is_identifier};
+pub use fields::{check_notify_url, is_identifier, is_same_amount};
 pub use payment::{Anomaly, AnomalyKind, EventState};

@@ -13,7 +13,7 @@ use super::signed_call::{
     opened, status_class, transient,
 };
 use super::wire::text;
-use crate::domain::AnomalyKind;
+use crate::domain::{AnomalyKind, is_same_amount};
 use crate::text::{gateway_text, quoted};
 
 /// What a query answer says about the payment.
@@ -258,13 +258,10 @@ fn mismatches(m: &Map<String, Value>, e: QueryExpect<'_>) -> Vec<String> {
     check("pay_time", Some(e.pay_time));
     check("trade_no", e.trade_no);
     check("query_trace_no", Some(e.query_trace_no));
-    if let (Some(got), Some(want)) = (text(m, "total_amount"), e.total_amount) {
-        let same = !got.is_empty()
-            && got.bytes().all(|b| b.is_ascii_digit())
-            && got.parse::<u64>().ok() == Some(want);
-        if !same {
-            wrong.push(format!("total_amount {}, expected {want}", quoted(&got)));
-        }
+    if let (Some(got), Some(want)) = (text(m, "total_amount"), e.total_amount)
+        && !is_same_amount(&got, want)
+    {
+        wrong.push(format!("total_amount {}, expected {want}", quoted(&got)));
     }
     wrong
 }

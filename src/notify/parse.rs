@@ -4,6 +4,7 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use crate::domain::is_same_amount;
 use crate::gateway::kinds::{self, Expected};
 use crate::gateway::sign;
 use crate::gateway::wire::json_kind;
@@ -126,11 +127,7 @@ pub fn mismatches(m: &Map<String, Value>, view: &View) -> Vec<String> {
         .or_else(|| view.outcome.as_ref().and_then(|o| o.total_amount));
     let got_amount = text(m, "total_amount");
     let amount_ok = match (&got_amount, sent_amount) {
-        (Some(g), Some(s)) => {
-            g.bytes().all(|b| b.is_ascii_digit())
-                && !g.is_empty()
-                && g.parse::<u64>().ok() == Some(s)
-        }
+        (Some(g), Some(s)) => is_same_amount(g, s),
         // Nothing to compare with: the identity is unknown (an anomaly of its own).
         (_, None) => true,
         (None, Some(_)) => false,

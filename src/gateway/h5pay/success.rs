@@ -2,6 +2,7 @@
 //! the request echoed, every kept value of a sane length, a payable link;
 //! and that link extracted. Pure functions.
 
+use crate::domain::is_same_amount;
 use crate::gateway::wire::{H5PayRequest, H5PayResponse};
 use crate::outcome::{Jsapi, Payable};
 use crate::text::quoted;
@@ -23,9 +24,7 @@ pub(super) fn check_echo(f: &H5PayResponse, sent: &H5PayRequest) -> Result<(), S
     let amount_ok = f
         .total_amount
         .as_deref()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse::<u64>().ok())
-        == Some(sent.total_amount);
+        .is_some_and(|s| is_same_amount(s, sent.total_amount));
     if !amount_ok {
         wrong.push(echo_detail(
             "total_amount",
