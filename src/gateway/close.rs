@@ -12,7 +12,7 @@ use super::signed_call::{
     Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, json_object, opened,
     status_class, transient,
 };
-use super::wire::{CloseRequest, text};
+use super::wire::{CloseRequest, ResultCode, text};
 use crate::text::{gateway_text, quoted};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +94,13 @@ pub fn read_answer(
             ));
         }
     }
-    match field("result_code").as_deref() {
-        Some("PAY_SUCCESS") => CloseAnswer::Closed,
-        Some("PAY_FAIL") => CloseAnswer::NotClosed(msg),
-        other => CloseAnswer::Unknown(format!(
+    let code = field("result_code");
+    match code.as_deref().and_then(ResultCode::parse) {
+        Some(ResultCode::PaySuccess) => CloseAnswer::Closed,
+        Some(ResultCode::PayFail) => CloseAnswer::NotClosed(msg),
+        _ => CloseAnswer::Unknown(format!(
             "close answered result_code {}",
-            gateway_text(other.unwrap_or("(none)"))
+            gateway_text(code.as_deref().unwrap_or("(none)"))
         )),
     }
 }

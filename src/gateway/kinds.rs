@@ -7,6 +7,8 @@
 
 use serde_json::{Map, Value};
 
+use super::wire::TRADE_REFUND;
+
 /// The message a body is taken as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expected {
@@ -63,7 +65,7 @@ pub fn foreign_message(fields: &[&str], expected: Expected) -> String {
 /// refund field): never evidence about the payment (contract §10 rule 4).
 pub fn is_refund(m: &Map<String, Value>) -> bool {
     const REFUND_FIELDS: &[&str] = &["refund_trace_no", "refund_no", "refund_fee"];
-    m.get("result_code").and_then(Value::as_str) == Some("TRADE_REFUND")
+    m.get("result_code").and_then(Value::as_str) == Some(TRADE_REFUND)
         || REFUND_FIELDS
             .iter()
             .any(|k| m.get(*k).is_some_and(|v| !v.is_null()))

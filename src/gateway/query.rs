@@ -12,7 +12,7 @@ use super::signed_call::{
     Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, json_object, message_suffix,
     opened, status_class, transient,
 };
-use super::wire::text;
+use super::wire::{ResultCode, text};
 use crate::domain::{AnomalyKind, is_same_amount};
 use crate::text::{gateway_text, quoted};
 
@@ -101,11 +101,11 @@ enum Meaning<'a> {
 }
 
 fn result_code(s: &str) -> Meaning<'_> {
-    match s {
-        "PAY_SUCCESS" => Meaning::Paid,
-        "PAY_FAIL" => Meaning::Failed,
-        "PAY_IN_PROCESS" => Meaning::NotYet,
-        other => Meaning::Unknown(other),
+    match ResultCode::parse(s) {
+        Some(ResultCode::PaySuccess) => Meaning::Paid,
+        Some(ResultCode::PayFail) => Meaning::Failed,
+        Some(ResultCode::PayInProcess) => Meaning::NotYet,
+        None => Meaning::Unknown(s),
     }
 }
 

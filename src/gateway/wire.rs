@@ -177,6 +177,33 @@ fn signed(mut params: Map<String, Value>, key: &SecretString) -> Vec<u8> {
     serde_json::to_vec(&params).unwrap_or_default()
 }
 
+/// The gateway's `result_code` words about a payment, read in this one
+/// place by the h5pay, query, close and notify parsers. What a word is
+/// evidence of is each parser's: `PAY_SUCCESS` is an order placed in an
+/// h5pay answer, a payment in a query answer or a notify, a close in a
+/// close answer (contract §10 rule 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultCode {
+    PaySuccess,
+    PayFail,
+    PayInProcess,
+}
+
+impl ResultCode {
+    /// The word, or `None` for one this vocabulary does not have.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PAY_SUCCESS" => Some(Self::PaySuccess),
+            "PAY_FAIL" => Some(Self::PayFail),
+            "PAY_IN_PROCESS" => Some(Self::PayInProcess),
+            _ => None,
+        }
+    }
+}
+
+/// The `result_code` of a refund notify: never evidence about a payment.
+pub const TRADE_REFUND: &str = "TRADE_REFUND";
+
 /// A field of an answer as text (numbers as they were written), `None` if
 /// absent or null. The lifecycle's answers are read field by field.
 pub fn text(m: &Map<String, Value>, k: &str) -> Option<String> {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::domain::is_same_amount;
 use crate::gateway::kinds::{self, Expected};
 use crate::gateway::sign;
-use crate::gateway::wire::json_kind;
+use crate::gateway::wire::{ResultCode, json_kind};
 use crate::intent::Identity;
 use crate::keys::Institutions;
 use crate::payment::{Evidence, View};
@@ -100,17 +100,19 @@ pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
     if let Some(tt) = text(m, "trade_type").filter(|t| t != "1") {
         return Err(format!("unknown trade_type {}", quoted(&tt)));
     }
-    match text(m, "result_code").as_deref() {
-        Some("PAY_SUCCESS") if text(m, "total_amount").is_none_or(|a| a.is_empty()) => {
+    let Some(code) = text(m, "result_code") else {
+        return Err("no result_code".to_owned());
+    };
+    match ResultCode::parse(&code) {
+        Some(ResultCode::PaySuccess) if text(m, "total_amount").is_none_or(|a| a.is_empty()) => {
             Err("PAY_SUCCESS without a total_amount".to_owned())
         }
-        Some("PAY_SUCCESS") => Ok(Evidence::Paid {
+        Some(ResultCode::PaySuccess) => Ok(Evidence::Paid {
             trade_no: text(m, "trade_no").filter(|t| !t.is_empty()),
         }),
-        Some("PAY_FAIL") => Ok(Evidence::Failed),
-        Some("PAY_IN_PROCESS") => Ok(Evidence::NotYet),
-        Some(other) => Err(format!("unknown result_code {}", quoted(other))),
-        None => Err("no result_code".to_owned()),
+        Some(ResultCode::PayFail) => Ok(Evidence::Failed),
+        Some(ResultCode::PayInProcess) => Ok(Evidence::NotYet),
+        None => Err(format!("unknown result_code {}", quoted(&code))),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::gateway::signed_call::{
     Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix, opened, status_class,
     transient,
 };
-use crate::gateway::wire::{H5PayRequest, ReceivedResponse};
+use crate::gateway::wire::{H5PayRequest, ReceivedResponse, ResultCode};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer};
 use crate::text::{gateway_text, quoted};
 
@@ -129,20 +129,20 @@ fn classify_body(
                 return bad(m, answer);
             }
             let trade_no = f.trade_no.clone();
-            let decision = match f.result_code.as_deref() {
-                Some("PAY_SUCCESS") => match payable(f, expect.http_links) {
+            let Some(code) = f.result_code.as_deref() else {
+                return bad("SUCCESS answer without a result_code".to_owned(), answer);
+            };
+            let decision = match ResultCode::parse(code) {
+                Some(ResultCode::PaySuccess) => match payable(f, expect.http_links) {
                     Ok(p) => Decision::Ready(p),
                     Err(m) => return bad(m, answer),
                 },
-                Some("PAY_IN_PROCESS") => Decision::InProcess,
-                Some("PAY_FAIL") => Decision::Failed(Failure::new(
+                Some(ResultCode::PayInProcess) => Decision::InProcess,
+                Some(ResultCode::PayFail) => Decision::Failed(Failure::new(
                     FailureKind::PaymentFailed,
                     format!("gateway answered PAY_FAIL: {msg}"),
                 )),
-                Some(other) => {
-                    return bad(format!("unknown result_code {}", quoted(other)), answer);
-                }
-                None => return bad("SUCCESS answer without a result_code".to_owned(), answer),
+                None => return bad(format!("unknown result_code {}", quoted(code)), answer),
             };
             Verdict::Final {
                 value: H5PayDecided {
