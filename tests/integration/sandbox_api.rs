@@ -2,6 +2,7 @@
 //! answers, idempotency per identity, scenarios, stats.
 
 use h5pay_worker::gateway::sign;
+use h5pay_worker::gateway::wire::JSAPI_FIELDS;
 use h5pay_worker::sandbox::{PAY_PATH, Sandbox, SandboxOptions};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
@@ -256,14 +257,7 @@ async fn wechat_with_open_id_gets_jsapi_parameters_and_stats_count_calls() {
     m.insert("open_id".into(), json!("o-user"));
     let (_, a) = post(&base, &signed(m, SANDBOX_KEY)).await;
     assert!(a["code_url"].is_null(), "{a}");
-    for k in [
-        "appId",
-        "timeStamp",
-        "nonceStr",
-        "packages",
-        "signType",
-        "paySign",
-    ] {
+    for k in JSAPI_FIELDS {
         assert!(a[k].is_string(), "{k} missing: {a}");
     }
     assert!(verifies(&a, SANDBOX_KEY));
