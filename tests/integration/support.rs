@@ -726,16 +726,7 @@ impl Received {
 impl Results {
     pub async fn bind(conn: &Connection, exchange: &str, key: &str) -> Results {
         let ch = conn.create_channel().await.expect("a channel");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let q = h5pay_worker::amqp::private_queue(&ch)
             .await
             .expect("a results queue");
         ch.queue_bind(
