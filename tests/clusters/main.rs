@@ -27,6 +27,8 @@ mod net;
 mod proxy;
 #[path = "../common/vhost.rs"]
 mod vhost;
+#[path = "../common/worker_toml.rs"]
+mod worker_toml;
 
 use std::collections::HashSet;
 use std::future::Future;
