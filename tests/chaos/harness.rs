@@ -299,22 +299,7 @@ retention_secs = 3600
     /// event_id) pairs each got, anomalies left out.
     pub fn payment_states(&self) -> HashMap<String, std::collections::HashSet<(String, String)>> {
         let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        r.payments
-            .iter()
-            .map(|(t, evs)| {
-                let set = evs
-                    .iter()
-                    .filter(|e| e["state"] != "anomaly")
-                    .map(|e| {
-                        (
-                            e["state"].as_str().unwrap_or_default().to_owned(),
-                            e["event_id"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                (t.clone(), set)
-            })
-            .collect()
+        distinct_states(&r.payments)
     }
 
     /// Waits until every trace of `want` has a payment event in its state.
@@ -525,6 +510,29 @@ impl Drop for Cluster {
 
 fn append_report(r: &Report) {
     append_json(&serde_json::to_value(r).unwrap_or_default());
+}
+
+/// The distinct (state, event_id) pairs of each trace's payment events,
+/// anomalies left out (the cluster suite judges its payments the same way).
+pub fn distinct_states(
+    payments: &HashMap<String, Vec<Value>>,
+) -> HashMap<String, std::collections::HashSet<(String, String)>> {
+    payments
+        .iter()
+        .map(|(t, evs)| {
+            let set = evs
+                .iter()
+                .filter(|e| e["state"] != "anomaly")
+                .map(|e| {
+                    (
+                        e["state"].as_str().unwrap_or_default().to_owned(),
+                        e["event_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            (t.clone(), set)
+        })
+        .collect()
 }
 
 /// Appends one JSON line to `target/chaos-report.jsonl`.

@@ -660,22 +660,7 @@ wait_replicas = {wait}
     /// got, anomalies left out.
     pub fn payment_states(&self) -> HashMap<String, HashSet<(String, String)>> {
         let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        r.payments
-            .iter()
-            .map(|(t, evs)| {
-                let set = evs
-                    .iter()
-                    .filter(|e| e["state"] != "anomaly")
-                    .map(|e| {
-                        (
-                            e["state"].as_str().unwrap_or_default().to_owned(),
-                            e["event_id"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                (t.clone(), set)
-            })
-            .collect()
+        crate::chaos::distinct_states(&r.payments)
     }
 
     /// Payments (of every sent identity) not yet in their final state.
