@@ -602,16 +602,7 @@ async fn a_notify_answered_with_a_redirect_is_a_failure_and_the_redirect_is_neve
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    async fn serve(app: axum::Router) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        addr
-    }
+    use crate::support::serve;
     // Where a redirect would lead: it answers the SUCCESS reply to anything,
     // so a sandbox that followed would even call the notify delivered.
     let elsewhere_hits = Arc::new(AtomicU64::new(0));

@@ -42,6 +42,19 @@ pub fn skipped(what: &str) {
     }
 }
 
+/// Serves `app` on a free loopback port, in the background (a stand-in
+/// gateway, collector or receiver a test points the worker at).
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// Settings every test starts from: fast retries, short timeouts.
 pub fn base_toml(id: &str, gateway_url: &str) -> String {
     // A topology of the test's own (see AmqpSettings::isolated).

@@ -228,13 +228,7 @@ async fn collector() -> (u16, Exports) {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let port = listener.local_addr().expect("an address").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = crate::support::serve(app).await.port();
     (port, got)
 }
 
