@@ -274,9 +274,7 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
     )
     .await
     .expect("queue declared");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let out = tokio::process::Command::new(BIN)
         .args(["run", "--config", &path.display().to_string()])
         .env("H5PAY__AMQP__INTENT_QUEUE", &queue)
@@ -297,9 +295,7 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
 async fn publish_wait_prints_the_result_events() {
     let env = TestEnv::new().await;
     let _worker = env.worker();
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let out = tokio::process::Command::new(BIN)
         .args([
             "publish",
@@ -411,18 +407,11 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut child = spawn_run(&path, admin, &[], Stdio::null());
     assert!(wait_ready(admin).await, "worker not ready");
-    let body = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("GET answered")
-        .text()
-        .await
-        .unwrap_or_default();
+    let body = crate::net::metrics(admin).await;
     for name in [
         "h5pay_intents_total{outcome=\"ready\"} 0",
         "h5pay_intents_total{outcome=\"outcome_unknown\"} 0",
@@ -477,14 +466,7 @@ async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops
         .spawn()
         .expect("process started");
     assert!(wait_ready(admin).await, "receiver not ready");
-    let metrics = || async {
-        reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .expect("GET answered")
-            .text()
-            .await
-            .unwrap_or_default()
-    };
+    let metrics = || async { crate::net::metrics(admin).await };
     let fresh = metrics().await;
     for line in [
         "h5pay_notifies_total{outcome=\"applied\"} 0",
@@ -597,9 +579,7 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
         .query_async(&mut r)
         .await
         .expect("SET");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let child = spawn_run(
         &path,
@@ -621,12 +601,7 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
         0,
         "no gateway call without a claim"
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::net::metrics(admin).await;
     let errors = series(
         &metrics,
         "h5pay_redis_errors_total",
@@ -661,9 +636,7 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
 async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut first = spawn_run(&path, admin, &[], Stdio::null());
     assert!(wait_ready(admin).await, "first worker not ready");
@@ -694,9 +667,7 @@ async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
 async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_trace() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut child = spawn_run(
         &path,
@@ -820,12 +791,7 @@ async fn a_plain_http_gateway_off_this_host_starts_with_a_warning_and_the_insecu
         let admin = free_port();
         let mut child = spawn_run(&path, admin, &extra, Stdio::piped());
         assert!(wait_ready(admin).await, "{url}: worker not ready");
-        let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .expect("GET answered")
-            .text()
-            .await
-            .unwrap_or_default();
+        let metrics = crate::net::metrics(admin).await;
         assert_eq!(
             series(&metrics, "h5pay_insecure_gateway", &[]),
             Some(gauge),
@@ -848,9 +814,7 @@ async fn a_plain_http_gateway_off_this_host_starts_with_a_warning_and_the_insecu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_response_sign_off_is_warned_about_at_start_up() {
     let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     for (verify, warned) in [("false", true), ("true", false)] {
         let admin = free_port();
         let mut child = spawn_run(
@@ -990,9 +954,7 @@ async fn a_dead_letter_queue_that_cannot_be_declared_is_reported_and_never_block
         ".*",
     );
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut child = spawn_run(
         &path,
@@ -1052,9 +1014,7 @@ async fn events_prints_the_events_published_while_it_runs_narrowed_to_a_merchant
     use tokio::io::{AsyncBufReadExt, BufReader};
     let env = TestEnv::new().await;
     let _worker = env.worker();
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let mut child = tokio::process::Command::new(BIN)
         .args(["events", "--config", &path.display().to_string()])
         .args(["--mch-no", "EVM1", "--count", "2", "--wait-secs", "20"])
@@ -1141,9 +1101,7 @@ async fn payments_lists_the_unresolved_the_anomalies_and_the_late_paid_with_thei
             p.event["state"].as_str().unwrap_or("").to_owned(),
         ));
     }
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let p = path.display().to_string();
     let list = |state: &str, extra: &[&str]| {
         let mut args = vec!["payments", "--config", &p, "--state", state];
