@@ -386,17 +386,8 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
         new.event
     );
 
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .expect("the worker exited");
-    assert_eq!(out.code(), Some(0));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    assert_eq!(terminate(&mut child).await, Some(0));
+    let stderr = stderr_of(&mut child).await;
     assert!(stderr.contains("institution keys reloaded"), "{stderr}");
     assert!(
         !stderr.contains(SANDBOX_KEY) && !stderr.contains("an-old-revoked-key"),
@@ -531,18 +522,8 @@ async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops
         assert_eq!(r.status(), 404, "{other}");
     }
 
-    let pid = child.id().unwrap_or_default().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .expect("the receiver exited");
-    assert_eq!(out.code(), Some(0));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    assert_eq!(terminate(&mut child).await, Some(0));
+    let stderr = stderr_of(&mut child).await;
     assert!(stderr.contains("notify receiver stopped"), "{stderr}");
     assert!(stderr.contains("PROC-1"), "the notify is logged: {stderr}");
     // Neither the key nor the notify's sign nor the link reach the log.
@@ -694,11 +675,7 @@ async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_
     let pid = child.id().unwrap_or_default().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    let stderr = stderr_of(&mut child).await;
     let audit: Vec<Value> = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -985,11 +962,7 @@ async fn a_dead_letter_queue_that_cannot_be_declared_is_reported_and_never_block
     let pid = child.id().unwrap_or_default().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    let stderr = stderr_of(&mut child).await;
     assert!(
         stderr.contains("dead-letter queue cannot be reached"),
         "{stderr}"
