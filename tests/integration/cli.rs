@@ -41,8 +41,38 @@ pub(crate) fn spawn_run(
     extra_env: &[(&str, &str)],
     stderr: Stdio,
 ) -> tokio::process::Child {
+    spawn_command("run", config, admin, extra_env, stderr)
+}
+
+/// `command` (`run`, `notify`) at info level, its stderr piped (the test
+/// reads the log), ready.
+async fn start_logged(
+    command: &str,
+    config: &std::path::Path,
+    admin: u16,
+) -> tokio::process::Child {
+    let child = spawn_command(
+        command,
+        config,
+        admin,
+        &[("H5PAY__LOG__LEVEL", "info")],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "{command} not ready");
+    child
+}
+
+/// `h5pay-worker <command> --config <config>` with its admin endpoints on
+/// `admin`: `run` and `notify` start alike.
+pub(crate) fn spawn_command(
+    command: &str,
+    config: &std::path::Path,
+    admin: u16,
+    extra_env: &[(&str, &str)],
+    stderr: Stdio,
+) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
-        .args(["run", "--config", &config.display().to_string()])
+        .args([command, "--config", &config.display().to_string()])
         .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
         .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
@@ -354,13 +384,7 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).expect("file written");
     let admin = free_port();
-    let mut child = spawn_run(
-        &path,
-        admin,
-        &[("H5PAY__LOG__LEVEL", "info")],
-        Stdio::piped(),
-    );
-    assert!(wait_ready(admin).await, "worker not ready");
+    let mut child = start_logged("run", &path, admin).await;
     env.publish_json(&crate::support::intent("ROT-1", "M1", 100))
         .await;
     let old = results.take(1, crate::support::WAIT).await.remove(0);
@@ -447,16 +471,7 @@ async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops
         ),
     )
     .expect("config written");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["notify", "--config", &path.display().to_string()])
-        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("H5PAY__LOG__LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("process started");
-    assert!(wait_ready(admin).await, "receiver not ready");
+    let mut child = start_logged("notify", &path, admin).await;
     let metrics = || async { crate::net::metrics(admin).await };
     let fresh = metrics().await;
     for line in [
@@ -650,13 +665,7 @@ async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_
     let mut results = env.results().await;
     let (_dir, path) = env.config_file("");
     let admin = free_port();
-    let mut child = spawn_run(
-        &path,
-        admin,
-        &[("H5PAY__LOG__LEVEL", "info")],
-        Stdio::piped(),
-    );
-    assert!(wait_ready(admin).await, "worker not ready");
+    let mut child = start_logged("run", &path, admin).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let mut headers = lapin::types::FieldTable::default();
     headers.insert(
@@ -847,16 +856,7 @@ async fn the_notify_process_reloads_institution_keys_on_sighup() {
         format!("{toml}\n[notify]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .expect("config written");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["notify", "--config", &path.display().to_string()])
-        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("H5PAY__LOG__LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("process started");
-    assert!(wait_ready(admin).await, "receiver not ready");
+    let mut child = start_logged("notify", &path, admin).await;
     let http = reqwest::Client::new();
     let post = |body: Vec<u8>| {
         let http = http.clone();
