@@ -168,8 +168,9 @@ async fn open(
 }
 
 /// A passive declare of the result exchange on a channel of its own (the
-/// broker closes the channel when the exchange is missing).
-async fn result_exchange_exists(conn: &Connection, exchange: &str) -> Result<(), OpenError> {
+/// broker closes the channel when the exchange is missing). Public so the
+/// tests check for the exchange the way the link does.
+pub async fn result_exchange_exists(conn: &Connection, exchange: &str) -> Result<(), OpenError> {
     let ch = conn.create_channel().await?;
     let found = ch
         .exchange_declare(
@@ -194,8 +195,9 @@ async fn result_exchange_exists(conn: &Connection, exchange: &str) -> Result<(),
     }
 }
 
+/// Why a link did not open.
 #[derive(Debug, thiserror::Error)]
-enum OpenError {
+pub enum OpenError {
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
     #[error(transparent)]

@@ -122,6 +122,21 @@ pub fn connection_name(role: &str) -> String {
     format!("h5pay-worker {role}@{host}#{}", std::process::id())
 }
 
+/// A server-named queue of this connection's own (exclusive, auto-delete:
+/// gone with it), for a command or a test that watches the events.
+pub async fn private_queue(ch: &lapin::Channel) -> Result<lapin::Queue, lapin::Error> {
+    ch.queue_declare(
+        "".into(),
+        lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+}
+
 /// Closes one channel (best effort, bounded).
 pub async fn close_channel(ch: &lapin::Channel) {
     if ch.status().connected() {

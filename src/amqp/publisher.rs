@@ -1,5 +1,6 @@
 //! Publishing result events with publisher confirms and `mandatory`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,40 +145,6 @@ impl Publisher {
         self.confirms.current()
     }
 
-    /// Publishes `event` (serialised as `body`) and waits for the broker's
-    /// confirm. `reply_to`, if any, also gets the event, best effort: not
-    /// mandatory, not awaited.
-    pub async fn publish_result(
-        &self,
-        event: &ResultEvent,
-        body: &[u8],
-        correlation_id: &str,
-        reply_to: Option<&str>,
-        trace: &TraceHeaders,
-    ) -> Result<(), PublishError> {
-        let mut headers = vec![("x-status", event.status.as_str())];
-        if let Some(kind) = event.error_kind() {
-            headers.push(("x-error-kind", kind));
-        }
-        headers.extend(trace.pairs());
-        let ce_type = format!("h5pay.result.{}", event.status.as_str());
-        let cloud = CloudEvent {
-            ce_type: &ce_type,
-            time: &event.occurred_at,
-            subject: event.pay_trace_no.as_deref(),
-        };
-        let props = properties(
-            &event.event_id,
-            crate::result_event::SCHEMA,
-            &headers,
-            &cloud,
-            correlation_id,
-        );
-        let reply = reply_to.and_then(|q| ShortString::try_new(q).ok());
-        self.publish_confirmed(&event.routing_key(), body, props, reply)
-            .await
-    }
-
     /// Publishes a payment event (contract §10) and waits for the confirm.
     pub async fn publish_payment(&self, out: Outgoing<'_>) -> Result<(), PublishError> {
         let mut headers = vec![("x-state", out.state.as_str())];
@@ -260,6 +227,58 @@ impl Publisher {
             }
             Confirmation::Nack(_) => Err(PublishError::Nacked),
         }
+    }
+}
+
+/// Where result events go: the confirm-mode publisher in production, a
+/// recorder in tests of the pipeline's order. Here, not in the pipeline,
+/// so the publisher implements it directly (no forwarding copy).
+pub trait ResultSink: Sync {
+    /// Publishes `event` (serialised as `body`) and resolves once the
+    /// broker confirmed it.
+    fn publish(
+        &self,
+        event: &ResultEvent,
+        body: &[u8],
+        correlation_id: &str,
+        reply_to: Option<&str>,
+        trace: &TraceHeaders,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+impl ResultSink for Publisher {
+    /// Publishes `event` (serialised as `body`) and waits for the broker's
+    /// confirm. `reply_to`, if any, also gets the event, best effort: not
+    /// mandatory, not awaited.
+    async fn publish(
+        &self,
+        event: &ResultEvent,
+        body: &[u8],
+        correlation_id: &str,
+        reply_to: Option<&str>,
+        trace: &TraceHeaders,
+    ) -> Result<(), PublishError> {
+        let mut headers = vec![("x-status", event.status.as_str())];
+        if let Some(kind) = event.error_kind() {
+            headers.push(("x-error-kind", kind));
+        }
+        headers.extend(trace.pairs());
+        let ce_type = format!("h5pay.result.{}", event.status.as_str());
+        let cloud = CloudEvent {
+            ce_type: &ce_type,
+            time: &event.occurred_at,
+            subject: event.pay_trace_no.as_deref(),
+        };
+        let props = properties(
+            &event.event_id,
+            crate::result_event::SCHEMA,
+            &headers,
+            &cloud,
+            correlation_id,
+        );
+        let reply = reply_to.and_then(|q| ShortString::try_new(q).ok());
+        self.publish_confirmed(&event.routing_key(), body, props, reply)
+            .await
     }
 }
 

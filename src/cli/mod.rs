@@ -21,3 +21,21 @@ pub struct ConfigArg {
     #[arg(long, short = 'c', env = "H5PAY_CONFIG")]
     pub config: Option<std::path::PathBuf>,
 }
+
+/// Tracing and metrics for the long-running commands (`run`, `notify`). A
+/// collector that cannot be set up is not a reason to stop taking payments:
+/// said loudly, then run without exporting spans.
+fn start_telemetry(
+    settings: &crate::config::Settings,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    let tracer = match crate::telemetry::init_tracing(&settings.log, &settings.otel) {
+        Ok(t) => t,
+        Err(e) => {
+            crate::telemetry::init_logging(&settings.log);
+            tracing::error!(error = %e, "otel.endpoint: spans are not exported");
+            None
+        }
+    };
+    let _ = crate::telemetry::recorder();
+    tracer
+}

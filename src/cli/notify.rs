@@ -39,15 +39,7 @@ pub enum NotifyCommandError {
 /// settings file) again and rotates the institution keys, like `run`.
 pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), NotifyCommandError> {
     let (stop_signal, hangups) = signals::install();
-    let tracer = match telemetry::init_tracing(&config.settings.log, &config.settings.otel) {
-        Ok(t) => t,
-        Err(e) => {
-            telemetry::init_logging(&config.settings.log);
-            tracing::error!(error = %e, "otel.endpoint: spans are not exported");
-            None
-        }
-    };
-    let _ = telemetry::recorder();
+    let tracer = super::start_telemetry(&config.settings);
     let s = &config.settings;
     let stop = CancellationToken::new();
     let claims = ClaimStore::open(&s.redis)?;

@@ -15,17 +15,7 @@ use crate::{admin, telemetry};
 pub async fn run(config: Config, source: Option<PathBuf>) -> Result<ExitCode, WorkerError> {
     // Before anything else: a signal during start-up is handled, not fatal.
     let (stop, hangups) = signals::install();
-    // A collector that cannot be set up is not a reason to stop taking
-    // payments: said loudly, then run without exporting spans.
-    let tracer = match telemetry::init_tracing(&config.settings.log, &config.settings.otel) {
-        Ok(t) => t,
-        Err(e) => {
-            telemetry::init_logging(&config.settings.log);
-            tracing::error!(error = %e, "otel.endpoint: spans are not exported");
-            None
-        }
-    };
-    let _ = telemetry::recorder();
+    let tracer = super::start_telemetry(&config.settings);
     let listen = config.settings.admin.listen.clone();
     tracing::info!(
         source = ?config.source,

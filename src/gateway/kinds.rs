@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::wire::TRADE_REFUND;
+use super::wire::{JSAPI_FIELDS, TRADE_REFUND};
 
 /// The message a body is taken as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,17 +16,6 @@ pub enum Expected {
     QueryAnswer,
 }
 
-/// Fields of the h5pay answer (each pay type's shape).
-const H5PAY_ANSWER: &[&str] = &[
-    "code_url",
-    "appId",
-    "timeStamp",
-    "nonceStr",
-    "packages",
-    "signType",
-    "paySign",
-    "ali_trade_no",
-];
 /// Fields of the closeorder answer.
 const CLOSE_ANSWER: &[&str] = &["close_trace_no", "close_time"];
 /// Fields of a request the worker sends (echoed back, it is no answer).
@@ -41,12 +30,20 @@ pub fn foreign_fields(m: &Map<String, Value>, expected: Expected) -> Vec<&'stati
         Expected::Notify => QUERY,
         Expected::QueryAnswer => &[],
     };
-    [H5PAY_ANSWER, CLOSE_ANSWER, REQUEST, extra]
-        .into_iter()
-        .flatten()
-        .copied()
-        .filter(|k| m.get(*k).is_some_and(|v| !v.is_null()))
-        .collect()
+    // The h5pay answer's fields (each pay type's shape) come first.
+    [
+        &["code_url"][..],
+        &JSAPI_FIELDS,
+        &["ali_trade_no"],
+        CLOSE_ANSWER,
+        REQUEST,
+        extra,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .filter(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+    .collect()
 }
 
 /// The one-line reason of a `foreign_message` anomaly.

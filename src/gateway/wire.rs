@@ -323,7 +323,8 @@ impl ReceivedResponse {
                 .and_then(|m| {
                     m.iter().find(|(k, v)| {
                         matches!(v, Value::Bool(_) | Value::Array(_) | Value::Object(_))
-                            && KNOWN_FIELDS.contains(&k.as_str())
+                            && (KNOWN_FIELDS.contains(&k.as_str())
+                                || JSAPI_FIELDS.contains(&k.as_str()))
                     })
                 })
                 .map(|(k, _)| k.clone())
@@ -337,6 +338,18 @@ impl ReceivedResponse {
     }
 }
 
+/// The JSAPI parameters of a WeChat h5pay answer: one list for the parser,
+/// the message-kind check and the sandbox, so they cannot drift apart.
+pub const JSAPI_FIELDS: [&str; 6] = [
+    "appId",
+    "timeStamp",
+    "nonceStr",
+    "packages",
+    "signType",
+    "paySign",
+];
+
+/// Known fields besides [`JSAPI_FIELDS`].
 const KNOWN_FIELDS: &[&str] = &[
     "return_code",
     "result_code",
@@ -350,12 +363,6 @@ const KNOWN_FIELDS: &[&str] = &[
     "pay_time",
     "total_amount",
     "trade_no",
-    "appId",
-    "timeStamp",
-    "nonceStr",
-    "packages",
-    "signType",
-    "paySign",
     "ali_trade_no",
     "attach",
     "code_url",

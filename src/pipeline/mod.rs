@@ -14,7 +14,6 @@
 //! until confirmed, marks it confirmed and schedules the first check;
 //! `redis_retry` is the retry around every Redis step.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use chrono::{FixedOffset, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::amqp::{PublishError, Publisher};
+pub use crate::amqp::publisher::ResultSink;
 use crate::claim::ClaimStore;
 use crate::config::{Config, DuplicatePolicy, QueueType};
 use crate::gateway::Gateway;
@@ -66,34 +65,6 @@ pub struct Incoming<'a> {
     pub redelivered: bool,
     /// The W3C trace context of the intent's headers.
     pub trace: &'a TraceHeaders,
-}
-
-/// Where result events go: the confirm-mode publisher in production, a
-/// recorder in tests of the pipeline's order.
-pub trait ResultSink: Sync {
-    /// Publishes `event` (serialised as `body`) and resolves once the
-    /// broker confirmed it.
-    fn publish(
-        &self,
-        event: &ResultEvent,
-        body: &[u8],
-        correlation_id: &str,
-        reply_to: Option<&str>,
-        trace: &TraceHeaders,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send;
-}
-
-impl ResultSink for Publisher {
-    fn publish(
-        &self,
-        event: &ResultEvent,
-        body: &[u8],
-        correlation_id: &str,
-        reply_to: Option<&str>,
-        trace: &TraceHeaders,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send {
-        self.publish_result(event, body, correlation_id, reply_to, trace)
-    }
 }
 
 /// Settings the pipeline decides with.

@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 use super::{IdentityKey, Sandbox, fail, fail_signed, json_response, payment};
 use crate::gateway::sign;
-use crate::gateway::wire::{PayType, json_kind};
+use crate::gateway::wire::{JSAPI_FIELDS, PayType, json_kind};
 use crate::intent::parse_pay_time;
 
 const REQUIRED: [&str; 7] = [
@@ -336,14 +336,6 @@ fn put_payable(
     };
     let pay_type = params.get("pay_type").and_then(|p| PayType::parse(p));
     let jsapi = paid && pay_type == Some(PayType::Wechat) && params.contains_key("open_id");
-    let null_jsapi = [
-        "appId",
-        "timeStamp",
-        "nonceStr",
-        "packages",
-        "signType",
-        "paySign",
-    ];
     if jsapi {
         // Milliseconds, as some upstream systems send: the worker converts.
         let ts_ms = chrono::Utc::now().timestamp_millis();
@@ -358,7 +350,7 @@ fn put_payable(
         );
         put("code_url", Value::Null);
     } else {
-        for k in null_jsapi {
+        for k in JSAPI_FIELDS {
             put(k, Value::Null);
         }
         let link = paid.then(|| format!("{}/sandbox/pay/{trade_no}", s.base_url()));

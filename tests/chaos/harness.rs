@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::worker_toml::worker_toml_rest;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
 pub const SANDBOX_KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
 
@@ -221,46 +223,12 @@ key_prefix = "h5pay-chaos:{id}"
 lease_ms = 5000
 retention_secs = 3600
 
-[gateway]
-url = "http://127.0.0.1:{gw}/api/openpay/v3/h5pay"
-connect_timeout_ms = 500
-request_timeout_ms = 3000
-
-[retry]
-initial_ms = 100
-max_interval_ms = 1000
-max_attempts = 6
-max_elapsed_ms = 60000
-
-[breaker]
-enabled = true
-failure_threshold = 10
-open_ms = 500
-max_open_ms = 2000
-
-[[institutions]]
-inst_no = "60000001"
-key = "{SANDBOX_KEY}"
-
-[worker]
-shutdown_grace_secs = 15
-
-[notify]
-listen = "127.0.0.1:{notify_port}"
-public_url = "http://127.0.0.1:{notify_port}/h5pay/notify"
-
-[reconcile]
-{reconcile}
-
-[log]
-format = "json"
-level = "info"
+{rest}
 "#,
+                rest = worker_toml_rest(gateway.port, SANDBOX_KEY, notify_port, reconcile),
                 amqp = amqp.port,
                 vhost = vhost.0,
                 redis = redis.port,
-                gw = gateway.port,
-                reconcile = reconcile,
             ),
         )
         .expect("config written");
@@ -331,22 +299,7 @@ level = "info"
     /// event_id) pairs each got, anomalies left out.
     pub fn payment_states(&self) -> HashMap<String, std::collections::HashSet<(String, String)>> {
         let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        r.payments
-            .iter()
-            .map(|(t, evs)| {
-                let set = evs
-                    .iter()
-                    .filter(|e| e["state"] != "anomaly")
-                    .map(|e| {
-                        (
-                            e["state"].as_str().unwrap_or_default().to_owned(),
-                            e["event_id"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                (t.clone(), set)
-            })
-            .collect()
+        distinct_states(&r.payments)
     }
 
     /// Waits until every trace of `want` has a payment event in its state.
@@ -557,6 +510,29 @@ impl Drop for Cluster {
 
 fn append_report(r: &Report) {
     append_json(&serde_json::to_value(r).unwrap_or_default());
+}
+
+/// The distinct (state, event_id) pairs of each trace's payment events,
+/// anomalies left out (the cluster suite judges its payments the same way).
+pub fn distinct_states(
+    payments: &HashMap<String, Vec<Value>>,
+) -> HashMap<String, std::collections::HashSet<(String, String)>> {
+    payments
+        .iter()
+        .map(|(t, evs)| {
+            let set = evs
+                .iter()
+                .filter(|e| e["state"] != "anomaly")
+                .map(|e| {
+                    (
+                        e["state"].as_str().unwrap_or_default().to_owned(),
+                        e["event_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            (t.clone(), set)
+        })
+        .collect()
 }
 
 /// Appends one JSON line to `target/chaos-report.jsonl`.

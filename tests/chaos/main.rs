@@ -17,6 +17,8 @@ mod net;
 mod proxy;
 #[path = "../common/vhost.rs"]
 mod vhost;
+#[path = "../common/worker_toml.rs"]
+mod worker_toml;
 
 use std::time::{Duration, Instant};
 
@@ -184,12 +186,7 @@ async fn gateway_down_opens_the_breaker_and_parks_new_intents() {
         during["breaker"], "closed",
         "the breaker must open: {during}"
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("GET answered")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::net::metrics(admin).await;
     assert!(
         metrics
             .lines()

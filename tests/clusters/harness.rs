@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::worker_toml::worker_toml_rest;
+
 pub use crate::chaos::{BIN, Proc, SANDBOX_KEY};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clusters.sh");
@@ -496,41 +498,9 @@ lease_ms = 5000
 retention_secs = 3600
 wait_replicas = {wait}
 
-[gateway]
-url = "http://127.0.0.1:{sandbox_port}/api/openpay/v3/h5pay"
-connect_timeout_ms = 500
-request_timeout_ms = 3000
-
-[retry]
-initial_ms = 100
-max_interval_ms = 1000
-max_attempts = 6
-max_elapsed_ms = 60000
-
-[breaker]
-enabled = true
-failure_threshold = 10
-open_ms = 500
-max_open_ms = 2000
-
-[[institutions]]
-inst_no = "60000001"
-key = "{SANDBOX_KEY}"
-
-[worker]
-shutdown_grace_secs = 15
-
-[notify]
-listen = "127.0.0.1:{notify_port}"
-public_url = "http://127.0.0.1:{notify_port}/h5pay/notify"
-
-[reconcile]
-{LIFECYCLE}
-
-[log]
-format = "json"
-level = "info"
+{rest}
 "#,
+                rest = worker_toml_rest(sandbox_port, SANDBOX_KEY, notify_port, LIFECYCLE),
                 amqp_urls = amqp_urls.join(", "),
                 prefetch = o.prefetch,
                 redis0 = cl.redis_ports[0],
@@ -690,22 +660,7 @@ level = "info"
     /// got, anomalies left out.
     pub fn payment_states(&self) -> HashMap<String, HashSet<(String, String)>> {
         let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        r.payments
-            .iter()
-            .map(|(t, evs)| {
-                let set = evs
-                    .iter()
-                    .filter(|e| e["state"] != "anomaly")
-                    .map(|e| {
-                        (
-                            e["state"].as_str().unwrap_or_default().to_owned(),
-                            e["event_id"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                (t.clone(), set)
-            })
-            .collect()
+        crate::chaos::distinct_states(&r.payments)
     }
 
     /// Payments (of every sent identity) not yet in their final state.

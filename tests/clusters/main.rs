@@ -27,6 +27,8 @@ mod net;
 mod proxy;
 #[path = "../common/vhost.rs"]
 mod vhost;
+#[path = "../common/worker_toml.rs"]
+mod worker_toml;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -143,23 +145,8 @@ async fn workers(w: &World<'_>, n: usize) -> Vec<(harness::Proc, u16)> {
 /// state — without the node coming back.
 async fn intent_queue_leader_killed_under_load(cl: &Clusters, s: Scale) {
     let scenario = "RabbitMQ: the intent queue's leader node killed (kill -9) under load";
-    let w = World::start(
-        cl,
-        Options {
-            tag: "leader",
-            sandbox_latency_ms: 20,
-            prefetch: 64,
-            wait_replicas: 0,
-            declare_on: 0,
-            dlq_on: Some(2),
-        },
-    )
-    .await;
-    let leader =
-        w.cl.queue_nodes(&w.vhost)
-            .get("h5pay.intents")
-            .and_then(|q| q.0)
-            .expect("the intent queue has a leader");
+    let w = World::start(cl, rabbit_options("leader")).await;
+    let leader = leader_of(&w, "h5pay.intents");
     let mut ws = workers(&w, 3).await;
     // At least one worker on the node that will die: start workers again
     // (each picks a node at random) until one is.
@@ -600,23 +587,8 @@ async fn a_publisher_refused_during_an_election_publishes_again(cl: &Clusters, _
     use h5pay_worker::payment::event::EventState;
     let scenario =
         "RabbitMQ: a publisher's first publish comes during the results queue's election";
-    let w = World::start(
-        cl,
-        Options {
-            tag: "election",
-            sandbox_latency_ms: 20,
-            prefetch: 64,
-            wait_replicas: 0,
-            declare_on: 0,
-            dlq_on: Some(2),
-        },
-    )
-    .await;
-    let leader =
-        w.cl.queue_nodes(&w.vhost)
-            .get("clusters.results")
-            .and_then(|q| q.0)
-            .expect("the results queue has a leader");
+    let w = World::start(cl, rabbit_options("election")).await;
+    let leader = leader_of(&w, "clusters.results");
     let node = (leader + 1) % 3;
     w.cl.kill_rabbit(leader);
     let killed = Instant::now();
@@ -683,4 +655,25 @@ async fn a_publisher_refused_during_an_election_publishes_again(cl: &Clusters, _
         "the publisher was refused for a minute after the election ({refused} nacks)"
     );
     assert_eq!(later_refused, 0, "publishes refused after the election");
+}
+
+/// The RabbitMQ scenarios' world: the topology declared on node 0, the DLQ
+/// moved to node 2, so that killing a queue's leader leaves the DLQ up.
+fn rabbit_options(tag: &'static str) -> Options {
+    Options {
+        tag,
+        sandbox_latency_ms: 20,
+        prefetch: 64,
+        wait_replicas: 0,
+        declare_on: 0,
+        dlq_on: Some(2),
+    }
+}
+
+/// The node leading `queue` (a quorum queue of the world's vhost).
+fn leader_of(w: &World<'_>, queue: &str) -> usize {
+    w.cl.queue_nodes(&w.vhost)
+        .get(queue)
+        .and_then(|q| q.0)
+        .unwrap_or_else(|| panic!("{queue} has a leader"))
 }

@@ -9,3 +9,14 @@ pub fn free_port() -> std::io::Result<u16> {
         .local_addr()
         .map(|a| a.port())
 }
+
+/// The text of `/metrics` on a worker's admin port (empty when the body
+/// does not read).
+pub async fn metrics(admin: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("GET answered")
+        .text()
+        .await
+        .unwrap_or_default()
+}

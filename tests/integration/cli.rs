@@ -41,8 +41,38 @@ pub(crate) fn spawn_run(
     extra_env: &[(&str, &str)],
     stderr: Stdio,
 ) -> tokio::process::Child {
+    spawn_command("run", config, admin, extra_env, stderr)
+}
+
+/// `command` (`run`, `notify`) at info level, its stderr piped (the test
+/// reads the log), ready.
+async fn start_logged(
+    command: &str,
+    config: &std::path::Path,
+    admin: u16,
+) -> tokio::process::Child {
+    let child = spawn_command(
+        command,
+        config,
+        admin,
+        &[("H5PAY__LOG__LEVEL", "info")],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "{command} not ready");
+    child
+}
+
+/// `h5pay-worker <command> --config <config>` with its admin endpoints on
+/// `admin`: `run` and `notify` start alike.
+pub(crate) fn spawn_command(
+    command: &str,
+    config: &std::path::Path,
+    admin: u16,
+    extra_env: &[(&str, &str)],
+    stderr: Stdio,
+) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
-        .args(["run", "--config", &config.display().to_string()])
+        .args([command, "--config", &config.display().to_string()])
         .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
         .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
@@ -274,9 +304,7 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
     )
     .await
     .expect("queue declared");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let out = tokio::process::Command::new(BIN)
         .args(["run", "--config", &path.display().to_string()])
         .env("H5PAY__AMQP__INTENT_QUEUE", &queue)
@@ -297,9 +325,7 @@ async fn run_exits_non_zero_naming_an_object_declared_with_other_arguments() {
 async fn publish_wait_prints_the_result_events() {
     let env = TestEnv::new().await;
     let _worker = env.worker();
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let out = tokio::process::Command::new(BIN)
         .args([
             "publish",
@@ -358,13 +384,7 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).expect("file written");
     let admin = free_port();
-    let mut child = spawn_run(
-        &path,
-        admin,
-        &[("H5PAY__LOG__LEVEL", "info")],
-        Stdio::piped(),
-    );
-    assert!(wait_ready(admin).await, "worker not ready");
+    let mut child = start_logged("run", &path, admin).await;
     env.publish_json(&crate::support::intent("ROT-1", "M1", 100))
         .await;
     let old = results.take(1, crate::support::WAIT).await.remove(0);
@@ -390,17 +410,8 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
         new.event
     );
 
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .expect("the worker exited");
-    assert_eq!(out.code(), Some(0));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    assert_eq!(terminate(&mut child).await, Some(0));
+    let stderr = stderr_of(&mut child).await;
     assert!(stderr.contains("institution keys reloaded"), "{stderr}");
     assert!(
         !stderr.contains(SANDBOX_KEY) && !stderr.contains("an-old-revoked-key"),
@@ -411,18 +422,11 @@ async fn sighup_reloads_institution_keys_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_worker_exposes_every_contract_metric_before_any_traffic() {
     let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut child = spawn_run(&path, admin, &[], Stdio::null());
     assert!(wait_ready(admin).await, "worker not ready");
-    let body = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("GET answered")
-        .text()
-        .await
-        .unwrap_or_default();
+    let body = crate::net::metrics(admin).await;
     for name in [
         "h5pay_intents_total{outcome=\"ready\"} 0",
         "h5pay_intents_total{outcome=\"outcome_unknown\"} 0",
@@ -467,24 +471,8 @@ async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops
         ),
     )
     .expect("config written");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["notify", "--config", &path.display().to_string()])
-        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("H5PAY__LOG__LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("process started");
-    assert!(wait_ready(admin).await, "receiver not ready");
-    let metrics = || async {
-        reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .expect("GET answered")
-            .text()
-            .await
-            .unwrap_or_default()
-    };
+    let mut child = start_logged("notify", &path, admin).await;
+    let metrics = || async { crate::net::metrics(admin).await };
     let fresh = metrics().await;
     for line in [
         "h5pay_notifies_total{outcome=\"applied\"} 0",
@@ -549,18 +537,8 @@ async fn the_notify_process_applies_a_paid_notify_serves_only_its_path_and_stops
         assert_eq!(r.status(), 404, "{other}");
     }
 
-    let pid = child.id().unwrap_or_default().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .expect("the receiver exited");
-    assert_eq!(out.code(), Some(0));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    assert_eq!(terminate(&mut child).await, Some(0));
+    let stderr = stderr_of(&mut child).await;
     assert!(stderr.contains("notify receiver stopped"), "{stderr}");
     assert!(stderr.contains("PROC-1"), "the notify is logged: {stderr}");
     // Neither the key nor the notify's sign nor the link reach the log.
@@ -597,9 +575,7 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
         .query_async(&mut r)
         .await
         .expect("SET");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let child = spawn_run(
         &path,
@@ -621,12 +597,7 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
         0,
         "no gateway call without a claim"
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::net::metrics(admin).await;
     let errors = series(
         &metrics,
         "h5pay_redis_errors_total",
@@ -661,9 +632,7 @@ async fn a_redis_reply_no_retry_can_fix_sends_the_intent_to_the_dlq_with_a_log_l
 async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut first = spawn_run(&path, admin, &[], Stdio::null());
     assert!(wait_ready(admin).await, "first worker not ready");
@@ -694,17 +663,9 @@ async fn a_second_worker_on_a_taken_admin_port_still_processes_intents() {
 async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_trace() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
-    let mut child = spawn_run(
-        &path,
-        admin,
-        &[("H5PAY__LOG__LEVEL", "info")],
-        Stdio::piped(),
-    );
-    assert!(wait_ready(admin).await, "worker not ready");
+    let mut child = start_logged("run", &path, admin).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let mut headers = lapin::types::FieldTable::default();
     headers.insert(
@@ -723,11 +684,7 @@ async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_
     let pid = child.id().unwrap_or_default().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    let stderr = stderr_of(&mut child).await;
     let audit: Vec<Value> = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -820,12 +777,7 @@ async fn a_plain_http_gateway_off_this_host_starts_with_a_warning_and_the_insecu
         let admin = free_port();
         let mut child = spawn_run(&path, admin, &extra, Stdio::piped());
         assert!(wait_ready(admin).await, "{url}: worker not ready");
-        let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .expect("GET answered")
-            .text()
-            .await
-            .unwrap_or_default();
+        let metrics = crate::net::metrics(admin).await;
         assert_eq!(
             series(&metrics, "h5pay_insecure_gateway", &[]),
             Some(gauge),
@@ -848,9 +800,7 @@ async fn a_plain_http_gateway_off_this_host_starts_with_a_warning_and_the_insecu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_response_sign_off_is_warned_about_at_start_up() {
     let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("config written");
+    let (_dir, path) = env.config_file("");
     for (verify, warned) in [("false", true), ("true", false)] {
         let admin = free_port();
         let mut child = spawn_run(
@@ -906,16 +856,7 @@ async fn the_notify_process_reloads_institution_keys_on_sighup() {
         format!("{toml}\n[notify]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .expect("config written");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["notify", "--config", &path.display().to_string()])
-        .env("H5PAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("H5PAY__LOG__LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("process started");
-    assert!(wait_ready(admin).await, "receiver not ready");
+    let mut child = start_logged("notify", &path, admin).await;
     let http = reqwest::Client::new();
     let post = |body: Vec<u8>| {
         let http = http.clone();
@@ -990,9 +931,7 @@ async fn a_dead_letter_queue_that_cannot_be_declared_is_reported_and_never_block
         ".*",
     );
     let mut results = env.results().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let admin = free_port();
     let mut child = spawn_run(
         &path,
@@ -1023,11 +962,7 @@ async fn a_dead_letter_queue_that_cannot_be_declared_is_reported_and_never_block
     let pid = child.id().unwrap_or_default().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    let stderr = stderr_of(&mut child).await;
     assert!(
         stderr.contains("dead-letter queue cannot be reached"),
         "{stderr}"
@@ -1052,9 +987,7 @@ async fn events_prints_the_events_published_while_it_runs_narrowed_to_a_merchant
     use tokio::io::{AsyncBufReadExt, BufReader};
     let env = TestEnv::new().await;
     let _worker = env.worker();
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let mut child = tokio::process::Command::new(BIN)
         .args(["events", "--config", &path.display().to_string()])
         .args(["--mch-no", "EVM1", "--count", "2", "--wait-secs", "20"])
@@ -1141,9 +1074,7 @@ async fn payments_lists_the_unresolved_the_anomalies_and_the_late_paid_with_thei
             p.event["state"].as_str().unwrap_or("").to_owned(),
         ));
     }
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, base_toml(&env.id, &env.gateway_url())).expect("file written");
+    let (_dir, path) = env.config_file("");
     let p = path.display().to_string();
     let list = |state: &str, extra: &[&str]| {
         let mut args = vec!["payments", "--config", &p, "--state", state];

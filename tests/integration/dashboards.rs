@@ -11,7 +11,7 @@ use std::process::Stdio;
 use promql_parser::parser::{self, Expr};
 use serde_json::Value;
 
-use crate::support::{TestEnv, base_toml};
+use crate::support::TestEnv;
 
 const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
 
@@ -178,17 +178,10 @@ fn exposed(metrics: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_expression_of_the_dashboard_and_the_alerts_parses_and_names_real_metrics() {
     let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
     let notify_port = crate::net::free_port().expect("a port");
-    std::fs::write(
-        &path,
-        format!(
-            "{}\n[notify]\nlisten = \"127.0.0.1:{notify_port}\"\n",
-            base_toml(&env.id, &env.gateway_url())
-        ),
-    )
-    .expect("config written");
+    let (_dir, path) = env.config_file(&format!(
+        "\n[notify]\nlisten = \"127.0.0.1:{notify_port}\"\n"
+    ));
     let worker = scrape(&["run"], &path, crate::net::free_port().expect("a port")).await;
     let receiver = scrape(&["notify"], &path, crate::net::free_port().expect("a port")).await;
     let mut names = exposed(&worker);

@@ -193,13 +193,7 @@ async fn scripted(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
         }
     };
     let app = axum::Router::new().route("/pay", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bound");
-    let addr = listener.local_addr().expect("a local address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = crate::support::serve(app).await;
     (format!("http://{addr}/pay"), seen)
 }
 

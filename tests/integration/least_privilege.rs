@@ -314,21 +314,18 @@ async fn the_receiver_runs_on_exactly_its_shipped_permissions_and_is_refused_any
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirm mode");
-    let confirm = ch
-        .basic_publish(
-            a.result_exchange.as_str().into(),
-            "h5pay.payment.nobody-binds-this".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            b"{}",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("published")
-        .await
-        .expect("confirmed");
+    let confirm = crate::support::publish_confirmed(
+        &ch,
+        &a.result_exchange,
+        "h5pay.payment.nobody-binds-this",
+        BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        },
+        b"{}",
+        BasicProperties::default(),
+    )
+    .await;
     assert!(matches!(confirm, Confirmation::Ack(None)), "{confirm:?}");
     let e = ch
         .basic_publish(
@@ -422,18 +419,8 @@ async fn a_link_that_declares_nothing_stays_down_until_the_result_exchange_exist
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!link.is_connected(), "up without a result exchange");
     // The passive check created nothing.
-    let ch = env.conn.create_channel().await.expect("a channel");
-    let gone = ch
-        .exchange_declare(
-            a.result_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let gone =
+        h5pay_worker::amqp::link::result_exchange_exists(&env.conn, &a.result_exchange).await;
     assert!(gone.is_err(), "the result exchange was declared");
     // The worker (here: its declare) creates it: the link comes up.
     h5pay_worker::amqp::declare(&env.conn, &a)

@@ -41,15 +41,7 @@ async fn placed(env: &TestEnv, receiver: &ReceiverServer, trace: &str, amount: u
     env.publish_json(&body).await;
     // An earlier worker stopped before its ack may have left its intent to
     // this one, whose replay comes first: wait for this identity's event.
-    let r = loop {
-        let r = results
-            .next(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no result for {trace}"));
-        if r.event["pay_trace_no"] == trace {
-            break r;
-        }
-    };
+    let r = results.next_for(trace, WAIT).await;
     assert_eq!(r.event["status"], "ready", "{}", r.event);
     drop(worker);
     r
@@ -594,30 +586,10 @@ async fn inspect_shows_the_outcome_the_payment_and_the_notifies_but_no_key_and_n
     let ready = placed(&env, &receiver, "INSP-1", 100).await;
     env.pay("M1", "INSP-1").await;
     payments.take(1, WAIT).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        crate::support::base_toml(&env.id, &env.gateway_url()),
-    )
-    .expect("config written");
+    let (_dir, path) = env.config_file("");
     let run = |json: bool| {
-        let mut args = vec![
-            "inspect",
-            "--config",
-            path.to_str().unwrap_or_default(),
-            "--mch-no",
-            "M1",
-            "--pay-trace-no",
-            "INSP-1",
-        ];
-        if json {
-            args.push("--json");
-        }
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_h5pay-worker"))
-            .args(&args)
-            .output()
-            .expect("inspect ran");
+        let extra: &[&str] = if json { &["--json"] } else { &[] };
+        let out = crate::support::inspect(&path, "INSP-1", extra);
         assert!(
             out.status.success(),
             "{}",
@@ -627,14 +599,15 @@ async fn inspect_shows_the_outcome_the_payment_and_the_notifies_but_no_key_and_n
     };
     let text = run(false);
     let code_url = ready.event["code_url"].as_str().unwrap_or_default();
-    for want in [
-        "payment        paid",
-        "notifies seen  1",
-        "outcome        ready",
-        "claim          decided",
-    ] {
-        assert!(text.contains(want), "{want} not in:\n{text}");
-    }
+    crate::support::assert_all_in(
+        &text,
+        &[
+            "payment        paid",
+            "notifies seen  1",
+            "outcome        ready",
+            "claim          decided",
+        ],
+    );
     assert!(
         text.contains(ready.event["trade_no"].as_str().unwrap_or("?")),
         "{text}"

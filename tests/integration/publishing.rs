@@ -47,18 +47,15 @@ async fn results_refused_by_a_full_consumer_queue_wait_for_room_instead_of_reach
     .expect("bound to the results");
     let filler = env.publisher().await;
     for _ in 0..3 {
-        let confirm = filler
-            .basic_publish(
-                "".into(),
-                capped.as_str().into(),
-                BasicPublishOptions::default(),
-                b"{}",
-                BasicProperties::default(),
-            )
-            .await
-            .expect("published")
-            .await
-            .expect("confirmed");
+        let confirm = crate::support::publish_confirmed(
+            &filler,
+            "",
+            &capped,
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default(),
+        )
+        .await;
         assert!(confirm.is_ack());
     }
 

@@ -35,15 +35,7 @@ async fn place(
     amount: u64,
 ) -> Received {
     env.publish_json(&intent(trace, "M1", amount)).await;
-    loop {
-        let r = results
-            .next(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no result for {trace}"));
-        if r.event["pay_trace_no"] == trace {
-            return r;
-        }
-    }
+    results.next_for(trace, WAIT).await
 }
 
 /// Payment events until one for `trace` says `state` (others are kept).
@@ -277,34 +269,18 @@ async fn a_payment_still_open_at_max_age_is_unresolved_and_inspect_says_why() {
         "queried on schedule, and one last time: {order:?}"
     );
     assert!(unscheduled_soon(&env, "G-1").await, "no more checks");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        crate::support::base_toml(&env.id, &env.gateway_url()),
-    )
-    .expect("written");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_h5pay-worker"))
-        .args([
-            "inspect",
-            "--config",
-            path.to_str().unwrap_or_default(),
-            "--mch-no",
-            "M1",
-            "--pay-trace-no",
-            "G-1",
-        ])
-        .output()
-        .expect("inspect ran");
+    let (_dir, path) = env.config_file("");
+    let out = crate::support::inspect(&path, "G-1", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in [
-        "payment        unresolved",
-        "last check     unresolved",
-        "give_up",
-        "why",
-    ] {
-        assert!(text.contains(want), "{want} not in:\n{text}");
-    }
+    crate::support::assert_all_in(
+        &text,
+        &[
+            "payment        unresolved",
+            "last check     unresolved",
+            "give_up",
+            "why",
+        ],
+    );
     assert!(!text.contains(SANDBOX_KEY));
 }
 
@@ -425,15 +401,12 @@ async fn a_check_whose_replica_died_mid_check_runs_again_after_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_never_query_one_payment_at_once_and_each_state_is_one_event() {
-    let env = TestEnv::start(EnvOptions {
-        overrides: FAST.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            // Slow answers: overlapping checks would show.
-            latency: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    // Slow answers: overlapping checks would show.
+    let fast = FAST.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let env = TestEnv::start(EnvOptions::gateway_latency(
+        Duration::from_millis(300),
+        fast,
+    ))
     .await;
     let mut results = env.results().await;
     let mut payments = env.payments().await;
@@ -564,13 +537,7 @@ async fn an_unconfirmed_transition_survives_a_kill(
     let mut results = env.results().await;
     let mut payments = env.payments().await;
     let amqp = crate::proxy::Proxy::start("127.0.0.1:5672".parse().expect("an address")).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        crate::support::base_toml(&env.id, &env.gateway_url()),
-    )
-    .expect("config written");
+    let (_dir, path) = env.config_file("");
     let mut child_env: HashMap<&str, &str> = all.iter().copied().collect();
     let via_proxy = format!("amqp://guest:guest@127.0.0.1:{}/%2f", amqp.port);
     child_env.insert("H5PAY__AMQP__URL", &via_proxy);
@@ -678,13 +645,7 @@ async fn counting_query_endpoint(
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = crate::support::serve(app).await;
     (format!("http://{addr}/slow/queryorder"), counts)
 }
 

@@ -2,6 +2,7 @@
 //! answers, idempotency per identity, scenarios, stats.
 
 use h5pay_worker::gateway::sign;
+use h5pay_worker::gateway::wire::JSAPI_FIELDS;
 use h5pay_worker::sandbox::{PAY_PATH, Sandbox, SandboxOptions};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
@@ -256,14 +257,7 @@ async fn wechat_with_open_id_gets_jsapi_parameters_and_stats_count_calls() {
     m.insert("open_id".into(), json!("o-user"));
     let (_, a) = post(&base, &signed(m, SANDBOX_KEY)).await;
     assert!(a["code_url"].is_null(), "{a}");
-    for k in [
-        "appId",
-        "timeStamp",
-        "nonceStr",
-        "packages",
-        "signType",
-        "paySign",
-    ] {
+    for k in JSAPI_FIELDS {
         assert!(a[k].is_string(), "{k} missing: {a}");
     }
     assert!(verifies(&a, SANDBOX_KEY));
@@ -608,16 +602,7 @@ async fn a_notify_answered_with_a_redirect_is_a_failure_and_the_redirect_is_neve
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    async fn serve(app: axum::Router) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        addr
-    }
+    use crate::support::serve;
     // Where a redirect would lead: it answers the SUCCESS reply to anything,
     // so a sandbox that followed would even call the notify delivered.
     let elsewhere_hits = Arc::new(AtomicU64::new(0));

@@ -42,6 +42,38 @@ pub fn skipped(what: &str) {
     }
 }
 
+/// `h5pay-worker inspect` of M1's `trace` with the settings at `config`,
+/// `extra` arguments after.
+pub fn inspect(config: &std::path::Path, trace: &str, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_h5pay-worker"))
+        .args(["inspect", "--config"])
+        .arg(config)
+        .args(["--mch-no", "M1", "--pay-trace-no", trace])
+        .args(extra)
+        .output()
+        .expect("inspect ran")
+}
+
+/// Asserts that every line of `want` is in a command's output `text`.
+pub fn assert_all_in(text: &str, want: &[&str]) {
+    for w in want {
+        assert!(text.contains(w), "{w} not in:\n{text}");
+    }
+}
+
+/// Serves `app` on a free loopback port, in the background (a stand-in
+/// gateway, collector or receiver a test points the worker at).
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// Settings every test starts from: fast retries, short timeouts.
 pub fn base_toml(id: &str, gateway_url: &str) -> String {
     // A topology of the test's own (see AmqpSettings::isolated).
@@ -218,6 +250,33 @@ pub struct EnvOptions {
     pub own_vhost: bool,
 }
 
+impl EnvOptions {
+    /// A sandbox gateway that answers after `latency`, and `overrides`.
+    pub fn gateway_latency(latency: Duration, overrides: Vec<(&'static str, String)>) -> Self {
+        EnvOptions {
+            overrides,
+            sandbox: SandboxOptions {
+                latency,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// A sandbox gateway that hangs longer than any test waits (a call that
+    /// times out), and `overrides`.
+    pub fn gateway_hangs(overrides: Vec<(&'static str, String)>) -> Self {
+        EnvOptions {
+            overrides,
+            sandbox: SandboxOptions {
+                hang: Duration::from_secs(30),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
 impl TestEnv {
     pub async fn new() -> TestEnv {
         Self::start(EnvOptions::default()).await
@@ -294,6 +353,16 @@ impl TestEnv {
         self.stop_sandbox().await;
         self.sandbox_server =
             Some(SandboxServer::restart(self.sandbox.clone(), self.sandbox_addr).await);
+    }
+
+    /// A settings file for a child process (`base_toml`, then `extra`), in
+    /// a temp dir the caller keeps alive.
+    pub fn config_file(&self, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, base_toml(&self.id, &self.gateway_url()) + extra)
+            .expect("config written");
+        (dir, path)
     }
 
     pub fn gateway_url(&self) -> String {
@@ -583,22 +652,42 @@ pub async fn cleanup(a: h5pay_worker::config::AmqpSettings, prefix: String) {
     let _ = h5pay_worker::claim::remove_keys(REDIS_URL, &prefix).await;
 }
 
+/// Publishes on a confirm-mode channel and returns the broker's answer.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    options: BasicPublishOptions,
+    body: &[u8],
+    props: BasicProperties,
+) -> Confirmation {
+    ch.basic_publish(
+        ShortString::from(exchange),
+        ShortString::from(key),
+        options,
+        body,
+        props,
+    )
+    .await
+    .expect("published")
+    .await
+    .expect("confirmed")
+}
+
 pub async fn publish_on(ch: &Channel, exchange: &str, body: &[u8], props: BasicProperties) {
-    let confirm = ch
-        .basic_publish(
-            ShortString::from(exchange),
-            "h5pay.intent.test".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            props.with_delivery_mode(2),
-        )
-        .await
-        .expect("published")
-        .await
-        .expect("confirmed");
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirm = publish_confirmed(
+        ch,
+        exchange,
+        "h5pay.intent.test",
+        mandatory,
+        body,
+        props.with_delivery_mode(2),
+    )
+    .await;
     assert_eq!(confirm, Confirmation::Ack(None), "intent not confirmed");
 }
 
@@ -726,16 +815,7 @@ impl Received {
 impl Results {
     pub async fn bind(conn: &Connection, exchange: &str, key: &str) -> Results {
         let ch = conn.create_channel().await.expect("a channel");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let q = h5pay_worker::amqp::private_queue(&ch)
             .await
             .expect("a results queue");
         ch.queue_bind(
@@ -757,6 +837,20 @@ impl Results {
             .await
             .expect("consuming results");
         Results { consumer }
+    }
+
+    /// The next event of `trace`, passing over others (an earlier worker's
+    /// replays come first); panics when none comes within `within` each.
+    pub async fn next_for(&mut self, trace: &str, within: Duration) -> Received {
+        loop {
+            let r = self
+                .next(within)
+                .await
+                .unwrap_or_else(|| panic!("no result for {trace}"));
+            if r.event["pay_trace_no"] == trace {
+                return r;
+            }
+        }
     }
 
     pub async fn next(&mut self, within: Duration) -> Option<Received> {

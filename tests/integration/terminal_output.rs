@@ -56,13 +56,7 @@ async fn hostile_gateway() -> String {
             Value::Object(m).to_string(),
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = crate::support::serve(app).await;
     format!("http://{addr}{}", h5pay_worker::sandbox::PAY_PATH)
 }
 

@@ -228,13 +228,7 @@ async fn collector() -> (u16, Exports) {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let port = listener.local_addr().expect("an address").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = crate::support::serve(app).await.port();
     (port, got)
 }
 
@@ -258,17 +252,8 @@ async fn with_otel_endpoint_set_the_worker_and_the_receiver_export_each_payments
     let (port, got) = collector().await;
     let mut results = env.results().await;
     let mut payments = env.payments().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("c.toml");
     let notify_port = crate::net::free_port().expect("a port");
-    std::fs::write(
-        &path,
-        format!(
-            "{}\n[notify]\nlisten = \"127.0.0.1:{notify_port}\"\npublic_url = \"http://127.0.0.1:{notify_port}/h5pay/notify\"\n",
-            crate::support::base_toml(&env.id, &env.gateway_url())
-        ),
-    )
-    .expect("config written");
+    let (_dir, path) = env.config_file(&format!("\n[notify]\nlisten = \"127.0.0.1:{notify_port}\"\npublic_url = \"http://127.0.0.1:{notify_port}/h5pay/notify\"\n"));
     let endpoint = format!("http://127.0.0.1:{port}");
     // No new trace is kept; a publisher's decision still is.
     let otel = [

@@ -63,13 +63,10 @@ async fn a_repeated_intent_replays_the_stored_event_without_a_second_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_on_two_workers_make_one_gateway_call() {
-    let env = TestEnv::start(crate::support::EnvOptions {
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            latency: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let env = TestEnv::start(crate::support::EnvOptions::gateway_latency(
+        Duration::from_millis(300),
+        Vec::new(),
+    ))
     .await;
     let mut results = env.results().await;
     let a = env.worker();
@@ -530,17 +527,10 @@ async fn a_claim_that_vanishes_mid_call_still_remembers_the_first_attempt() {
     // gateway (a failover that lost it); the worker claims again and calls
     // again; the gateway refuses the second call as a duplicate. The order
     // exists, so that refusal is outcome_unknown, never gateway_rejected.
-    let env = crate::support::TestEnv::start(crate::support::EnvOptions {
-        overrides: vec![
-            ("H5PAY__REDIS__LEASE_MS", "5000".into()),
-            ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "4000".into()),
-        ],
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            hang: Duration::from_secs(30),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let env = crate::support::TestEnv::start(crate::support::EnvOptions::gateway_hangs(vec![
+        ("H5PAY__REDIS__LEASE_MS", "5000".into()),
+        ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "4000".into()),
+    ]))
     .await;
     let mut results = env.results().await;
     let _worker = env.worker();

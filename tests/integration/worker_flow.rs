@@ -139,14 +139,10 @@ async fn every_gateway_outcome_gets_its_status_kind_and_routing_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_call_is_retried_with_the_same_request() {
-    let env = TestEnv::start(crate::support::EnvOptions {
-        overrides: vec![("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "300".into())],
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            hang: Duration::from_secs(30),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let env = TestEnv::start(crate::support::EnvOptions::gateway_hangs(vec![(
+        "H5PAY__GATEWAY__REQUEST_TIMEOUT_MS",
+        "300".into(),
+    )]))
     .await;
     let mut results = env.results().await;
     let _worker = env.worker();
@@ -353,20 +349,13 @@ async fn invalid_intents_name_every_bad_field_and_never_reach_the_gateway() {
 /// quorum queue (the settling is the same for both).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_finishing_out_of_order_are_each_settled_once() {
-    let env = TestEnv::start(crate::support::EnvOptions {
-        overrides: vec![
-            // Long enough that the slow ones are surely still in progress
-            // when the fast ones are done, even on a loaded machine.
-            ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "8000".into()),
-            ("H5PAY__RETRY__MAX_ELAPSED_MS", "30000".into()),
-            ("H5PAY__AMQP__QUEUE_TYPE", "classic".into()),
-        ],
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            hang: Duration::from_secs(30),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let env = TestEnv::start(crate::support::EnvOptions::gateway_hangs(vec![
+        // Long enough that the slow ones are surely still in progress
+        // when the fast ones are done, even on a loaded machine.
+        ("H5PAY__GATEWAY__REQUEST_TIMEOUT_MS", "8000".into()),
+        ("H5PAY__RETRY__MAX_ELAPSED_MS", "30000".into()),
+        ("H5PAY__AMQP__QUEUE_TYPE", "classic".into()),
+    ]))
     .await;
     let mut results = env.results().await;
     let worker = env.worker();

@@ -10,14 +10,10 @@ use crate::support::{EnvOptions, TestEnv, WAIT, claim_request, intent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
-    let env = TestEnv::start(EnvOptions {
-        overrides: vec![("H5PAY__AMQP__PREFETCH", "5".into())],
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            latency: Duration::from_millis(700),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let env = TestEnv::start(EnvOptions::gateway_latency(
+        Duration::from_millis(700),
+        vec![("H5PAY__AMQP__PREFETCH", "5".into())],
+    ))
     .await;
     let mut results = env.results().await;
     let worker = env.worker();

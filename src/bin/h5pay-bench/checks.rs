@@ -11,7 +11,6 @@
 //!   checks fall due together: the checks per second the replica sustains.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use serde_json::Value;
 use crate::Opts;
 use crate::driver::{Names, cleanup, declare, drive, subscribe};
 use crate::processes::{
-    ChildGuard, TempDir, config_toml, free_port, proc_stats, start_sandbox, wait_ready, worker_bin,
+    TempDir, config_toml, free_port, proc_stats, spawn, start_sandbox, wait_ready, worker_bin,
 };
 use crate::report::percentile;
 
@@ -121,15 +120,8 @@ async fn measure(
         c.check_after_secs, c.concurrency
     );
     std::fs::write(&cfg, config_toml(opts, names, &gateway, admin) + &reconcile)?;
-    let child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the worker")?;
-    let pid = child.id();
-    let _worker = ChildGuard(child);
+    let worker = spawn(bin, "run", &cfg).context("starting the worker")?;
+    let pid = worker.0.id();
     wait_ready(admin).await?;
     let (_ch, mut paid) =
         subscribe(conn, &names.amqp.result_exchange, "h5pay.payment.paid.#").await?;

@@ -11,10 +11,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use serde_json::{Value, json};
 
 use crate::Opts;
@@ -68,17 +67,7 @@ pub async fn subscribe(
     key: &str,
 ) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
     let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let q = h5pay_worker::amqp::private_queue(&ch).await?;
     ch.queue_bind(
         q.name().clone(),
         exchange.into(),
@@ -99,6 +88,46 @@ pub async fn subscribe(
         )
         .await?;
     Ok((ch, consumer))
+}
+
+/// Persistent publishes whose confirms are awaited as they come, at most
+/// 2000 at once: the broker kept busy, memory bounded.
+#[derive(Default)]
+pub struct Window(FuturesUnordered<PublisherConfirm>);
+
+impl Window {
+    pub async fn publish(
+        &mut self,
+        ch: &Channel,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        let confirm = ch
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        self.0.push(confirm);
+        while self.0.len() >= 2000 {
+            if let Some(r) = self.0.next().await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every confirm still awaited.
+    pub async fn drain(mut self) -> anyhow::Result<()> {
+        while let Some(r) = self.0.next().await {
+            r?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `--warmup` intents through the same path, unmeasured.
@@ -135,7 +164,7 @@ pub async fn drive(
     let pub_times = published.clone();
     let tag = run_tag.to_owned();
     let publisher = tokio::spawn(async move {
-        let mut pending = FuturesUnordered::new();
+        let mut pending = Window::default();
         let started = Instant::now();
         for i in 0..count {
             // Paced: latency counts from when the intent was due, not from
@@ -151,26 +180,11 @@ pub async fn drive(
             if let Ok(mut t) = pub_times.lock() {
                 t[i] = Some(due.unwrap_or_else(Instant::now));
             }
-            let confirm = pch
-                .basic_publish(
-                    exchange.as_str().into(),
-                    "h5pay.intent.bench".into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
+            pending
+                .publish(&pch, &exchange, "h5pay.intent.bench", &body)
                 .await?;
-            pending.push(confirm);
-            while pending.len() >= 2000 {
-                if let Some(r) = pending.next().await {
-                    r?;
-                }
-            }
         }
-        while let Some(r) = pending.next().await {
-            r?;
-        }
-        anyhow::Ok(())
+        pending.drain().await
     });
 
     let mut latencies = Vec::with_capacity(count);

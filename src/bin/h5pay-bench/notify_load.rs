@@ -11,7 +11,6 @@
 //! arrive, or the run fails.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::driver::{Names, cleanup, declare, drive, subscribe};
 use crate::processes::{
-    ChildGuard, TempDir, config_toml, free_port, proc_stats, start_sandbox, wait_ready, worker_bin,
+    TempDir, config_toml, free_port, proc_stats, spawn, start_sandbox, wait_ready, worker_bin,
 };
 use crate::report::append_json;
 use crate::report::percentile;
@@ -178,21 +177,6 @@ async fn measure(
         bail!("{} paid events for {expected} paid orders", paid.load());
     }
     Ok(reports)
-}
-
-/// `h5pay-worker <command> --config <cfg>`, quiet, killed when dropped.
-fn spawn(
-    bin: &std::path::Path,
-    command: &str,
-    cfg: &std::path::Path,
-) -> std::io::Result<ChildGuard> {
-    Command::new(bin)
-        .args([command, "--config"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(ChildGuard)
 }
 
 /// Publishes `count` intents through the worker and keeps each `ready`

@@ -142,6 +142,22 @@ level = "{level}"
     )
 }
 
+/// `bin command --config cfg`, its output discarded (the bench reads the
+/// admin endpoints, not logs), killed when the guard drops.
+pub fn spawn(
+    bin: &std::path::Path,
+    command: &str,
+    cfg: &std::path::Path,
+) -> std::io::Result<ChildGuard> {
+    Command::new(bin)
+        .args([command, "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(ChildGuard)
+}
+
 pub async fn wait_ready(admin_port: u16) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{admin_port}/readyz");
     for _ in 0..300 {
@@ -187,16 +203,8 @@ pub async fn run_worker(
         config_toml(opts, &n, gateway, admin_port)
             + &format!("\n[reconcile]\nenabled = {reconcile}\n"),
     )?;
-    let child = Command::new(bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the worker")?;
-    let pid = child.id();
-    let worker = ChildGuard(child);
+    let worker = spawn(bin, "run", &cfg).context("starting the worker")?;
+    let pid = worker.0.id();
     wait_ready(admin_port).await?;
     eprintln!(
         "worker: {} intents, gateway latency {} ms, prefetch {}{}",

@@ -19,13 +19,13 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 
 use crate::Opts;
+use crate::driver::Window;
 use crate::procfs::proc_stats;
 
 #[derive(clap::Args, Clone)]
@@ -267,28 +267,12 @@ async fn broker_way(opts: &Opts, t: &TimerOpts) -> anyhow::Result<TimerReport> {
         anyhow::Ok(())
     });
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut pending = FuturesUnordered::new();
+    let mut pending = Window::default();
     for i in 0..t.timers {
         let body = format!("60000001:BENCH01:T-{i}");
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                wait_q.as_str().into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
-        pending.push(confirm);
-        while pending.len() >= 2000 {
-            if let Some(r) = pending.next().await {
-                r?;
-            }
-        }
+        pending.publish(&ch, "", &wait_q, body.as_bytes()).await?;
     }
-    while let Some(r) = pending.next().await {
-        r?;
-    }
+    pending.drain().await?;
     firing.await??;
     // The delay itself is not work: leave it out, like the Redis way's.
     let seconds = (started.elapsed().as_secs_f64() - t.delay_ms as f64 / 1000.0).max(1e-3);

@@ -111,34 +111,22 @@ impl Services {
     /// exchanges and keys; closes the connection (and `ch`, the intents'
     /// channel), then the sandbox.
     pub(super) async fn stop(self, ch: lapin::Channel) {
-        let Services {
-            conn,
-            results,
-            payments,
-            amqp: amqp_settings,
-            redis: redis_settings,
-            stop_worker,
-            worker_task,
-            stop_notify,
-            notify_task,
-            sandbox_task,
-            ..
-        } = self;
-        let _ = stop_worker.send(());
-        let _ = worker_task.await;
-        stop_notify.cancel();
-        let _ = notify_task.await;
-        amqp::topology::remove(&conn, &amqp_settings).await;
-        let _ = crate::claim::remove_keys(redis_settings.url.expose(), &redis_settings.key_prefix)
-            .await;
-        drop(results);
-        amqp::close(&conn, &[&ch], "demo done").await;
-        sandbox_task.abort();
+        // Fields moved out one by one (no destructuring copy of the struct).
+        let _ = self.stop_worker.send(());
+        let _ = self.worker_task.await;
+        self.stop_notify.cancel();
+        let _ = self.notify_task.await;
+        amqp::topology::remove(&self.conn, &self.amqp).await;
+        let redis = &self.redis;
+        let _ = crate::claim::remove_keys(redis.url.expose(), &redis.key_prefix).await;
+        drop(self.results);
+        amqp::close(&self.conn, &[&ch], "demo done").await;
+        self.sandbox_task.abort();
         // The order `run` dropped them in before it was split into stages,
         // so shutdown talks to the broker as it did.
         drop(ch);
-        drop(payments);
-        drop(conn);
+        drop(self.payments);
+        drop(self.conn);
     }
 }
 
