@@ -325,7 +325,7 @@ impl Worker {
             // A panic must not strand the delivery unsettled (it would hold a
             // prefetch slot until the connection closes): hand it back, so
             // the delivery limit moves a poison message to the DLQ.
-            // Boxed: the pipeline's future is about 16 KiB, and tokio moves a
+            // Boxed: the pipeline's future is about 8 KB, and tokio moves a
             // spawned future by value several times (spawn, the task cell, its
             // completion); boxed, those moves copy a pointer (BENCHMARKS.md).
             let processing = Box::pin(pipeline.process(incoming, &publisher));
