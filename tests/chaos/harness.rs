@@ -466,22 +466,28 @@ retention_secs = 3600
 
     /// The tail of every log of this cluster, for a failing assertion.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
-            for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                    out.push_str(&format!("--- {}\n", e.path().display()));
-                    for l in tail.into_iter().rev() {
-                        out.push_str(l);
-                        out.push('\n');
-                    }
+        log_tails(self.dir.path(), 15)
+    }
+}
+
+/// The last `lines` lines of every `*.log` in `dir`, each headed by its
+/// path: what a failing assertion prints (the clusters suite uses it too).
+pub fn log_tails(dir: &std::path::Path, lines: usize) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                out.push_str(&format!("--- {}\n", e.path().display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
                 }
             }
         }
-        out
     }
+    out
 }
 
 impl Drop for Cluster {

@@ -842,21 +842,7 @@ wait_replicas = {wait}
 
     /// The tail of every log of this world.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
-            for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(12).collect();
-                    out.push_str(&format!("--- {}\n", e.path().display()));
-                    for l in tail.into_iter().rev() {
-                        out.push_str(l);
-                        out.push('\n');
-                    }
-                }
-            }
-        }
-        out
+        crate::chaos::log_tails(self.dir.path(), 12)
     }
 
     /// Lines of every worker log containing `needle`.
