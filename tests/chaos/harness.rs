@@ -635,21 +635,26 @@ pub async fn connect(vhost: &str) -> Connection {
 /// Messages ready in a queue of the vhost; None if it does not exist.
 async fn message_count(vhost: &str, queue: &str) -> Option<u32> {
     let conn = connect(vhost).await;
-    let ch = conn.create_channel().await.ok()?;
-    let count = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|q| q.message_count())
-        .ok();
+    let count = count_on(&conn, queue).await;
     let _ = conn.close(200, "".into()).await;
     count
+}
+
+/// Messages ready in `queue` (a passive declare), on a connection the
+/// caller closes; None if it does not exist. The clusters suite uses it too.
+pub async fn count_on(conn: &Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.ok()?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|q| q.message_count())
+    .ok()
 }
 
 async fn collector_ready(vhost: &str) -> bool {

@@ -707,19 +707,7 @@ wait_replicas = {wait}
             )
             .await
             {
-                let ch = conn.create_channel().await.ok()?;
-                let count = ch
-                    .queue_declare(
-                        "h5pay.intents.dlq".into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map(|q| q.message_count())
-                    .ok();
+                let count = crate::chaos::count_on(&conn, "h5pay.intents.dlq").await;
                 let _ = conn.close(200, "".into()).await;
                 return count;
             }
