@@ -95,16 +95,7 @@ pub fn gateway_answer(data: &[u8]) {
     };
     let body = data.get(2..).unwrap_or_default();
     let _ = ReceivedResponse::parse(body);
-    let request = H5PayRequest {
-        inst_no: "60000001".into(),
-        mch_no: "M1".into(),
-        pay_type: PayType::Wechat,
-        pay_trace_no: "T1".into(),
-        pay_time: "20261126101500".into(),
-        total_amount: 100,
-        open_id: None,
-        notify_url: None,
-    };
+    let request = H5PayRequest::example("T1", 100);
     let key = SecretString::from(KEY);
     for http_links in [false, true] {
         let exchange = Exchange::Answered {
@@ -116,39 +107,28 @@ pub fn gateway_answer(data: &[u8]) {
             verify_key: Some(&key),
             http_links,
         };
-        let (message, answer) = match classify(&exchange, &request, expect) {
-            Verdict::Final {
-                value:
-                    H5PayDecided {
-                        decision: Decision::Ready(p),
-                        trade_no,
-                        ..
-                    },
-                answer,
-            } => {
-                // Only a signed, echoing answer with a web link is ready.
-                let verified = serde_json::from_slice::<Map<String, Value>>(body)
-                    .is_ok_and(|m| sign::verify(&m, &key).is_ok());
-                assert!(verified, "an unsigned answer was taken");
-                if let Some(u) = &p.code_url {
-                    assert!(u.starts_with("https://") || (http_links && u.starts_with("http://")));
-                }
-                assert!(trade_no.is_none_or(|t| t.chars().count() <= 64));
-                (String::new(), answer)
+        let verdict = classify(&exchange, &request, expect);
+        if let Verdict::Final {
+            value:
+                H5PayDecided {
+                    decision: Decision::Ready(p),
+                    trade_no,
+                    ..
+                },
+            ..
+        } = &verdict
+        {
+            // Only a signed, echoing answer with a web link is ready.
+            let verified = serde_json::from_slice::<Map<String, Value>>(body)
+                .is_ok_and(|m| sign::verify(&m, &key).is_ok());
+            assert!(verified, "an unsigned answer was taken");
+            if let Some(u) = &p.code_url {
+                assert!(u.starts_with("https://") || (http_links && u.starts_with("http://")));
             }
-            Verdict::Final {
-                value:
-                    H5PayDecided {
-                        decision: Decision::Failed(f),
-                        ..
-                    },
-                answer,
-            } => (f.message, answer),
-            Verdict::Final { answer, .. } => (String::new(), answer),
-            Verdict::Transient {
-                message, answer, ..
-            } => (message, answer),
-        };
+            assert!(trade_no.as_ref().is_none_or(|t| t.chars().count() <= 64));
+        }
+        let (message, answer) = verdict.carried();
+        let message = message.unwrap_or_default();
         assert!(
             message.chars().count() <= 2048,
             "{} chars",

@@ -211,11 +211,7 @@ pub async fn list(
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default(),
             state: state.map_or("unknown", |s| s.as_str()).to_owned(),
-            total_amount: view
-                .sent
-                .as_ref()
-                .map(|s| s.total_amount)
-                .or_else(|| view.outcome.as_ref().and_then(|o| o.total_amount)),
+            total_amount: view.total_amount(),
             pay_time: view.pay_time.clone(),
             placed_at: view.outcome.as_ref().map(|o| o.occurred_at.clone()),
             trade_no: view.trade_no.clone(),

@@ -1,14 +1,7 @@
-//! The fields of the contract every layer reads: the identity alphabet, an
-//! echoed amount and a `notify_url`. Pure; imports only `text`.
+//! The fields of the contract every layer reads: the identity alphabet and a
+//! `notify_url`. Pure; imports only `text`.
 
 use crate::text::clip;
-
-/// Whether an echoed `total_amount` (as text) is the amount sent: decimal
-/// digits only (no sign, no point, no exponent), the same value. The one
-/// rule the h5pay, query and notify checks all apply.
-pub fn is_same_amount(got: &str, sent: u64) -> bool {
-    !got.is_empty() && got.bytes().all(|b| b.is_ascii_digit()) && got.parse::<u64>() == Ok(sent)
-}
 
 /// `[0-9A-Za-z_-]{1,max}`: the identity alphabet of the contract.
 pub fn is_identifier(s: &str, max: usize) -> bool {
@@ -48,27 +41,4 @@ pub fn check_notify_url(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_echoed_amount_is_the_sent_one_only_as_plain_digits() {
-        for (got, same) in [
-            ("100", true),
-            ("0100", true),
-            ("101", false),
-            ("", false),
-            ("+100", false),
-            ("100.0", false),
-            ("1e2", false),
-            (" 100", false),
-            ("-100", false),
-            ("99999999999999999999999", false),
-        ] {
-            assert_eq!(is_same_amount(got, 100), same, "{got:?}");
-        }
-    }
 }

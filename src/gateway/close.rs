@@ -13,7 +13,8 @@ use super::signed_call::{
     status_class, transient,
 };
 use super::wire::{CloseRequest, ResultCode, text};
-use crate::text::{gateway_text, quoted};
+use crate::domain::{Echoes, Presence::WhenNotEmpty};
+use crate::text::gateway_text;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseAnswer {
@@ -80,19 +81,16 @@ pub fn read_answer(
     if field("return_code").as_deref() != Some("SUCCESS") {
         return CloseAnswer::Unknown(format!("close answered return_code FAIL: {msg}"));
     }
+    let mut echoes = Echoes::new();
     for (k, want) in [
         ("trade_no", &sent.trade_no),
         ("close_trace_no", &sent.close_trace_no),
         ("mch_no", &sent.mch_no),
     ] {
-        if let Some(got) = field(k)
-            && &got != want
-        {
-            return CloseAnswer::Unknown(format!(
-                "close answer names {k} {}, not {want}",
-                quoted(&got)
-            ));
-        }
+        echoes = echoes.text(k, text(m, k).as_deref(), Some(want), WhenNotEmpty);
+    }
+    if let Err(e) = echoes.verdict("close answer does not echo the request") {
+        return CloseAnswer::Unknown(e);
     }
     let code = field("result_code");
     match code.as_deref().and_then(ResultCode::parse) {
@@ -178,9 +176,6 @@ mod tests {
             retry_after: None,
             body: b"",
         };
-        assert!(matches!(
-            classify(&x, &sent(), k),
-            Verdict::Transient { .. }
-        ));
+        assert!(matches!(classify(&x, &sent(), k), Verdict::Transient(_)));
     }
 }

@@ -119,12 +119,7 @@ impl Gateway {
                 abandon,
                 None,
             )
-            .instrument(crate::step_span!(
-                "queryorder",
-                otel.name = "POST /api/openpay/v3/queryorder",
-                otel.kind = "client",
-                http.request.method = "POST",
-            ))
+            .instrument(crate::gateway_span!("queryorder"))
             .await?;
         Ok(match called.ended {
             Ended::Decided(a) => a,
@@ -155,12 +150,7 @@ impl Gateway {
                 abandon,
                 None,
             )
-            .instrument(crate::step_span!(
-                "closeorder",
-                otel.name = "POST /api/openpay/v3/closeorder",
-                otel.kind = "client",
-                http.request.method = "POST",
-            ))
+            .instrument(crate::gateway_span!("closeorder"))
             .await?;
         Ok(match called.ended {
             Ended::Decided(a) => a,

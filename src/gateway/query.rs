@@ -13,8 +13,8 @@ use super::signed_call::{
     opened, status_class, transient,
 };
 use super::wire::{ResultCode, text};
-use crate::domain::{AnomalyKind, is_same_amount};
-use crate::text::{gateway_text, quoted};
+use crate::domain::{AnomalyKind, Echoes, Presence::WhenNotEmpty, Presence::WhenPresent};
+use crate::text::gateway_text;
 
 /// What a query answer says about the payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,25 +245,25 @@ pub fn read_answer(m: &Map<String, Value>, expect: QueryExpect<'_>) -> QueryAnsw
 /// The echoes that differ from what was sent or is known (each checked
 /// only when the answer carries it).
 fn mismatches(m: &Map<String, Value>, e: QueryExpect<'_>) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let mut check = |k: &str, want: Option<&str>| {
-        if let (Some(got), Some(want)) = (text(m, k).filter(|v| !v.is_empty()), want)
-            && got != want
-        {
-            wrong.push(format!("{k} {}, expected {want}", quoted(&got)));
-        }
-    };
-    check("mch_no", Some(e.mch_no));
-    check("pay_trace_no", Some(e.pay_trace_no));
-    check("pay_time", Some(e.pay_time));
-    check("trade_no", e.trade_no);
-    check("query_trace_no", Some(e.query_trace_no));
-    if let (Some(got), Some(want)) = (text(m, "total_amount"), e.total_amount)
-        && !is_same_amount(&got, want)
-    {
-        wrong.push(format!("total_amount {}, expected {want}", quoted(&got)));
+    let got = |k: &str| text(m, k);
+    let mut echoes = Echoes::new();
+    for (k, want) in [
+        ("mch_no", Some(e.mch_no)),
+        ("pay_trace_no", Some(e.pay_trace_no)),
+        ("pay_time", Some(e.pay_time)),
+        ("trade_no", e.trade_no),
+        ("query_trace_no", Some(e.query_trace_no)),
+    ] {
+        echoes = echoes.text(k, got(k).as_deref(), want, WhenNotEmpty);
     }
-    wrong
+    echoes
+        .amount(
+            "total_amount",
+            got("total_amount").as_deref(),
+            e.total_amount,
+            WhenPresent,
+        )
+        .differences()
 }
 
 #[cfg(test)]
@@ -537,10 +537,7 @@ mod tests {
                 detail: "timeout".into(),
             },
         ] {
-            assert!(
-                matches!(classify(&x, e), Verdict::Transient { .. }),
-                "{x:?}"
-            );
+            assert!(matches!(classify(&x, e), Verdict::Transient(_)), "{x:?}");
         }
     }
 }

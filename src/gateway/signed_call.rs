@@ -162,7 +162,7 @@ impl SignedClient {
                 .await?;
             attempts += 1;
             spent += took;
-            let (kind, may_have_reached, message, retry_after, answer) = match verdict {
+            let failed = match verdict {
                 Verdict::Final { value, answer } => {
                     return Ok(Called {
                         ended: Ended::Decided(value),
@@ -171,37 +171,35 @@ impl SignedClient {
                         answer: answer.or(last_answer),
                     });
                 }
-                Verdict::Transient {
-                    kind,
-                    reached,
-                    message,
-                    retry_after,
-                    answer,
-                } => (kind, reached, message, retry_after, answer),
+                Verdict::Transient(failed) => failed,
             };
-            if may_have_reached && reached.is_none() {
-                reached = Some(format!("attempt {attempts}: {message}"));
+            if failed.reached && reached.is_none() {
+                reached = Some(format!("attempt {attempts}: {}", failed.message));
             }
-            if answer.is_some() {
-                last_answer = answer;
+            if failed.answer.is_some() {
+                last_answer = failed.answer;
             }
             // Decided before sleeping: the thread-local rng must not live
             // across the wait.
             let next = self
                 .policy
-                .next(attempts, spent, retry_after, &mut rand::rng());
+                .next(attempts, spent, failed.retry_after, &mut rand::rng());
             let wait = match next {
                 Backoff::Wait(d) => d,
                 Backoff::GiveUp(why) => {
                     return Ok(Called {
-                        ended: Ended::GaveUp { kind, message, why },
+                        ended: Ended::GaveUp {
+                            kind: failed.kind,
+                            message: failed.message,
+                            why,
+                        },
                         attempts,
                         reached,
                         answer: last_answer,
                     });
                 }
             };
-            tracing::debug!(attempt = attempts, delay_ms = wait.as_millis() as u64, %message, "gateway attempt failed; retrying");
+            tracing::debug!(attempt = attempts, delay_ms = wait.as_millis() as u64, message = %failed.message, "gateway attempt failed; retrying");
             metrics::gateway_retry(label);
             tokio::select! {
                 biased;
@@ -254,8 +252,8 @@ impl SignedClient {
                 AttemptOutcome::Decided(value.outcome_label()),
                 Transient::BadResponse,
             ),
-            Verdict::Transient { kind, .. } => {
-                let label = sent.transient(*kind);
+            Verdict::Transient(failed) => {
+                let label = sent.transient(failed.kind);
                 (AttemptOutcome::Transient(label), label)
             }
         };
@@ -325,7 +323,9 @@ fn audit<F>(
     took: Duration,
 ) {
     let answer = match verdict {
-        Verdict::Final { answer, .. } | Verdict::Transient { answer, .. } => answer.as_ref(),
+        Verdict::Final { answer, .. } | Verdict::Transient(TransientFailure { answer, .. }) => {
+            answer.as_ref()
+        }
     };
     let endpoint = url
         .path_segments()

@@ -4,7 +4,8 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use crate::domain::is_same_amount;
+use crate::domain::Echoes;
+use crate::domain::Presence::{Required, WhenNotEmpty, WhenPresent};
 use crate::gateway::kinds::{self, Expected};
 use crate::gateway::sign;
 use crate::gateway::wire::{ResultCode, json_kind};
@@ -121,41 +122,28 @@ pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
 /// `pay_time` when present, and `trade_no` when the worker knows it. The
 /// identity fields matched by construction. Every difference is named.
 pub fn mismatches(m: &Map<String, Value>, view: &View) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let sent_amount = view
-        .sent
-        .as_ref()
-        .map(|s| s.total_amount)
-        .or_else(|| view.outcome.as_ref().and_then(|o| o.total_amount));
-    let got_amount = text(m, "total_amount");
-    let amount_ok = match (&got_amount, sent_amount) {
-        (Some(g), Some(s)) => is_same_amount(g, s),
-        // Nothing to compare with: the identity is unknown (an anomaly of its own).
-        (_, None) => true,
-        (None, Some(_)) => false,
-    };
-    if !amount_ok {
-        wrong.push(format!(
-            "total_amount {}, the worker sent {}",
-            got_amount.as_deref().map(quoted).unwrap_or_default(),
-            sent_amount.unwrap_or_default()
-        ));
-    }
-    if let (Some(got), Some(sent)) = (text(m, "pay_time"), view.pay_time.as_deref())
-        && got != sent
-    {
-        wrong.push(format!("pay_time {}, the worker sent {sent}", quoted(&got)));
-    }
-    if let (Some(got), Some(known)) = (text(m, "trade_no"), view.trade_no.as_deref())
-        && !got.is_empty()
-        && got != known
-    {
-        wrong.push(format!(
-            "trade_no {}, the worker knows {known}",
-            quoted(&got)
-        ));
-    }
-    wrong
+    // No amount to compare with: the identity is unknown (an anomaly of
+    // its own).
+    Echoes::new()
+        .amount(
+            "total_amount",
+            text(m, "total_amount").as_deref(),
+            view.total_amount(),
+            Required,
+        )
+        .text(
+            "pay_time",
+            text(m, "pay_time").as_deref(),
+            view.pay_time.as_deref(),
+            WhenPresent,
+        )
+        .text(
+            "trade_no",
+            text(m, "trade_no").as_deref(),
+            view.trade_no.as_deref(),
+            WhenNotEmpty,
+        )
+        .differences()
 }
 
 #[cfg(test)]

@@ -37,6 +37,15 @@ pub struct View {
 }
 
 impl View {
+    /// The amount the worker sent for the identity (or, failing that, the
+    /// stored outcome's): what every echo of it is compared with.
+    pub fn total_amount(&self) -> Option<u64> {
+        self.sent
+            .as_ref()
+            .map(|s| s.total_amount)
+            .or_else(|| self.outcome.as_ref().and_then(|o| o.total_amount))
+    }
+
     /// The trace context the identity's intent carried, for the payment's
     /// events, notifies and checks to continue (empty when unknown).
     pub fn trace(&self) -> crate::telemetry::trace::TraceHeaders {

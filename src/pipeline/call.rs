@@ -93,12 +93,7 @@ impl Pipeline {
         let h5pay = self
             .gateway
             .h5pay(&request, key, abandon, earlier)
-            .instrument(crate::step_span!(
-                "h5pay",
-                otel.name = "POST /api/openpay/v3/h5pay",
-                otel.kind = "client",
-                http.request.method = "POST",
-            ));
+            .instrument(crate::gateway_span!("h5pay"));
         let result = tokio::select! {
             biased;
             r = h5pay => r,

@@ -162,14 +162,11 @@ impl Pipeline {
         };
         // The consumer span of the trace (only when spans are exported),
         // continuing the publisher's; the intent's own span sits inside it.
-        let process = crate::step_span!(
+        let process = crate::messaging_span!(
             "process",
-            otel.name = "process h5pay.intents",
-            otel.kind = "consumer",
-            messaging.system = "rabbitmq",
-            messaging.operation.type = "process",
-            messaging.destination.name = "h5pay.intents",
-            messaging.message.id = msg.message_id.unwrap_or(""),
+            "consumer",
+            "h5pay.intents",
+            msg.message_id.unwrap_or("")
         );
         trace::continue_trace(&process, msg.trace);
         match intent::validate(&obj, rules) {

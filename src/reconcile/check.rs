@@ -228,7 +228,7 @@ impl<S: PaymentSink> Checker<S> {
         }
         let query_trace_no = claim::new_token();
         let answer = self
-            .query_and_learn(id, &view, &query_trace_no, &key, abandon, &mut detail)
+            .query(id, &view, &query_trace_no, &key, abandon, &mut detail)
             .await?;
         self.anomaly(id, &view, &answer, now).await?;
         let (evidence, source, paid_at) = evidence_of(&answer, closed);
@@ -290,7 +290,7 @@ impl<S: PaymentSink> Checker<S> {
     /// queryorder, described into `detail`; an order number the payment
     /// did not know is noted: an outcome_unknown payment learns its order
     /// this way, and can then be closed.
-    async fn query_and_learn(
+    async fn query(
         &self,
         id: &Identity,
         view: &View,
@@ -299,7 +299,30 @@ impl<S: PaymentSink> Checker<S> {
         abandon: Abandon<'_>,
         detail: &mut String,
     ) -> Result<QueryAnswer, CheckError> {
-        let answer = self.query(id, view, query_trace_no, key, abandon).await?;
+        let pay_time = view.pay_time.clone().unwrap_or_default();
+        let by = match &view.trade_no {
+            Some(t) => QueryBy::TradeNo(t.clone()),
+            None => QueryBy::Trace {
+                pay_trace_no: id.pay_trace_no.clone(),
+                pay_time: pay_time.clone(),
+            },
+        };
+        let req = QueryRequest {
+            inst_no: id.inst_no.clone(),
+            mch_no: id.mch_no.clone(),
+            query_trace_no: query_trace_no.to_owned(),
+            by,
+        };
+        let expect = QueryExpect {
+            verify_key: None,
+            mch_no: &id.mch_no,
+            pay_trace_no: &id.pay_trace_no,
+            pay_time: &pay_time,
+            total_amount: view.total_amount(),
+            trade_no: view.trade_no.as_deref(),
+            query_trace_no,
+        };
+        let answer = self.gateway.query(&req, key, expect, abandon).await?;
         detail.push_str(&describe(&answer));
         if let Some(t) = answer.trade_no()
             && view.trade_no.is_none()
@@ -469,44 +492,6 @@ impl<S: PaymentSink> Checker<S> {
             CloseAnswer::Unknown(m) => format!("closeorder: {m}; "),
         });
         Ok(closed)
-    }
-
-    async fn query(
-        &self,
-        id: &Identity,
-        view: &View,
-        query_trace_no: &str,
-        key: &secrecy::SecretString,
-        abandon: Abandon<'_>,
-    ) -> Result<QueryAnswer, Abandoned> {
-        let pay_time = view.pay_time.clone().unwrap_or_default();
-        let by = match &view.trade_no {
-            Some(t) => QueryBy::TradeNo(t.clone()),
-            None => QueryBy::Trace {
-                pay_trace_no: id.pay_trace_no.clone(),
-                pay_time: pay_time.clone(),
-            },
-        };
-        let req = QueryRequest {
-            inst_no: id.inst_no.clone(),
-            mch_no: id.mch_no.clone(),
-            query_trace_no: query_trace_no.to_owned(),
-            by,
-        };
-        let expect = QueryExpect {
-            verify_key: None,
-            mch_no: &id.mch_no,
-            pay_trace_no: &id.pay_trace_no,
-            pay_time: &pay_time,
-            total_amount: view
-                .sent
-                .as_ref()
-                .map(|s| s.total_amount)
-                .or_else(|| view.outcome.as_ref().and_then(|o| o.total_amount)),
-            trade_no: view.trade_no.as_deref(),
-            query_trace_no,
-        };
-        self.gateway.query(&req, key, expect, abandon).await
     }
 }
 

@@ -110,16 +110,21 @@ impl Schedule {
 mod tests {
     use super::*;
 
+    /// The default schedule, whose numbers the tests below read: a
+    /// changed default must change them too.
     fn settings() -> ReconcileSettings {
-        ReconcileSettings {
-            enabled: true,
-            check_after_secs: vec![60, 300, 900, 1800, 3600],
-            order_ttl_secs: 900,
-            close_unpaid: true,
-            close_grace_secs: 300,
-            max_age_secs: 86_400,
-            ..ReconcileSettings::default()
-        }
+        let s = ReconcileSettings::default();
+        assert_eq!(
+            (
+                s.check_after_secs.as_slice(),
+                s.order_ttl_secs,
+                s.close_grace_secs,
+                s.max_age_secs,
+                s.close_unpaid,
+            ),
+            (&[60, 300, 900, 1800, 3600][..], 900, 300, 86_400, true)
+        );
+        s
     }
 
     fn at(secs: i64) -> DateTime<Utc> {

@@ -260,15 +260,7 @@ pub fn joining(
 /// The producer span of one event on `h5pay.results` (result and payment
 /// events alike): its context is the event's `traceparent`.
 pub fn publish_span(event_id: &str) -> tracing::Span {
-    crate::step_span!(
-        "publish",
-        otel.name = "publish h5pay.results",
-        otel.kind = "producer",
-        messaging.system = "rabbitmq",
-        messaging.operation.type = "publish",
-        messaging.destination.name = "h5pay.results",
-        messaging.message.id = event_id,
-    )
+    crate::messaging_span!("publish", "producer", "h5pay.results", event_id)
 }
 
 /// The step spans, which carry `otel.kind`: the spans a trace is made of.
@@ -298,6 +290,37 @@ macro_rules! step_span {
         } else {
             tracing::Span::none()
         }
+    };
+}
+
+/// The step span of a message sent or received, named as OpenTelemetry's
+/// messaging conventions say: `"publish"` by a `"producer"`, `"process"`
+/// by a `"consumer"`.
+#[macro_export]
+macro_rules! messaging_span {
+    ($op:literal, $kind:literal, $destination:literal, $message_id:expr) => {
+        $crate::step_span!(
+            $op,
+            otel.name = concat!($op, " ", $destination),
+            otel.kind = $kind,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = $op,
+            messaging.destination.name = $destination,
+            messaging.message.id = $message_id,
+        )
+    };
+}
+
+/// The step span of one gateway call: `POST /api/openpay/v3/<endpoint>`.
+#[macro_export]
+macro_rules! gateway_span {
+    ($endpoint:literal) => {
+        $crate::step_span!(
+            $endpoint,
+            otel.name = concat!("POST /api/openpay/v3/", $endpoint),
+            otel.kind = "client",
+            http.request.method = "POST",
+        )
     };
 }
 

@@ -140,7 +140,68 @@ pub struct Collected {
     pub events: HashMap<String, Vec<Value>>,
     /// pay_trace_no → every payment event received for it.
     pub payments: HashMap<String, Vec<Value>>,
+    /// pay_trace_no → when its first result event arrived.
+    pub first_at: HashMap<String, Instant>,
+    /// When the last event arrived.
     pub last_at: Option<Instant>,
+}
+
+/// Records every event `consumer` delivers into `into`, acking each, until
+/// the consumer or its connection ends.
+pub async fn collect_from(mut consumer: lapin::Consumer, into: &Mutex<Collected>) {
+    while let Some(Ok(d)) = consumer.next().await {
+        if let Ok(ev) = serde_json::from_slice::<Value>(&d.data) {
+            let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
+            if let Ok(mut r) = into.lock() {
+                let now = Instant::now();
+                if ev["schema"] == "h5pay.payment.v1" {
+                    r.payments.entry(trace).or_default().push(ev);
+                } else {
+                    r.first_at.entry(trace.clone()).or_insert(now);
+                    r.events.entry(trace).or_default().push(ev);
+                }
+                r.last_at = Some(now);
+            }
+        }
+        let _ = d.acker.ack(BasicAckOptions::default()).await;
+    }
+}
+
+/// What the result events received say of the identities sent.
+pub struct Tally {
+    /// Identities without a result event.
+    pub lost: usize,
+    pub events: usize,
+    /// Identities with an event that is not `ready`.
+    pub not_ready: usize,
+    /// Of those, how many ended `gateway_unavailable`.
+    pub unavailable: usize,
+    /// Identities that got two different outcomes (event ids).
+    pub split_outcomes: usize,
+}
+
+pub fn tally<'a>(
+    events: &HashMap<String, Vec<Value>>,
+    identities: impl IntoIterator<Item = &'a String>,
+) -> Tally {
+    let identities_where = |p: &dyn Fn(&[Value]) -> bool| events.values().filter(|e| p(e)).count();
+    Tally {
+        lost: identities
+            .into_iter()
+            .filter(|t| !events.contains_key(*t))
+            .count(),
+        events: events.values().map(Vec::len).sum(),
+        not_ready: identities_where(&|evs| evs.iter().any(|e| e["status"] != "ready")),
+        unavailable: identities_where(&|evs| {
+            evs.iter()
+                .any(|e| e["error"]["kind"] == "gateway_unavailable")
+        }),
+        split_outcomes: identities_where(&|evs| {
+            let ids: std::collections::HashSet<&str> =
+                evs.iter().filter_map(|e| e["event_id"].as_str()).collect();
+            ids.len() > 1
+        }),
+    }
 }
 
 /// What a scenario is judged on.
@@ -400,36 +461,15 @@ retention_secs = 3600
     pub async fn report(&self, scenario: &str, recover_secs: f64) -> Report {
         let stats = self.sandbox_stats().await;
         let identities: std::collections::HashSet<&String> = self.published.iter().collect();
-        let (lost, events, not_ready, unavailable, split_outcomes) = {
+        let Tally {
+            lost,
+            events,
+            not_ready,
+            unavailable,
+            split_outcomes,
+        } = {
             let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
-            let lost = identities
-                .iter()
-                .filter(|t| !r.events.contains_key(**t))
-                .count();
-            let events: usize = r.events.values().map(Vec::len).sum();
-            let not_ready = r
-                .events
-                .values()
-                .filter(|evs| evs.iter().any(|e| e["status"] != "ready"))
-                .count();
-            let unavailable = r
-                .events
-                .values()
-                .filter(|evs| {
-                    evs.iter()
-                        .any(|e| e["error"]["kind"] == "gateway_unavailable")
-                })
-                .count();
-            let split = r
-                .events
-                .values()
-                .filter(|evs| {
-                    let ids: std::collections::HashSet<&str> =
-                        evs.iter().filter_map(|e| e["event_id"].as_str()).collect();
-                    ids.len() > 1
-                })
-                .count();
-            (lost, events, not_ready, unavailable, split)
+            tally(&r.events, identities.iter().copied())
         };
         assert_eq!(
             split_outcomes, 0,
@@ -620,10 +660,14 @@ pub async fn publish_amounts(
 }
 
 pub async fn connect(vhost: &str) -> Connection {
-    let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+    connect_url(&format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")).await
+}
+
+/// A connection to `url`, tried for five seconds.
+pub async fn connect_url(url: &str) -> Connection {
     let mut last = None;
     for _ in 0..50 {
-        match Connection::connect(&url, ConnectionProperties::default()).await {
+        match Connection::connect(url, ConnectionProperties::default()).await {
             Ok(c) => return c,
             Err(e) => last = Some(e),
         }
@@ -698,7 +742,7 @@ async fn collect(vhost: String, into: Arc<Mutex<Collected>>) {
                 FieldTable::default(),
             )
             .await;
-        let Ok(mut consumer) = ch
+        let Ok(consumer) = ch
             .basic_consume(
                 "chaos.results".into(),
                 "collector".into(),
@@ -709,20 +753,7 @@ async fn collect(vhost: String, into: Arc<Mutex<Collected>>) {
         else {
             continue;
         };
-        while let Some(Ok(d)) = consumer.next().await {
-            if let Ok(ev) = serde_json::from_slice::<Value>(&d.data) {
-                let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
-                if let Ok(mut r) = into.lock() {
-                    if ev["schema"] == "h5pay.payment.v1" {
-                        r.payments.entry(trace).or_default().push(ev);
-                    } else {
-                        r.events.entry(trace).or_default().push(ev);
-                    }
-                    r.last_at = Some(Instant::now());
-                }
-            }
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
+        collect_from(consumer, &into).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -16,10 +16,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -29,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::worker_toml::worker_toml_rest;
 
-pub use crate::chaos::{BIN, Proc, SANDBOX_KEY};
+pub use crate::chaos::{BIN, Collected, Proc, SANDBOX_KEY};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clusters.sh");
 
@@ -402,16 +401,6 @@ pub fn final_state(i: usize) -> &'static str {
     if i % 3 == 2 { "closed" } else { "paid" }
 }
 
-#[derive(Default)]
-pub struct Collected {
-    /// pay_trace_no → every result event received for it.
-    pub events: HashMap<String, Vec<Value>>,
-    /// pay_trace_no → every payment event received for it.
-    pub payments: HashMap<String, Vec<Value>>,
-    /// pay_trace_no → when its first result event arrived.
-    pub first_at: HashMap<String, Instant>,
-}
-
 /// A published identity: its number and when its batch was first sent.
 #[derive(Clone, Debug)]
 pub struct Sent {
@@ -756,30 +745,17 @@ wait_replicas = {wait}
         let stats = self.sandbox_stats().await;
         let sent = self.sent();
         let identities: HashSet<&String> = sent.iter().map(|s| &s.trace).collect();
-        let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        let lost = identities
-            .iter()
-            .filter(|t| !r.events.contains_key(**t))
-            .count();
-        let result_events = r.events.values().map(Vec::len).sum();
-        let not_ready = r
-            .events
-            .values()
-            .filter(|evs| evs.iter().any(|e| e["status"] != "ready"))
-            .count();
-        let split_outcomes = r
-            .events
-            .values()
-            .filter(|evs| {
-                let ids: HashSet<&str> =
-                    evs.iter().filter_map(|e| e["event_id"].as_str()).collect();
-                ids.len() > 1
-            })
-            .count();
-        let states = {
-            drop(r);
-            self.payment_states()
+        let crate::chaos::Tally {
+            lost,
+            events: result_events,
+            not_ready,
+            split_outcomes,
+            ..
+        } = {
+            let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
+            crate::chaos::tally(&r.events, identities.iter().copied())
         };
+        let states = self.payment_states();
         let payment_split = states
             .values()
             .filter(|set| {
@@ -1030,16 +1006,7 @@ impl ReadyWatch {
 }
 
 pub async fn connect(cl: &Clusters, node: usize, vhost: &str) -> Connection {
-    let url = cl.amqp_url(node, vhost);
-    let mut last = None;
-    for _ in 0..50 {
-        match Connection::connect(&url, ConnectionProperties::default()).await {
-            Ok(c) => return c,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot connect to {url}: {last:?}")
+    crate::chaos::connect_url(&cl.amqp_url(node, vhost)).await
 }
 
 const RESULTS_QUEUE: &str = "clusters.results";
@@ -1108,7 +1075,7 @@ async fn collect(urls: Vec<String>, into: Arc<Mutex<Collected>>) {
             continue;
         };
         let _ = ch.basic_qos(500, BasicQosOptions::default()).await;
-        let Ok(mut consumer) = ch
+        let Ok(consumer) = ch
             .basic_consume(
                 RESULTS_QUEUE.into(),
                 "collector".into(),
@@ -1120,20 +1087,7 @@ async fn collect(urls: Vec<String>, into: Arc<Mutex<Collected>>) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        while let Some(Ok(d)) = consumer.next().await {
-            if let Ok(ev) = serde_json::from_slice::<Value>(&d.data) {
-                let trace = ev["pay_trace_no"].as_str().unwrap_or("").to_owned();
-                if let Ok(mut r) = into.lock() {
-                    if ev["schema"] == "h5pay.payment.v1" {
-                        r.payments.entry(trace).or_default().push(ev);
-                    } else {
-                        r.first_at.entry(trace.clone()).or_insert_with(Instant::now);
-                        r.events.entry(trace).or_default().push(ev);
-                    }
-                }
-            }
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
+        crate::chaos::collect_from(consumer, &into).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use h5pay_worker::config::{GatewaySettings, RetrySettings};
 use h5pay_worker::gateway::breaker::Breaker;
-use h5pay_worker::gateway::{Abandon, Gateway, H5PayRequest, PayType, sign};
+use h5pay_worker::gateway::{Abandon, Gateway, H5PayRequest, sign};
 use h5pay_worker::outcome::{Decision, FailureKind};
 use h5pay_worker::sandbox::{Sandbox, SandboxOptions};
 use secrecy::SecretString;
@@ -44,16 +44,7 @@ fn fast_retry(max_attempts: u32) -> RetrySettings {
 }
 
 fn req(trace: &str, amount: u64) -> H5PayRequest {
-    H5PayRequest {
-        inst_no: "60000001".into(),
-        mch_no: "M1".into(),
-        pay_type: PayType::Wechat,
-        pay_trace_no: trace.into(),
-        pay_time: "20261126101500".into(),
-        total_amount: amount,
-        open_id: None,
-        notify_url: None,
-    }
+    H5PayRequest::example(trace, amount)
 }
 
 async fn sandbox(hang: Duration) -> (String, Arc<Sandbox>) {

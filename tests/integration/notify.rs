@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::support::{Received, ReceiverServer, SANDBOX_KEY, TestEnv, Via, WAIT, intent};
+use crate::support::{Received, ReceiverServer, Results, SANDBOX_KEY, TestEnv, Via, WAIT, intent};
 
 const SUCCESS: &str = r#"{"return_code":"SUCCESS","return_msg":"成功"}"#;
 
@@ -47,6 +47,38 @@ async fn placed(env: &TestEnv, receiver: &ReceiverServer, trace: &str, amount: u
     r
 }
 
+/// A test's world: its own broker vhost and Redis prefix, a receiver, and
+/// the payment events it publishes.
+async fn rig() -> (TestEnv, ReceiverServer, Results) {
+    let env = TestEnv::new().await;
+    let receiver = env.receiver(Via::default()).await;
+    let payments = env.payments().await;
+    (env, receiver, payments)
+}
+
+/// `fields` signed with the institution's key and posted: the gateway is
+/// answered SUCCESS.
+async fn accepted(receiver: &ReceiverServer, fields: Value) {
+    assert_eq!(
+        receiver.post(&signed(fields, SANDBOX_KEY)).await,
+        (200, SUCCESS.to_owned())
+    );
+}
+
+/// A world whose sandbox sends its notifies at these times (ms) after a
+/// payment, with `inst_no` or without.
+async fn sandbox_notifying(schedule_ms: [u64; 4], inst_no: bool) -> TestEnv {
+    TestEnv::start(crate::support::EnvOptions {
+        sandbox: h5pay_worker::sandbox::SandboxOptions {
+            notify_inst_no: inst_no,
+            notify_schedule: schedule_ms.map(Duration::from_millis).into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+}
+
 async fn state_of(env: &TestEnv, trace: &str) -> Option<String> {
     let mut r = env.redis().await;
     redis::cmd("HGET")
@@ -62,9 +94,7 @@ async fn state_of(env: &TestEnv, trace: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_order_ends_in_one_paid_event_with_every_field() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     let ready = placed(&env, &receiver, "PAID-1", 100).await;
     assert_eq!(state_of(&env, "PAID-1").await.as_deref(), Some("open"));
     env.pay("M1", "PAID-1").await;
@@ -156,9 +186,7 @@ async fn duplicate_notifies_sequential_and_concurrent_on_two_receivers_make_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_that_cannot_be_verified_or_read_are_refused_with_the_right_status_and_no_event() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     let ready = placed(&env, &receiver, "BAD-1", 100).await;
     let good = paid_notify(&ready.event);
     let mut wrong_key = signed(good.clone(), "not-the-key");
@@ -214,9 +242,7 @@ async fn notifies_that_cannot_be_verified_or_read_are_refused_with_the_right_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_notifies_that_differ_from_what_was_sent_raise_an_anomaly_and_change_nothing() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     let ready = placed(&env, &receiver, "MIS-1", 100).await;
     let good = paid_notify(&ready.event);
     let mut cases = Vec::new();
@@ -253,19 +279,14 @@ async fn signed_notifies_that_differ_from_what_was_sent_raise_an_anomaly_and_cha
     let mut discounted = good.clone();
     discounted["pay_amount"] = json!("90");
     discounted["receipt_amount"] = json!("90");
-    assert_eq!(
-        receiver.post(&signed(discounted, SANDBOX_KEY)).await,
-        (200, SUCCESS.to_owned())
-    );
+    accepted(&receiver, discounted).await;
     let p = payments.take(1, WAIT).await.remove(0);
     assert_eq!(p.event["state"], "paid", "{}", p.event);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_scenario_4023_notify_carries_another_amount_and_is_an_anomaly() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     placed(&env, &receiver, "MIS-4023", 4023).await;
     // Paid by itself a second after it was placed.
     let p = payments.take(1, WAIT).await.remove(0);
@@ -276,16 +297,11 @@ async fn the_sandbox_scenario_4023_notify_carries_another_amount_and_is_an_anoma
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notify_for_an_unknown_payment_is_an_anomaly_answered_success() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     let n = json!({"return_code": "SUCCESS", "result_code": "PAY_SUCCESS", "inst_no": "60000001",
         "mch_no": "M1", "pay_trace_no": "NEVER-SEEN", "pay_time": "20261126101500",
         "total_amount": "100", "trade_no": "T-X"});
-    assert_eq!(
-        receiver.post(&signed(n, SANDBOX_KEY)).await,
-        (200, SUCCESS.to_owned())
-    );
+    accepted(&receiver, n).await;
     let p = payments.take(1, WAIT).await.remove(0);
     assert_eq!(p.event["state"], "anomaly");
     assert_eq!(p.event["anomaly"]["kind"], "unknown_payment", "{}", p.event);
@@ -299,9 +315,7 @@ async fn a_notify_for_an_unknown_payment_is_an_anomaly_answered_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_is_final_and_money_wins_over_failed_and_closed() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     // Paid, then a late PAY_FAIL: nothing changes.
     let ready = placed(&env, &receiver, "FIN-1", 100).await;
     let paid = signed(paid_notify(&ready.event), SANDBOX_KEY);
@@ -309,10 +323,7 @@ async fn paid_is_final_and_money_wins_over_failed_and_closed() {
     assert_eq!(payments.take(1, WAIT).await[0].event["state"], "paid");
     let mut fail = paid_notify(&ready.event);
     fail["result_code"] = json!("PAY_FAIL");
-    assert_eq!(
-        receiver.post(&signed(fail, SANDBOX_KEY)).await,
-        (200, SUCCESS.to_owned())
-    );
+    accepted(&receiver, fail).await;
     payments.none_for(Duration::from_millis(800)).await;
     assert_eq!(state_of(&env, "FIN-1").await.as_deref(), Some("paid"));
 
@@ -320,10 +331,7 @@ async fn paid_is_final_and_money_wins_over_failed_and_closed() {
     let ready = placed(&env, &receiver, "FIN-2", 100).await;
     let mut fail = paid_notify(&ready.event);
     fail["result_code"] = json!("PAY_FAIL");
-    assert_eq!(
-        receiver.post(&signed(fail, SANDBOX_KEY)).await,
-        (200, SUCCESS.to_owned())
-    );
+    accepted(&receiver, fail).await;
     let failed = payments.take(1, WAIT).await.remove(0);
     assert_eq!(
         (
@@ -432,9 +440,7 @@ async fn with_the_broker_or_redis_cut_a_notify_is_refused_503_and_nothing_change
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notify_before_the_outcome_is_stored_still_applies_and_the_intent_still_gets_ready() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     let mut results = env.results().await;
     // A worker claimed the identity, called the gateway (which placed the
     // order) and died before storing the answer.
@@ -520,19 +526,8 @@ async fn a_notify_before_the_outcome_is_stored_still_applies_and_the_intent_stil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_pays_by_itself_and_notifies_as_its_scenarios_say() {
-    let env = TestEnv::start(crate::support::EnvOptions {
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            // Notifies without inst_no: the receiver's default institution.
-            notify_inst_no: false,
-            notify_schedule: [0, 300, 600, 1200]
-                .into_iter()
-                .map(Duration::from_millis)
-                .collect(),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    // Notifies without inst_no: the receiver's default institution.
+    let env = sandbox_notifying([0, 300, 600, 1200], false).await;
     let receiver = env.receiver(Via::default()).await;
     let mut payments = env.payments().await;
     for (trace, amount) in [
@@ -580,9 +575,7 @@ async fn the_sandbox_pays_by_itself_and_notifies_as_its_scenarios_say() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_shows_the_outcome_the_payment_and_the_notifies_but_no_key_and_no_link() {
-    let env = TestEnv::new().await;
-    let receiver = env.receiver(Via::default()).await;
-    let mut payments = env.payments().await;
+    let (env, receiver, mut payments) = rig().await;
     let ready = placed(&env, &receiver, "INSP-1", 100).await;
     env.pay("M1", "INSP-1").await;
     payments.take(1, WAIT).await;
@@ -627,17 +620,7 @@ async fn inspect_shows_the_outcome_the_payment_and_the_notifies_but_no_key_and_n
 async fn the_sandbox_sends_again_until_it_gets_exactly_the_success_reply() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
-    let env = TestEnv::start(crate::support::EnvOptions {
-        sandbox: h5pay_worker::sandbox::SandboxOptions {
-            notify_schedule: [0, 100, 200, 300]
-                .into_iter()
-                .map(Duration::from_millis)
-                .collect(),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let env = sandbox_notifying([0, 100, 200, 300], true).await;
     // Receivers that answer nearly right, and one that answers right.
     let hits: Arc<[AtomicU32; 4]> = Arc::new(Default::default());
     let answer = |i: usize, status: u16, body: &'static str| {

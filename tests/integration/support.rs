@@ -12,7 +12,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
     ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
 use serde_json::Value;
 
@@ -921,3 +921,33 @@ pub fn intent(trace: &str, mch: &str, amount: u64) -> Value {
 }
 
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The headers the broker leaves on a dead-lettered message: one `x-death`
+/// entry with `reason` and `count`, and `queue` and `routing-keys` when
+/// given.
+pub fn x_death(
+    reason: &str,
+    count: i64,
+    queue: Option<&str>,
+    routing_key: Option<&str>,
+) -> FieldTable {
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    let mut death = FieldTable::default();
+    death.insert("reason".into(), text(reason));
+    death.insert("count".into(), AMQPValue::LongLongInt(count));
+    if let Some(q) = queue {
+        death.insert("queue".into(), text(q));
+    }
+    if let Some(k) = routing_key {
+        death.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![text(k)])),
+        );
+    }
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+    );
+    headers
+}

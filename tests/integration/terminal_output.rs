@@ -8,11 +8,10 @@
 use std::time::Duration;
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
-use crate::support::{SANDBOX_KEY, TestEnv, WAIT, base_toml, intent, publish_on};
+use crate::support::{SANDBOX_KEY, TestEnv, WAIT, base_toml, intent, publish_on, x_death};
 
 const BIN: &str = env!("CARGO_BIN_EXE_h5pay-worker");
 
@@ -148,23 +147,7 @@ async fn dlq_list_and_replay_escape_esc_sequences_in_dead_lettered_messages() {
     .await;
     // An intent dead-lettered after its delivery limit, as the broker leaves
     // it: x-death, and its body's fields.
-    let mut death = FieldTable::default();
-    death.insert(
-        "reason".into(),
-        AMQPValue::LongString(LongString::from("delivery_limit")),
-    );
-    death.insert("count".into(), AMQPValue::LongLongInt(5));
-    death.insert(
-        "routing-keys".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString(
-            LongString::from("h5pay.intent.M1"),
-        )])),
-    );
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "x-death".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
-    );
+    let headers = x_death("delivery_limit", 5, None, Some("h5pay.intent.M1"));
     let body = serde_json::to_vec(&json!({"inst_no": "60000001", "mch_no": "M1",
         "pay_type": "wechat", "total_amount": 100, "pay_trace_no": format!("DLQ-{HOSTILE}")}))
     .unwrap_or_default();

@@ -214,93 +214,59 @@ async fn invalid_intents_name_every_bad_field_and_never_reach_the_gateway() {
     let env = TestEnv::new().await;
     let mut results = env.results().await;
     let _worker = env.worker();
-    let cases: Vec<(Value, Vec<&str>, &str)> = vec![
-        (
-            json!({"mch_no": "M1", "pay_type": "wechat", "total_amount": 1}),
-            vec!["pay_trace_no"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-2", "pay_type": "wechat", "total_amount": 1}),
-            vec!["mch_no"],
-            "_",
-        ),
-        (
-            json!({"pay_trace_no": "I-3", "mch_no": "M 1", "pay_type": "wechat", "total_amount": 1}),
-            vec!["mch_no"],
-            "_",
-        ),
-        (
-            json!({"pay_trace_no": "I-4", "mch_no": "M1", "pay_type": "cash", "total_amount": "1.00"}),
-            vec!["pay_type", "total_amount"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-5", "mch_no": "M1", "pay_type": "wechat", "total_amount": 0}),
-            vec!["total_amount"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-6", "mch_no": "M1", "pay_type": "wechat", "total_amount": -1}),
-            vec!["total_amount"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-7", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1e3}),
-            vec!["total_amount"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-8", "mch_no": "M1", "pay_type": "wechat", "total_amount": " 1"}),
-            vec!["total_amount"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-9", "mch_no": "M1", "pay_type": "wechat", "total_amount": 100000001}),
-            vec!["total_amount"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-10", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1, "inst_no": "99"}),
-            vec!["inst_no"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-11", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1, "pay_time": "20230230120000"}),
-            vec!["pay_time"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-12", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1, "open_id": "x".repeat(129)}),
-            vec!["open_id"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-13", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1, "notify_url": "ftp://x/y"}),
-            vec!["notify_url"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-14", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1, "metadata": "x"}),
-            vec!["metadata"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "I-15", "mch_no": "M1", "pay_type": "wechat", "total_amount": 1, "metadata": {"x": "y".repeat(5000)}}),
-            vec!["metadata"],
-            "M1",
-        ),
-        (
-            json!({"pay_trace_no": "x".repeat(65), "mch_no": "M1", "pay_type": "wechat", "total_amount": 1}),
-            vec!["pay_trace_no"],
-            "M1",
-        ),
-        (
-            json!({}),
-            vec!["pay_trace_no", "mch_no", "pay_type", "total_amount"],
-            "_",
-        ),
-    ];
+    // Each case: a valid intent (merchant M1, WeChat, 1 fen) with its
+    // pay_trace_no and the changes (null removes a field), and the fields
+    // its error must name. An event whose mch_no is bad routes to `_`.
+    let table = json!([
+        [null, {}, ["pay_trace_no"]],
+        ["I-2", {"mch_no": null}, ["mch_no"]],
+        ["I-3", {"mch_no": "M 1"}, ["mch_no"]],
+        ["I-4", {"pay_type": "cash", "total_amount": "1.00"}, ["pay_type", "total_amount"]],
+        ["I-5", {"total_amount": 0}, ["total_amount"]],
+        ["I-6", {"total_amount": -1}, ["total_amount"]],
+        ["I-7", {"total_amount": 1e3}, ["total_amount"]],
+        ["I-8", {"total_amount": " 1"}, ["total_amount"]],
+        ["I-9", {"total_amount": 100000001}, ["total_amount"]],
+        ["I-10", {"inst_no": "99"}, ["inst_no"]],
+        ["I-11", {"pay_time": "20230230120000"}, ["pay_time"]],
+        ["I-12", {"open_id": "x".repeat(129)}, ["open_id"]],
+        ["I-13", {"notify_url": "ftp://x/y"}, ["notify_url"]],
+        ["I-14", {"metadata": "x"}, ["metadata"]],
+        ["I-15", {"metadata": {"x": "y".repeat(5000)}}, ["metadata"]],
+        ["x".repeat(65), {}, ["pay_trace_no"]],
+        [null, {"mch_no": null, "pay_type": null, "total_amount": null},
+            ["pay_trace_no", "mch_no", "pay_type", "total_amount"]],
+    ]);
+    let cases: Vec<(Value, Vec<&str>, &str)> = table
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|case| {
+            let mut body = json!({"mch_no": "M1", "pay_type": "wechat", "total_amount": 1});
+            if !case[0].is_null() {
+                body["pay_trace_no"] = case[0].clone();
+            }
+            for (k, v) in case[1].as_object().into_iter().flatten() {
+                match v {
+                    Value::Null => body.as_object_mut().map(|m| m.remove(k)),
+                    v => body.as_object_mut().map(|m| m.insert(k.clone(), v.clone())),
+                };
+            }
+            let fields: Vec<&str> = case[2]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let routing = if fields.contains(&"mch_no") {
+                "_"
+            } else {
+                "M1"
+            };
+            (body, fields, routing)
+        })
+        .collect();
+    assert_eq!(cases.len(), 17);
     for (body, ..) in &cases {
         env.publish_json(body).await;
     }

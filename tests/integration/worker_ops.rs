@@ -6,7 +6,7 @@ use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use serde_json::Value;
 
-use crate::support::{EnvOptions, TestEnv, WAIT, claim_request, intent};
+use crate::support::{EnvOptions, TestEnv, WAIT, claim_request, intent, x_death};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_finishes_intents_in_progress_and_hands_back_the_rest() {
@@ -158,23 +158,7 @@ async fn the_dlq_tool_lists_why_and_replays_readable_messages() {
     // A readable intent that exceeded its delivery limit, as RabbitMQ would
     // dead-letter it, and an unreadable body.
     let ch = env.publisher().await;
-    let mut death = lapin::types::FieldTable::default();
-    death.insert(
-        "reason".into(),
-        lapin::types::AMQPValue::LongString("delivery_limit".into()),
-    );
-    death.insert(
-        "queue".into(),
-        lapin::types::AMQPValue::LongString(a.intent_queue.as_str().into()),
-    );
-    death.insert("count".into(), lapin::types::AMQPValue::LongLongInt(1));
-    let mut headers = lapin::types::FieldTable::default();
-    headers.insert(
-        "x-death".into(),
-        lapin::types::AMQPValue::FieldArray(
-            vec![lapin::types::AMQPValue::FieldTable(death)].into(),
-        ),
-    );
+    let headers = x_death("delivery_limit", 1, Some(a.intent_queue.as_str()), None);
     let body = serde_json::to_vec(&intent("DLQ-1", "M1", 100)).unwrap_or_default();
     for (b, props) in [
         (
@@ -647,4 +631,34 @@ async fn dlq_messages_are_replayed_and_deleted_one_by_one_and_the_unreadable_pur
     .expect("delete one");
     assert_eq!(gone, 1);
     assert_eq!(env.queue_depth(&a.dead_letter_queue).await, 0);
+}
+
+#[test]
+fn x_death_and_the_body_are_described() {
+    use h5pay_worker::cli::dlq::describe;
+    let headers = x_death(
+        "delivery_limit",
+        1,
+        Some("h5pay.intents"),
+        Some("h5pay.intent.M1"),
+    );
+    let props = BasicProperties::default()
+        .with_headers(headers)
+        .with_message_id("m-1".into());
+    let d = describe(&props, br#"{"pay_trace_no":"T1"}"#);
+    assert_eq!(d.reason.as_deref(), Some("delivery_limit"));
+    assert_eq!(d.queue.as_deref(), Some("h5pay.intents"));
+    assert_eq!(d.count, Some(1));
+    assert_eq!(d.routing_key.as_deref(), Some("h5pay.intent.M1"));
+    assert_eq!(d.pay_trace_no.as_deref(), Some("T1"));
+    assert_eq!(d.unreadable, None);
+    assert!(d.explanation().contains("delivery_limit"));
+
+    let junk = describe(&BasicProperties::default(), b"not json");
+    assert!(
+        junk.unreadable
+            .as_deref()
+            .is_some_and(|u| u.contains("not JSON"))
+    );
+    assert!(junk.explanation().starts_with("not an intent"));
 }

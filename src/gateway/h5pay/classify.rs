@@ -32,6 +32,27 @@ pub struct Expect<'a> {
 /// The verdict on one h5pay exchange.
 pub type H5PayVerdict = Verdict<H5PayDecided>;
 
+impl H5PayVerdict {
+    /// What an event would carry of this verdict: its failure message
+    /// (`None` unless it failed) and the answer's summary. The tests and
+    /// the fuzz targets hold both to their bounds.
+    #[doc(hidden)]
+    pub fn carried(self) -> (Option<String>, Option<GatewayAnswer>) {
+        match self {
+            Verdict::Final {
+                value:
+                    H5PayDecided {
+                        decision: Decision::Failed(f),
+                        ..
+                    },
+                answer,
+            } => (Some(f.message), answer),
+            Verdict::Final { answer, .. } => (None, answer),
+            Verdict::Transient(t) => (Some(t.message), t.answer),
+        }
+    }
+}
+
 fn decided(decision: Decision, refusal: bool, answer: Option<GatewayAnswer>) -> H5PayVerdict {
     Verdict::Final {
         value: H5PayDecided {
@@ -182,7 +203,7 @@ pub fn refusal_after_reaching(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::wire::PayType;
+    use crate::gateway::signed_call::TransientFailure;
     use serde_json::{Value, json};
 
     fn key() -> SecretString {
@@ -195,16 +216,7 @@ mod tests {
     };
 
     fn request() -> H5PayRequest {
-        H5PayRequest {
-            inst_no: "60000001".into(),
-            mch_no: "M1".into(),
-            pay_type: PayType::Wechat,
-            pay_trace_no: "T1".into(),
-            pay_time: "20261126101500".into(),
-            total_amount: 100,
-            open_id: None,
-            notify_url: None,
-        }
+        H5PayRequest::example("T1", 100)
     }
 
     fn success(extra: Value) -> Value {
@@ -261,7 +273,7 @@ mod tests {
                 if *refusal { ":refusal" } else { "" }
             ),
             Verdict::Final { value, .. } => format!("final:{}", value.decision.status().as_str()),
-            Verdict::Transient { kind, reached, .. } => {
+            Verdict::Transient(TransientFailure { kind, reached, .. }) => {
                 format!("transient:{kind:?}:reached={reached}")
             }
         }
@@ -348,20 +360,8 @@ mod tests {
             signed(success(json!({"trade_no": long}))),
         ];
         for body in cases {
-            let (message, answer) = match classify_body_bytes(200, &body) {
-                Verdict::Final {
-                    value:
-                        H5PayDecided {
-                            decision: Decision::Failed(f),
-                            ..
-                        },
-                    answer,
-                } => (f.message, answer),
-                Verdict::Transient {
-                    message, answer, ..
-                } => (message, answer),
-                other => panic!("{other:?}"),
-            };
+            let (message, answer) = classify_body_bytes(200, &body).carried();
+            let message = message.unwrap_or_else(|| panic!("not a failure"));
             assert!(
                 message.chars().count() < 700,
                 "{} chars",
@@ -429,7 +429,9 @@ mod tests {
             json!({"code_url": null, "appId": "wx1", "packages": "p"}),
         ));
         match classify_body_bytes(200, &body) {
-            Verdict::Transient { message, .. } => assert!(message.contains("paySign"), "{message}"),
+            Verdict::Transient(TransientFailure { message, .. }) => {
+                assert!(message.contains("paySign"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -2,7 +2,7 @@
 //! the request echoed, every kept value of a sane length, a payable link;
 //! and that link extracted. Pure functions.
 
-use crate::domain::is_same_amount;
+use crate::domain::{Echoes, Presence::Required};
 use crate::gateway::wire::{H5PayRequest, H5PayResponse};
 use crate::outcome::{Jsapi, Payable};
 use crate::text::quoted;
@@ -10,43 +10,21 @@ use crate::text::quoted;
 /// A SUCCESS answer must echo what was sent: anything else may be an answer
 /// meant for another request.
 pub(super) fn check_echo(f: &H5PayResponse, sent: &H5PayRequest) -> Result<(), String> {
-    let mut wrong = Vec::new();
-    if f.mch_no.as_deref() != Some(sent.mch_no.as_str()) {
-        wrong.push(echo_detail("mch_no", f.mch_no.as_deref(), &sent.mch_no));
-    }
-    if f.pay_trace_no.as_deref() != Some(sent.pay_trace_no.as_str()) {
-        wrong.push(echo_detail(
+    Echoes::new()
+        .text("mch_no", f.mch_no.as_deref(), Some(&sent.mch_no), Required)
+        .text(
             "pay_trace_no",
             f.pay_trace_no.as_deref(),
-            &sent.pay_trace_no,
-        ));
-    }
-    let amount_ok = f
-        .total_amount
-        .as_deref()
-        .is_some_and(|s| is_same_amount(s, sent.total_amount));
-    if !amount_ok {
-        wrong.push(echo_detail(
+            Some(&sent.pay_trace_no),
+            Required,
+        )
+        .amount(
             "total_amount",
             f.total_amount.as_deref(),
-            &sent.total_amount.to_string(),
-        ));
-    }
-    if wrong.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "SUCCESS answer does not echo the request: {}",
-            wrong.join("; ")
-        ))
-    }
-}
-
-fn echo_detail(field: &str, got: Option<&str>, sent: &str) -> String {
-    match got {
-        None => format!("{field} missing (sent {sent:?})"),
-        Some(g) => format!("{field} is {}, sent {sent:?}", quoted(g)),
-    }
+            Some(sent.total_amount),
+            Required,
+        )
+        .verdict("SUCCESS answer does not echo the request")
 }
 
 /// The longest values kept from an answer (stored with the outcome for

@@ -70,14 +70,18 @@ pub enum Verdict<F> {
         value: F,
         answer: Option<GatewayAnswer>,
     },
-    Transient {
-        kind: TransientKind,
-        /// The attempt may have reached the gateway.
-        reached: bool,
-        message: String,
-        retry_after: Option<Duration>,
-        answer: Option<GatewayAnswer>,
-    },
+    Transient(TransientFailure),
+}
+
+/// An attempt that may be tried again with the identical request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransientFailure {
+    pub kind: TransientKind,
+    /// The attempt may have reached the gateway.
+    pub reached: bool,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub answer: Option<GatewayAnswer>,
 }
 
 pub fn transient<F>(
@@ -87,13 +91,13 @@ pub fn transient<F>(
     retry_after: Option<Duration>,
     answer: Option<GatewayAnswer>,
 ) -> Verdict<F> {
-    Verdict::Transient {
+    Verdict::Transient(TransientFailure {
         kind,
         reached,
         message,
         retry_after,
         answer,
-    }
+    })
 }
 
 /// The summary of an answer an event carries: its codes and message, cut
@@ -118,6 +122,9 @@ pub fn answer_of(status: u16, raw: Option<&Map<String, Value>>) -> GatewayAnswer
 /// all treat alike (no connection, a lost answer, a transient or unexpected
 /// HTTP status), or the answer's status and body, a 2xx or a 4xx, for the
 /// endpoint to decide on.
+// The error is the verdict itself, handed straight back by every caller;
+// a box would only add an allocation to each refused answer.
+#[allow(clippy::result_large_err)]
 pub fn opened<'a, F>(exchange: &Exchange<'a>) -> Result<(u16, &'a [u8]), Verdict<F>> {
     match (transport_verdict(exchange), exchange) {
         (Some(v), _) => Err(v),
