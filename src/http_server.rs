@@ -60,6 +60,14 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// How long requests in progress may take after the shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// A listener on a free loopback port, and its address: how the demo's
+/// sandbox and receiver, and the stand-in servers of the tests, listen.
+pub async fn loopback() -> std::io::Result<(TcpListener, std::net::SocketAddr)> {
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves. `server` labels
 /// it in logs and metrics.
 pub async fn serve(

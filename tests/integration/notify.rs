@@ -640,11 +640,7 @@ async fn the_sandbox_sends_again_until_it_gets_exactly_the_success_reply() {
         .route("/text", answer(1, 200, "success"))
         .route("/created", answer(2, 201, SUCCESS))
         .route("/exact", answer(3, 200, SUCCESS));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = crate::support::serve(app).await;
     let mut results = env.results().await;
     let _worker = env.worker();
     for (trace, path) in [

@@ -325,10 +325,8 @@ async fn code_urls_point_at_the_configured_public_url_whatever_the_host_header_s
             ..SandboxOptions::default()
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let (listener, addr) = h5pay_worker::http_server::loopback().await.expect("a port");
+    let base = format!("http://{addr}");
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(h5pay_worker::sandbox::serve(listener, sandbox, async {
         let _ = stopped.await;

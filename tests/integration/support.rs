@@ -64,10 +64,7 @@ pub fn assert_all_in(text: &str, want: &[&str]) {
 /// Serves `app` on a free loopback port, in the background (a stand-in
 /// gateway, collector or receiver a test points the worker at).
 pub async fn serve(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
+    let (listener, addr) = h5pay_worker::http_server::loopback().await.expect("a port");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -155,10 +152,9 @@ impl SandboxServer {
         institutions: h5pay_worker::keys::Institutions,
         options: SandboxOptions,
     ) -> SandboxServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let (listener, addr) = h5pay_worker::http_server::loopback()
             .await
             .expect("a port for the sandbox");
-        let addr = listener.local_addr().expect("the sandbox's address");
         let sandbox = Sandbox::new(
             institutions,
             SandboxOptions {
@@ -446,10 +442,9 @@ impl TestEnv {
                 settings.reconcile.schedule_shards as usize,
             )),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let (listener, addr) = h5pay_worker::http_server::loopback()
             .await
             .expect("a port for the receiver");
-        let addr = listener.local_addr().expect("the receiver's address");
         let served = stop.clone();
         let task = tokio::spawn(h5pay_worker::http_server::serve(
             listener,

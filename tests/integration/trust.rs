@@ -268,11 +268,7 @@ async fn impostor(sandbox: &str, mode: QueryWith) -> (String, Arc<Mutex<u32>>) {
             axum::Json(answer.unwrap_or(Value::Null))
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = crate::support::serve(app).await;
     (format!("http://{addr}/api/openpay/v3/h5pay"), queries)
 }
 
@@ -465,11 +461,7 @@ async fn a_close_retry_is_not_sent_once_the_payment_is_paid() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = crate::support::serve(app).await;
     let mut config = env.config.clone();
     config.settings.gateway.url = format!("http://{addr}/api/openpay/v3/h5pay");
     let mut results = env.results().await;

@@ -145,10 +145,9 @@ async fn check_redis(redis: &RedisSettings) -> Result<(), DemoError> {
 
 /// The sandbox gateway on a free local port.
 async fn start_sandbox(config: &Config) -> Result<(SocketAddr, JoinHandle<()>), DemoError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let (listener, addr) = crate::http_server::loopback()
         .await
         .map_err(DemoError::Sandbox)?;
-    let addr = listener.local_addr().map_err(DemoError::Sandbox)?;
     let sandbox = Sandbox::new(
         config.institutions.clone(),
         SandboxOptions {
@@ -172,10 +171,9 @@ async fn start_notify(
     stop: &CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), DemoError> {
     let redis_settings = &config.settings.redis;
-    let notify_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let (notify_listener, notify_addr) = crate::http_server::loopback()
         .await
         .map_err(DemoError::Sandbox)?;
-    let notify_addr = notify_listener.local_addr().map_err(DemoError::Sandbox)?;
     config.settings.notify.public_url =
         format!("http://{notify_addr}{}", config.settings.notify.path);
     let claims = ClaimStore::new(
