@@ -1,7 +1,7 @@
 //! `h5pay-bench checks`: the reconciler of one worker replica against the
 //! sandbox. Orders that pay by themselves without a notify (sandbox
 //! scenario 4021) are placed by the worker; each one's first check, due
-//! `--check-after-secs` after its pay_time, queries it and publishes its
+//! `--check-after-secs` after it was placed, queries it and publishes its
 //! `paid` event. Two phases:
 //!
 //! * paced: checks fall due at `--rate`/s, below saturation: the lag from
@@ -37,7 +37,7 @@ pub struct CheckOpts {
     /// Payments in the burst phase.
     #[arg(long, default_value_t = 10_000)]
     pub burst: usize,
-    /// When the first check is due after pay_time.
+    /// When the first check is due after the order was placed.
     #[arg(long, default_value_t = 8)]
     pub check_after_secs: u64,
     /// The worker's `reconcile.concurrency` (checks in flight); raise it with
@@ -123,26 +123,34 @@ async fn measure(
     let worker = spawn(bin, "run", &cfg).context("starting the worker")?;
     let pid = worker.0.id();
     wait_ready(admin).await?;
-    let (_ch, mut paid) =
-        subscribe(conn, &names.amqp.result_exchange, "h5pay.payment.paid.#").await?;
+    // Every order's ready event (its `occurred_at` is when it was placed,
+    // the time the first check counts from) and its paid event, timed when
+    // it arrives (while orders are still being placed).
+    let (_ch, mut events) = subscribe(conn, &names.amqp.result_exchange, "h5pay.#").await?;
     let after_ms = i64::try_from(c.check_after_secs * 1000).unwrap_or(0);
-    // Every paid event, timed when it arrives (while orders are still being
-    // placed): trace → (received ms, due ms).
-    let seen_all: Arc<Mutex<HashMap<String, (i64, i64)>>> = Arc::default();
+    let seen_all: Arc<Mutex<HashMap<String, Timing>>> = Arc::default();
     let into = seen_all.clone();
     let collector = tokio::spawn(async move {
-        while let Some(Ok(d)) = paid.next().await {
+        while let Some(Ok(d)) = events.next().await {
             let now = chrono::Utc::now().timestamp_millis();
             let Ok(ev) = serde_json::from_slice::<Value>(&d.data) else {
                 continue;
             };
-            if ev["source"] != "query" {
-                continue;
-            }
             let trace = ev["pay_trace_no"].as_str().unwrap_or_default().to_owned();
-            let due = ev["pay_time"].as_str().and_then(pay_time_ms).unwrap_or(now) + after_ms;
+            let placed = (ev["status"] == "ready")
+                .then(|| ev["occurred_at"].as_str())
+                .flatten()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis());
+            let paid = ev["state"] == "paid" && ev["source"] == "query";
             if let Ok(mut m) = into.lock() {
-                m.entry(trace).or_insert((now, due));
+                let t = m.entry(trace).or_default();
+                if let Some(p) = placed {
+                    t.due = Some(p + after_ms);
+                }
+                if paid && t.paid.is_none() {
+                    t.paid = Some(now);
+                }
             }
         }
     });
@@ -167,13 +175,15 @@ async fn measure(
             ..opts.clone()
         };
         drive(conn, names, &placing, &format!("{}-{phase}", names.id)).await?;
+        // trace → (paid event received, check due), for the phase's paid
+        // orders.
         let of_phase = || -> HashMap<String, (i64, i64)> {
             seen_all
                 .lock()
                 .map(|m| {
                     m.iter()
                         .filter(|(t, _)| t.starts_with(&tag))
-                        .map(|(t, v)| (t.clone(), *v))
+                        .filter_map(|(t, v)| Some((t.clone(), (v.paid?, v.due?))))
                         .collect()
                 })
                 .unwrap_or_default()
@@ -212,10 +222,15 @@ async fn measure(
     Ok(reports)
 }
 
-/// `yyyyMMddHHmmss` in +08:00 → ms since the epoch.
-fn pay_time_ms(s: &str) -> Option<i64> {
-    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok()?;
-    Some(t.and_utc().timestamp_millis() - 8 * 3600 * 1000)
+/// One order's times, ms since the epoch.
+#[derive(Default)]
+struct Timing {
+    /// When its first check was due: placed (its ready event's
+    /// `occurred_at`, ms precision) + `check_after_secs`. Not `pay_time`,
+    /// which has whole seconds and would add up to a second of lag.
+    due: Option<i64>,
+    /// When its paid event (found by a query) arrived.
+    paid: Option<i64>,
 }
 
 /// The worker's `h5pay_reconcile_lag_seconds` sum and count.
