@@ -5,6 +5,8 @@
 //!
 //! Not part of the product's API.
 
+use std::borrow::Cow;
+
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
@@ -205,7 +207,10 @@ pub fn notify(data: &[u8]) {
     }
     let inst_no = parse::text(&m, "inst_no")
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| institutions.default_inst_no().to_owned());
+        .map_or_else(
+            || institutions.default_inst_no().to_owned(),
+            Cow::into_owned,
+        );
     let Some(key) = institutions.key(&inst_no) else {
         assert!(
             parse::verify(&m, &institutions).is_err(),

@@ -3,6 +3,8 @@
 //! may be retried; the answer is classified here, purely. Both answer
 //! shapes are read: `result_code`, and the older `trade_state`.
 
+use std::borrow::Cow;
+
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
@@ -160,11 +162,11 @@ pub fn read_answer(m: &Map<String, Value>, expect: QueryExpect<'_>) -> QueryAnsw
     {
         return QueryAnswer::NoAnswer(format!("query answer sign check failed: {e}"));
     }
-    let field = |k: &str| text(m, k).filter(|v| !v.is_empty());
+    let field = |k: &str| text(m, k).filter(|v| !v.is_empty()).map(Cow::into_owned);
     let anomaly = |kind: AnomalyKind, message: String| QueryAnswer::Anomaly {
         kind,
         message,
-        sign: text(m, "sign").unwrap_or_default(),
+        sign: text(m, "sign").unwrap_or_default().into_owned(),
     };
     // Another kind of signed message returned as an answer is decided
     // first, whatever else is wrong with it (contract §10 rule 4).

@@ -3,6 +3,8 @@
 //! queryorder and closeorder (`docs/gateway-lifecycle.md`).
 
 use secrecy::SecretString;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -217,10 +219,10 @@ pub const TRADE_REFUND: &str = "TRADE_REFUND";
 
 /// A field of an answer as text (numbers as they were written), `None` if
 /// absent or null. The lifecycle's answers are read field by field.
-pub fn text(m: &Map<String, Value>, k: &str) -> Option<String> {
+pub fn text<'a>(m: &'a Map<String, Value>, k: &str) -> Option<Cow<'a, str>> {
     match m.get(k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(Cow::Borrowed(s)),
+        Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }

@@ -1,6 +1,8 @@
 //! A notify's body → a verified notify, or why it is refused (contract
 //! §11.1–2), and what it says about the payment. Pure functions.
 
+use std::borrow::Cow;
+
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
@@ -54,9 +56,10 @@ pub use crate::gateway::wire::text;
 /// rule, then the skip-empty variant; constant time). Returns the
 /// institution.
 pub fn verify(m: &Map<String, Value>, institutions: &Institutions) -> Result<String, Refused> {
-    let inst_no = text(m, "inst_no")
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| institutions.default_inst_no().to_owned());
+    let inst_no = text(m, "inst_no").filter(|s| !s.is_empty()).map_or_else(
+        || institutions.default_inst_no().to_owned(),
+        Cow::into_owned,
+    );
     let key: &SecretString = institutions
         .key(&inst_no)
         .ok_or_else(|| Refused::UnknownInstitution(gateway_text(&inst_no)))?;
@@ -69,7 +72,7 @@ pub fn identity(m: &Map<String, Value>, inst_no: &str) -> Identity {
     let field = |k: &str| {
         text(m, k)
             .filter(|s| crate::intent::is_identifier(s, 64))
-            .unwrap_or_else(|| "_".to_owned())
+            .map_or_else(|| "_".to_owned(), Cow::into_owned)
     };
     Identity {
         inst_no: inst_no.to_owned(),
@@ -109,7 +112,9 @@ pub fn evidence(m: &Map<String, Value>) -> Result<Evidence, String> {
             Err("PAY_SUCCESS without a total_amount".to_owned())
         }
         Some(ResultCode::PaySuccess) => Ok(Evidence::Paid {
-            trade_no: text(m, "trade_no").filter(|t| !t.is_empty()),
+            trade_no: text(m, "trade_no")
+                .filter(|t| !t.is_empty())
+                .map(Cow::into_owned),
         }),
         Some(ResultCode::PayFail) => Ok(Evidence::Failed),
         Some(ResultCode::PayInProcess) => Ok(Evidence::NotYet),

@@ -21,6 +21,7 @@ use crate::procfs::proc_stats;
 use crate::report::{RunReport, report};
 
 /// Names of one run: unique, cleaned up afterwards.
+#[derive(Clone)]
 pub struct Names {
     pub id: String,
     /// The run's own exchanges and queues.

@@ -5,6 +5,8 @@
 //! them from this process: at a fixed rate (open loop: each notify's
 //! latency counts from when it was due, so a receiver that falls behind is
 //! charged for the wait) and as fast as `--concurrency` connections allow.
+//! The worker keeps running beside the receiver, placing
+//! `--beside-rate` intents/s on the same cores meanwhile.
 //! Every notify is a first-time `paid` transition with its event confirmed,
 //! except in the duplicate phase, which sends the notifies again. Every
 //! reply must be the exact SUCCESS reply, and every `paid` event must
@@ -43,6 +45,11 @@ pub struct NotifyOpts {
     /// Notifies sent (at the paced rate) before the measured phases.
     #[arg(long, default_value_t = 2000)]
     pub notify_warmup: usize,
+    /// Intents per second the worker places beside the receiver, on the
+    /// same cores, while the phases are measured (its reconciler on); 0:
+    /// the receiver alone.
+    #[arg(long, default_value_t = 500)]
+    pub beside_rate: u64,
 }
 
 /// An order placed by the worker: what its notify echoes.
@@ -60,6 +67,8 @@ pub struct PhaseReport {
     pub notifies: usize,
     /// 0: as fast as the connections allow.
     pub rate: u64,
+    /// Intents/s the worker placed meanwhile (0: the receiver alone).
+    pub beside_rate: u64,
     pub seconds: f64,
     pub notifies_per_sec: f64,
     pub p50_ms: f64,
@@ -113,7 +122,6 @@ async fn measure(
     wait_ready(worker_admin).await?;
     eprintln!("placing {total} orders through the worker");
     let orders = place_orders(conn, names, opts, total).await?;
-    drop(worker);
 
     // 2. The receiver, in its own process, on the same names.
     let receiver_admin = free_port()?;
@@ -138,6 +146,24 @@ async fn measure(
 
     eprintln!("warm-up: {} notifies at {}/s", warm.len(), n_opts.rate);
     send(&http, &notify_url, warm, Load::Rate(n_opts.rate)).await?;
+    // The worker beside the receiver: intents at a steady rate until the
+    // phases end (the bench's end cleans their names up).
+    let beside = (n_opts.beside_rate > 0).then(|| {
+        eprintln!("beside: the worker places {} intents/s", n_opts.beside_rate);
+        let placing = Opts {
+            intents: usize::try_from(n_opts.beside_rate).unwrap_or(0) * 600,
+            rate: n_opts.beside_rate,
+            amount: None,
+            latency_trace: None,
+            ..opts.clone()
+        };
+        let names = names.clone();
+        tokio::spawn(async move {
+            let conn =
+                Connection::connect(&placing.amqp_url, ConnectionProperties::default()).await?;
+            drive(&conn, &names, &placing, &format!("{}-beside", names.id)).await
+        })
+    });
     let mut reports = Vec::new();
     let phases: [(&str, &[Vec<u8>], Load); 3] = [
         ("paid", paced, Load::Rate(n_opts.rate)),
@@ -157,6 +183,7 @@ async fn measure(
                 Load::Rate(r) => r,
                 Load::Connections(_) => 0,
             },
+            beside_rate: n_opts.beside_rate,
             seconds,
             notifies_per_sec: bodies.len() as f64 / seconds.max(1e-9),
             p50_ms: percentile(&latencies, 0.50),
@@ -166,6 +193,10 @@ async fn measure(
             cpu_us_per_notify: (cpu_after - cpu_before) * 1e6 / bodies.len() as f64,
         });
     }
+    if let Some(b) = beside {
+        b.abort();
+    }
+    drop(worker);
     // Every first notify made exactly one paid event; duplicates none.
     let expected = orders.len();
     let deadline = Instant::now() + Duration::from_secs(30);
