@@ -126,34 +126,11 @@ async fn measure(
     // Every order's ready event (its `occurred_at` is when it was placed,
     // the time the first check counts from) and its paid event, timed when
     // it arrives (while orders are still being placed).
-    let (_ch, mut events) = subscribe(conn, &names.amqp.result_exchange, "h5pay.#").await?;
+    let (_ch, events) = subscribe(conn, &names.amqp.result_exchange, "h5pay.#").await?;
     let after_ms = i64::try_from(c.check_after_secs * 1000).unwrap_or(0);
     let seen_all: Arc<Mutex<HashMap<String, Timing>>> = Arc::default();
     let into = seen_all.clone();
-    let collector = tokio::spawn(async move {
-        while let Some(Ok(d)) = events.next().await {
-            let now = chrono::Utc::now().timestamp_millis();
-            let Ok(ev) = serde_json::from_slice::<Value>(&d.data) else {
-                continue;
-            };
-            let trace = ev["pay_trace_no"].as_str().unwrap_or_default().to_owned();
-            let placed = (ev["status"] == "ready")
-                .then(|| ev["occurred_at"].as_str())
-                .flatten()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.timestamp_millis());
-            let paid = ev["state"] == "paid" && ev["source"] == "query";
-            if let Ok(mut m) = into.lock() {
-                let t = m.entry(trace).or_default();
-                if let Some(p) = placed {
-                    t.due = Some(p + after_ms);
-                }
-                if paid && t.paid.is_none() {
-                    t.paid = Some(now);
-                }
-            }
-        }
-    });
+    let collector = tokio::spawn(record_timings(events, after_ms, into));
     let mut reports = Vec::new();
     for (phase, count, rate) in [("paced", c.paced, c.check_rate), ("burst", c.burst, 0)] {
         let tag = format!("{}-{phase}-", names.id);
@@ -220,6 +197,37 @@ async fn measure(
     }
     collector.abort();
     Ok(reports)
+}
+
+/// Records each order's due time (from its ready event) and when its paid
+/// event (found by a query) arrived.
+async fn record_timings(
+    mut events: lapin::Consumer,
+    after_ms: i64,
+    into: Arc<Mutex<HashMap<String, Timing>>>,
+) {
+    while let Some(Ok(d)) = events.next().await {
+        let now = chrono::Utc::now().timestamp_millis();
+        let Ok(ev) = serde_json::from_slice::<Value>(&d.data) else {
+            continue;
+        };
+        let trace = ev["pay_trace_no"].as_str().unwrap_or_default().to_owned();
+        let placed = (ev["status"] == "ready")
+            .then(|| ev["occurred_at"].as_str())
+            .flatten()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
+        let paid = ev["state"] == "paid" && ev["source"] == "query";
+        if let Ok(mut m) = into.lock() {
+            let t = m.entry(trace).or_default();
+            if let Some(p) = placed {
+                t.due = Some(p + after_ms);
+            }
+            if paid && t.paid.is_none() {
+                t.paid = Some(now);
+            }
+        }
+    }
 }
 
 /// One order's times, ms since the epoch.

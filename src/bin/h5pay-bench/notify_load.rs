@@ -146,24 +146,7 @@ async fn measure(
 
     eprintln!("warm-up: {} notifies at {}/s", warm.len(), n_opts.rate);
     send(&http, &notify_url, warm, Load::Rate(n_opts.rate)).await?;
-    // The worker beside the receiver: intents at a steady rate until the
-    // phases end (the bench's end cleans their names up).
-    let beside = (n_opts.beside_rate > 0).then(|| {
-        eprintln!("beside: the worker places {} intents/s", n_opts.beside_rate);
-        let placing = Opts {
-            intents: usize::try_from(n_opts.beside_rate).unwrap_or(0) * 600,
-            rate: n_opts.beside_rate,
-            amount: None,
-            latency_trace: None,
-            ..opts.clone()
-        };
-        let names = names.clone();
-        tokio::spawn(async move {
-            let conn =
-                Connection::connect(&placing.amqp_url, ConnectionProperties::default()).await?;
-            drive(&conn, &names, &placing, &format!("{}-beside", names.id)).await
-        })
-    });
+    let beside = beside(opts, names, n_opts.beside_rate);
     let mut reports = Vec::new();
     let phases: [(&str, &[Vec<u8>], Load); 3] = [
         ("paid", paced, Load::Rate(n_opts.rate)),
@@ -208,6 +191,31 @@ async fn measure(
         bail!("{} paid events for {expected} paid orders", paid.load());
     }
     Ok(reports)
+}
+
+/// The driver placing intents beside the receiver: its throughput and
+/// latencies, if it ever ends.
+type Placing = tokio::task::JoinHandle<anyhow::Result<(f64, Vec<f64>)>>;
+
+/// The worker beside the receiver: `rate` intents/s until the returned
+/// task is aborted (the bench's end cleans their names up); none at 0.
+fn beside(opts: &Opts, names: &Names, rate: u64) -> Option<Placing> {
+    if rate == 0 {
+        return None;
+    }
+    eprintln!("beside: the worker places {rate} intents/s");
+    let placing = Opts {
+        intents: usize::try_from(rate).unwrap_or(0) * 600,
+        rate,
+        amount: None,
+        latency_trace: None,
+        ..opts.clone()
+    };
+    let names = names.clone();
+    Some(tokio::spawn(async move {
+        let conn = Connection::connect(&placing.amqp_url, ConnectionProperties::default()).await?;
+        drive(&conn, &names, &placing, &format!("{}-beside", names.id)).await
+    }))
 }
 
 /// Publishes `count` intents through the worker and keeps each `ready`
