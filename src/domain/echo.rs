@@ -180,7 +180,7 @@ mod tests {
                 vec![r#"f "b", expected a"#],
             ),
             (
-                "an empty amount is no amount",
+                "an empty amount is no match",
                 Echoes::new().amount("n", s(""), Some(1), WhenPresent),
                 vec![r#"n "", expected 1"#],
             ),
