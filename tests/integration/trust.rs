@@ -217,6 +217,9 @@ enum QueryWith {
     H5payAnswer,
     /// The last closeorder answer it relayed.
     CloseAnswer,
+    /// The sandbox's own answer with another `total_amount`, signed again
+    /// with the institution's key.
+    OtherAmount,
 }
 
 /// A gateway in front of the sandbox that relays h5pay and closeorder and
@@ -258,6 +261,10 @@ async fn impostor(sandbox: &str, mode: QueryWith) -> (String, Arc<Mutex<u32>>) {
                     let stored = match mode {
                         QueryWith::H5payAnswer => h.lock().expect("lock").clone(),
                         QueryWith::CloseAnswer => c.lock().expect("lock").clone(),
+                        QueryWith::OtherAmount => relay().await.map(|mut a| {
+                            a["total_amount"] = json!("1");
+                            signed(a)
+                        }),
                     };
                     match stored {
                         Some(a) => Some(a),
@@ -279,7 +286,11 @@ const FAST: [(&str, &str); 4] = [
     ("H5PAY__RECONCILE__MAX_AGE_SECS", "60"),
 ];
 
-async fn answered_by_an_impostor(mode: QueryWith, trace: &str) -> (TestEnv, Vec<Value>) {
+async fn answered_by_an_impostor(
+    mode: QueryWith,
+    trace: &str,
+    amount: u64,
+) -> (TestEnv, Vec<Value>) {
     let env = TestEnv::with(&FAST).await;
     let (url, queries) = impostor(&env.gateway_url(), mode).await;
     let mut config = env.config.clone();
@@ -287,7 +298,7 @@ async fn answered_by_an_impostor(mode: QueryWith, trace: &str) -> (TestEnv, Vec<
     let mut results = env.results().await;
     let mut payments = env.payments().await;
     let _worker = env.worker_with(config);
-    env.publish_json(&crate::support::intent(trace, "M1", 100))
+    env.publish_json(&crate::support::intent(trace, "M1", amount))
         .await;
     let r = results.next(WAIT).await.expect("a result event");
     assert_eq!(r.event["status"], "ready", "{}", r.event);
@@ -299,7 +310,7 @@ async fn answered_by_an_impostor(mode: QueryWith, trace: &str) -> (TestEnv, Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_answered_with_the_h5pay_answer_is_a_foreign_message_never_paid() {
-    let (env, events) = answered_by_an_impostor(QueryWith::H5payAnswer, "Q-H5").await;
+    let (env, events) = answered_by_an_impostor(QueryWith::H5payAnswer, "Q-H5", 100).await;
     assert!(!events.is_empty(), "an anomaly is raised");
     for e in &events {
         assert_eq!(e["state"], "anomaly", "{e}");
@@ -310,7 +321,7 @@ async fn a_query_answered_with_the_h5pay_answer_is_a_foreign_message_never_paid(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_after_a_close_answered_with_the_close_answer_is_a_foreign_message() {
-    let (env, events) = answered_by_an_impostor(QueryWith::CloseAnswer, "Q-CL").await;
+    let (env, events) = answered_by_an_impostor(QueryWith::CloseAnswer, "Q-CL", 100).await;
     assert!(
         events
             .iter()
@@ -322,6 +333,27 @@ async fn a_query_after_a_close_answered_with_the_close_answer_is_a_foreign_messa
         "a close answer is neither paid nor closed: {events:?}"
     );
     assert_eq!(env.payment_state("Q-CL").await.as_deref(), Some("open"));
+}
+
+/// An order the sandbox pays by itself without a notify (4021): only a
+/// query can find it paid, and the query's answer says another amount,
+/// correctly signed. Its echo does not match what was sent: a mismatch,
+/// never `paid` (contract §10 rule 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_query_answer_with_another_amount_is_a_mismatch_never_paid() {
+    let (env, events) = answered_by_an_impostor(QueryWith::OtherAmount, "Q-AMT", 4021).await;
+    assert!(!events.is_empty(), "an anomaly is raised");
+    for e in &events {
+        assert_eq!(e["state"], "anomaly", "{e}");
+        assert_eq!(e["anomaly"]["kind"], "mismatch", "{e}");
+        assert!(
+            e["anomaly"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("total_amount")),
+            "{e}"
+        );
+    }
+    assert_eq!(env.payment_state("Q-AMT").await.as_deref(), Some("open"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
