@@ -230,34 +230,38 @@ impl Publisher {
     }
 }
 
+/// One result event to publish: the event, its serialised body, and how
+/// it travels (the payment events' [`crate::sink::Outgoing`], for results).
+#[derive(Clone, Copy)]
+pub struct ResultOut<'a> {
+    pub event: &'a ResultEvent,
+    pub body: &'a [u8],
+    pub correlation_id: &'a str,
+    /// The publisher's `reply_to`: it also gets the event, best effort.
+    pub reply_to: Option<&'a str>,
+    /// The trace context to put on the event.
+    pub trace: &'a TraceHeaders,
+}
+
 /// Where result events go: the confirm-mode publisher in production, a
 /// recorder in tests of the pipeline's order. Here, not in the pipeline,
 /// so the publisher implements it directly (no forwarding copy).
 pub trait ResultSink: Sync {
-    /// Publishes `event` (serialised as `body`) and resolves once the
-    /// broker confirmed it.
-    fn publish(
-        &self,
-        event: &ResultEvent,
-        body: &[u8],
-        correlation_id: &str,
-        reply_to: Option<&str>,
-        trace: &TraceHeaders,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+    /// Publishes `out.event` and resolves once the broker confirmed it.
+    fn publish(&self, out: ResultOut<'_>) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 impl ResultSink for Publisher {
-    /// Publishes `event` (serialised as `body`) and waits for the broker's
-    /// confirm. `reply_to`, if any, also gets the event, best effort: not
-    /// mandatory, not awaited.
-    async fn publish(
-        &self,
-        event: &ResultEvent,
-        body: &[u8],
-        correlation_id: &str,
-        reply_to: Option<&str>,
-        trace: &TraceHeaders,
-    ) -> Result<(), PublishError> {
+    /// Publishes the event and waits for the broker's confirm. `reply_to`,
+    /// if any, also gets it, best effort: not mandatory, not awaited.
+    async fn publish(&self, out: ResultOut<'_>) -> Result<(), PublishError> {
+        let ResultOut {
+            event,
+            body,
+            correlation_id,
+            reply_to,
+            trace,
+        } = out;
         let mut headers = vec![("x-status", event.status.as_str())];
         if let Some(kind) = event.error_kind() {
             headers.push(("x-error-kind", kind));

@@ -21,7 +21,7 @@ use chrono::{FixedOffset, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-pub use crate::amqp::publisher::ResultSink;
+pub use crate::amqp::publisher::{ResultOut, ResultSink};
 use crate::claim::ClaimStore;
 use crate::config::{Config, DuplicatePolicy, QueueType};
 use crate::gateway::Gateway;

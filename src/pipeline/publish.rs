@@ -6,7 +6,7 @@ use chrono::Utc;
 use tracing::{Instrument, info, warn};
 
 use super::redis_retry::Persist;
-use super::{Delivery, Disposition, Incoming, Outgoing, Pipeline, ResultSink};
+use super::{Delivery, Disposition, Incoming, Outgoing, Pipeline, ResultOut, ResultSink};
 use crate::gateway::retry::Backoff;
 use crate::intent;
 use crate::payment::store::is_followed;
@@ -101,13 +101,13 @@ impl Pipeline {
             let outgoing = span.in_scope(|| trace::outgoing(d.msg.trace));
             let published = d
                 .sink
-                .publish(
-                    &out.event,
-                    &out.body,
-                    &d.correlation,
-                    d.msg.reply_to,
-                    &outgoing,
-                )
+                .publish(ResultOut {
+                    event: &out.event,
+                    body: &out.body,
+                    correlation_id: &d.correlation,
+                    reply_to: d.msg.reply_to,
+                    trace: &outgoing,
+                })
                 .instrument(span)
                 .await;
             let e = match published {

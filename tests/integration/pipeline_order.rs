@@ -11,8 +11,9 @@ use h5pay_worker::amqp::PublishError;
 use h5pay_worker::gateway::Gateway;
 use h5pay_worker::gateway::breaker::Breaker;
 use h5pay_worker::keys::KeyRing;
-use h5pay_worker::pipeline::{Disposition, Incoming, Pipeline, PipelineSettings, ResultSink};
-use h5pay_worker::result_event::ResultEvent;
+use h5pay_worker::pipeline::{
+    Disposition, Incoming, Pipeline, PipelineSettings, ResultOut, ResultSink,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{REDIS_URL, TestEnv, intent};
@@ -36,14 +37,8 @@ struct Recorder {
 }
 
 impl ResultSink for Recorder {
-    async fn publish(
-        &self,
-        _event: &ResultEvent,
-        body: &[u8],
-        _correlation_id: &str,
-        _reply_to: Option<&str>,
-        _trace: &h5pay_worker::telemetry::trace::TraceHeaders,
-    ) -> Result<(), PublishError> {
+    async fn publish(&self, out: ResultOut<'_>) -> Result<(), PublishError> {
+        let body = out.body;
         let mut r = redis::Client::open(REDIS_URL)
             .expect("a Redis client")
             .get_multiplexed_async_connection()
