@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind,
+    Value,
+};
 
 use crate::config::RedisSettings;
 use crate::telemetry::metrics::RedisCause;
@@ -49,6 +52,30 @@ impl ConnectionLike for RedisConn {
 }
 
 impl RedisConn {
+    /// One Redis: commands on keys of different slots may share a pipeline
+    /// (on a cluster each goes to its own node).
+    pub fn is_single(&self) -> bool {
+        matches!(self, RedisConn::Single(_))
+    }
+
+    /// Sends `pipe`, whose scripts go by hash (`EVALSHA`, built by
+    /// [`evalsha`]), and once more after loading `script` when Redis does
+    /// not know it (a restart, a failover, a new node). `Script` does this
+    /// for a lone invocation, not in a pipeline.
+    pub async fn query_scripted<T: FromRedisValue>(
+        &mut self,
+        pipe: &Pipeline,
+        script: &Script,
+    ) -> Result<T, RedisError> {
+        match pipe.query_async(self).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(self).await?;
+                pipe.query_async(self).await
+            }
+            r => r,
+        }
+    }
+
     /// `WAIT replicas timeout_ms` on the connection that wrote `key` (on a
     /// cluster: the node that owns its slot; a plain WAIT would go to every
     /// master). Returns how many replicas confirmed.
@@ -77,6 +104,14 @@ impl RedisConn {
             }
         }
     }
+}
+
+/// `EVALSHA` of `script` on one key, its arguments to be added: for a
+/// script sent in a pipeline ([`RedisConn::query_scripted`]).
+pub fn evalsha(script: &Script, key: &str) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(1).arg(key);
+    cmd
 }
 
 /// A node's connection settings, without the `CLIENT SETINFO` calls the

@@ -77,6 +77,29 @@ pub struct StoredOutcome<'a> {
     pub followed: bool,
     /// The gateway's order number, if it gave one.
     pub trade_no: Option<&'a str>,
+    /// Added in the store's round trip: the payment's first check.
+    pub first_check: Option<SortedEntry<'a>>,
+}
+
+/// A sorted-set entry added (`ZADD NX`: one already there stays) in the
+/// same round trip as a store: the payment's first check, which must be
+/// durable before the intent's ack (contract §12). What it means is the
+/// reconciler's; the claim only saves the round trip. It is added even
+/// when the claim was lost: a check of an identity that another owner
+/// stores, or nobody, finds it pending or gone.
+#[derive(Debug, Clone, Copy)]
+pub struct SortedEntry<'a> {
+    pub key: &'a str,
+    pub member: &'a str,
+    pub score: i64,
+}
+
+impl SortedEntry<'_> {
+    fn zadd_nx(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.key).arg("NX").arg(self.score).arg(self.member);
+        cmd
+    }
 }
 
 /// How a claim whose call never started is given back.
@@ -350,8 +373,10 @@ impl ClaimStore {
         Ok(n == 1)
     }
 
-    /// Stores the outcome's event; `false` when the claim was lost. A
-    /// followed outcome starts its payment `open` (contract §10).
+    /// Stores the outcome's event, and adds its first check; `false` when
+    /// the claim was lost. A followed outcome starts its payment `open`
+    /// (contract §10). On one Redis the store and the check share a round
+    /// trip; on a cluster their keys live apart and go at once.
     pub async fn store(
         &self,
         id: &Identity,
@@ -360,17 +385,32 @@ impl ClaimStore {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.key(id);
-        let n: i64 = self
-            .scripts
-            .store
-            .key(&key)
+        let script = &self.scripts.store;
+        let mut pipe = redis::pipe();
+        pipe.add_command(conn::evalsha(script, &key))
             .arg(token)
             .arg(outcome.event)
             .arg(self.retention_secs)
             .arg(if outcome.followed { "1" } else { "0" })
-            .arg(outcome.trade_no.unwrap_or(""))
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(outcome.trade_no.unwrap_or(""));
+        let n = match outcome.first_check {
+            None => conn.query_scripted::<(i64,)>(&pipe, script).await?.0,
+            Some(check) if conn.is_single() => {
+                pipe.add_command(check.zadd_nx());
+                // One WAIT (below) covers both writes of the connection.
+                conn.query_scripted::<(i64, i64)>(&pipe, script).await?.0
+            }
+            Some(check) => {
+                let (mut other, zadd) = (self.conn.clone(), check.zadd_nx());
+                let (stored, _) = tokio::try_join!(
+                    conn.query_scripted::<(i64,)>(&pipe, script),
+                    zadd.query_async::<i64>(&mut other),
+                )?;
+                // The check's key lives on its own node.
+                self.replicated(check.key).await?;
+                stored.0
+            }
+        };
         if n == 1 {
             self.replicated(&key).await?;
         }

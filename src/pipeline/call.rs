@@ -141,10 +141,20 @@ impl Pipeline {
         // Store before publish: never give up on a decided outcome while the
         // process lives; a crash here replays through the gateway's own
         // idempotency with the identical request.
+        let followed = is_followed(out.event.status, out.event.error.as_ref().map(|e| e.kind));
+        // A followed payment's first check is written with its state, in
+        // the same round trip, before anything is published (contract §12).
+        let first_check = match &self.scheduling {
+            Some(s) if followed => {
+                Some(s.first_entry(id, out.event.placed_at().unwrap_or_else(Utc::now)))
+            }
+            _ => None,
+        };
         let outcome = StoredOutcome {
             event: &out.body,
-            followed: is_followed(out.event.status, out.event.error.as_ref().map(|e| e.kind)),
+            followed,
             trade_no: result.trade_no.as_deref(),
+            first_check: first_check.as_ref().map(|c| c.entry()),
         };
         let store = self
             .redis(RedisOp::Store, Persist::WhileAlive, || {

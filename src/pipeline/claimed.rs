@@ -242,6 +242,9 @@ impl Pipeline {
         // sent (a claim stored before it was kept sends the intent's own).
         let notify_url = if stored.is_empty() {
             intent.notify_url.clone()
+        } else if stored == asking.sent_json {
+            // This delivery's own (a fresh claim): nothing to read back.
+            asking.sent.notify_url.clone()
         } else {
             serde_json::from_str::<Sent>(&stored)
                 .map(|s| s.notify_url)
@@ -255,14 +258,9 @@ impl Pipeline {
             takeover,
         };
         match self.call_and_store(&call, institutions).await {
+            // The first check was stored with the outcome.
             CallEnd::Stored(out) => {
-                // The first check is scheduled alongside the publish, and
-                // both come before the ack.
-                let (disposition, scheduled) = tokio::join!(
-                    self.publish_outcome(&out, d, Some(id)),
-                    self.schedule_first_check(id, &out.event),
-                );
-                ControlFlow::Break(self.unless_unscheduled(disposition, scheduled, d.msg))
+                ControlFlow::Break(self.publish_outcome(&out, d, Some(id)).await)
             }
             CallEnd::HandBack => ControlFlow::Break(Disposition::HandBack),
             CallEnd::Unusable => ControlFlow::Break(self.unusable(d.msg)),

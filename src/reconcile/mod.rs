@@ -56,6 +56,35 @@ impl Scheduling {
         let due = self.schedule.first(placed);
         self.checks.schedule(id, due.timestamp_millis()).await
     }
+
+    /// The same first check as an entry of the schedule, to be written in
+    /// the outcome's store round trip ([`crate::claim::StoredOutcome`]).
+    pub fn first_entry(&self, id: &Identity, placed: DateTime<Utc>) -> FirstCheck<'_> {
+        let member = store::member(id);
+        FirstCheck {
+            key: self.checks.shard_key(&member),
+            member,
+            due_ms: self.schedule.first(placed).timestamp_millis(),
+        }
+    }
+}
+
+/// A payment's first check, as [`Scheduling::first_entry`] places it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstCheck<'a> {
+    key: &'a str,
+    member: String,
+    due_ms: i64,
+}
+
+impl FirstCheck<'_> {
+    pub fn entry(&self) -> crate::claim::SortedEntry<'_> {
+        crate::claim::SortedEntry {
+            key: self.key,
+            member: &self.member,
+            score: self.due_ms,
+        }
+    }
 }
 
 /// Picks up due checks and runs them, up to `concurrency` at once.

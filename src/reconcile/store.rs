@@ -132,7 +132,7 @@ impl ChecksStore {
         self.shard_key(&member(id))
     }
 
-    fn shard_key(&self, member: &str) -> &str {
+    pub(crate) fn shard_key(&self, member: &str) -> &str {
         self.keys
             .get(shard_of(member, self.shards))
             .map_or("", String::as_str)
@@ -142,12 +142,13 @@ impl ChecksStore {
         self.keys.get(i).map_or("", String::as_str)
     }
 
-    /// Schedules an identity's first check, unless one is scheduled:
+    /// Schedules an identity's first check, unless one is scheduled (a
+    /// replay must not move a check the reconciler has moved since):
     /// idempotent, so a replay schedules again what a crash lost.
     pub async fn schedule(&self, id: &Identity, due_ms: i64) -> Result<(), StoreError> {
         let m = member(id);
         let key = self.shard_key(&m);
-        self.zadd(key, None, due_ms, &m).await?;
+        self.zadd(key, Some("NX"), due_ms, &m).await?;
         // The first check must survive a failover before the intent's ack.
         self.claims.replicated(key).await
     }

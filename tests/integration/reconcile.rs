@@ -337,8 +337,24 @@ async fn scheduling_is_idempotent_and_a_replay_schedules_what_a_crash_lost() {
     // A replay does not move it.
     place(&env, &mut results, "S-1", 100).await;
     assert_eq!(next_check(&env, "S-1").await, Some(first));
-    // As if the worker had died between the store and the schedule.
+    // Nor a check the reconciler has moved since (as a check reschedules).
     let mut r = env.redis().await;
+    let moved = first + 240_000.0;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(env.checks_store().key_of(&m1("S-1")))
+        .arg(moved)
+        .arg("60000001:M1:S-1")
+        .query_async(&mut r)
+        .await
+        .expect("ZADD");
+    place(&env, &mut results, "S-1", 100).await;
+    assert_eq!(
+        next_check(&env, "S-1").await,
+        Some(moved),
+        "a replay moved a rescheduled check back to the first point"
+    );
+    // As if the schedule had been lost (the worker of an earlier version
+    // died between the store and the schedule).
     let _: i64 = redis::cmd("ZREM")
         .arg(env.checks_store().key_of(&m1("S-1")))
         .arg("60000001:M1:S-1")

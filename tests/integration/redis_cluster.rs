@@ -128,8 +128,20 @@ async fn on_a_redis_cluster_claims_spread_over_nodes_and_duplicates_still_replay
         again.iter().all(|r| r.event["duplicate"] == true),
         "replays from the cluster"
     );
+    // Each payment's first check is scheduled with its outcome, its key on
+    // a node of its own (not in the store's round trip, as on one Redis).
+    let checks = env.checks_store();
     for i in 0..n {
         assert_eq!(env.calls("M1", &format!("CL-{i}")), 1);
+        let id = h5pay_worker::intent::Identity {
+            inst_no: "60000001".into(),
+            mch_no: "M1".into(),
+            pay_trace_no: format!("CL-{i}"),
+        };
+        assert!(
+            checks.next(&id).await.expect("ZSCORE").is_some(),
+            "CL-{i}: no first check"
+        );
     }
     // The identities' hashes live on more than one node.
     let prefix = &env.config.settings.redis.key_prefix;

@@ -1,7 +1,8 @@
 //! `redis.wait_replicas` (contract §14) over a Redis primary and replica of
 //! the test's own (two `redis-server` processes on free ports): each state
 //! write waits for the replica; without it, nothing is published or
-//! acknowledged, and the intent completes once the replica is back.
+//! acknowledged, and the intent completes once the replica is back. And a
+//! Redis of the test's own that forgets the scripts (as a restart does).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -200,4 +201,49 @@ async fn a_write_waiting_for_a_replica_never_holds_up_lease_renewals_or_the_ping
             "a claim no replica has counted as made: {r:?}"
         );
     }
+}
+
+/// The store and the first check share one pipelined round trip, whose
+/// script goes by hash: a Redis that no longer knows the script (restarted,
+/// failed over) gets it loaded and the pair sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_forgot_the_scripts_still_gets_each_outcome_with_its_first_check() {
+    let port = crate::net::free_port().expect("a free port");
+    let _redis = server(port, None);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    until("the Redis up", || {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+    })
+    .await;
+    let env = TestEnv::with(&[("H5PAY__REDIS__URL", url.as_str())]).await;
+    let mut results = env.results().await;
+    let worker = env.worker();
+    worker.ready().await;
+    let checks = env.checks_store();
+    for trace in ["F-1", "F-2"] {
+        env.publish_json(&intent(trace, "M1", 100)).await;
+        let r = results.next_for(trace, WAIT).await;
+        assert_eq!(r.event["status"], "ready", "{}", r.event);
+        let id = h5pay_worker::intent::Identity {
+            inst_no: "60000001".into(),
+            mch_no: "M1".into(),
+            pay_trace_no: trace.into(),
+        };
+        assert!(
+            checks.next(&id).await.expect("ZSCORE").is_some(),
+            "{trace}: no first check"
+        );
+        let flushed = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "SCRIPT", "FLUSH"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            flushed.stdout.starts_with(b"OK"),
+            "SCRIPT FLUSH: {flushed:?}"
+        );
+    }
+    assert!(worker.stop().await.is_ok());
 }

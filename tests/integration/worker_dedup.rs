@@ -498,6 +498,7 @@ fn outcome(event: &[u8]) -> h5pay_worker::claim::StoredOutcome<'_> {
         event,
         followed: false,
         trade_no: None,
+        first_check: None,
     }
 }
 

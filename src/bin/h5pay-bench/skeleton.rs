@@ -13,6 +13,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use redis::RedisResult;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -25,8 +26,8 @@ static STAGE_N: AtomicU64 = AtomicU64::new(0);
 
 /// The I/O of the worker's pipeline and nothing else: consume, claim
 /// (1 script), one HTTP POST, store (1 script, the payment's state `open`
-/// with it), the first check (1 ZADD), confirmed publish, mark (1 script),
-/// ack (through the worker's settler).
+/// with it) and the first check (1 ZADD) in one pipelined round trip,
+/// confirmed publish, mark (1 script), ack (through the worker's settler).
 pub async fn run(
     opts: Opts,
     queue: String,
@@ -53,6 +54,9 @@ pub async fn run(
     let mark = Arc::new(redis::Script::new(
         "redis.call('HSET', KEYS[1], 'cf', '1') return 1",
     ));
+    // Sent by hash in a pipeline: loaded first.
+    let mut loading = redis.clone();
+    store.load_async(&mut loading).await?;
     let key = SecretString::from(SANDBOX_KEY);
     let mut consumer = ch
         .basic_consume(
@@ -115,28 +119,27 @@ pub async fn run(
                 Err(_) => Default::default(),
             };
             lap(1);
-            let _: i64 = store
-                .key(&k)
-                .arg("tok")
-                .arg(answer.as_ref())
-                .invoke_async(&mut redis)
-                .await
-                .unwrap_or(0);
             // The lifecycle's own I/O (contract §12): the payment's first
-            // check is scheduled durably before the ack, a round trip of its
-            // own (its key lives apart from the identity's).
+            // check is scheduled durably before the ack, in the store's
+            // round trip, as the worker does it on one Redis.
             let due_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64 + 30_000)
                 .unwrap_or(0);
-            let _: i64 = redis::cmd("ZADD")
+            let _: RedisResult<(i64, i64)> = redis::pipe()
+                .cmd("EVALSHA")
+                .arg(store.get_hash())
+                .arg(1)
+                .arg(&k)
+                .arg("tok")
+                .arg(answer.as_ref())
+                .cmd("ZADD")
                 .arg(format!("{key_prefix}:checks:0"))
                 .arg("NX")
                 .arg(due_ms)
                 .arg(&trace)
                 .query_async(&mut redis)
-                .await
-                .unwrap_or(0);
+                .await;
             lap(2);
             let event = serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
                 .unwrap_or_default();
