@@ -1,7 +1,7 @@
 //! The gateway edge. [`signed_call`] is the HTTP client every endpoint
 //! shares (timeouts, size cap, the attempt loop with [`retry`] and the
 //! [`breaker`]); [`sign`] is the MD5 rule; [`wire`] the request and answer
-//! types; [`h5pay`] places an order and classifies the answer; [`query`]
+//! types, an answer read as an [`object`]; [`h5pay`] places an order and classifies the answer; [`query`]
 //! and [`close`] follow it afterwards. [`Gateway`] ties them to the
 //! configured URLs.
 
@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod close;
 pub mod h5pay;
 pub mod kinds;
+pub mod object;
 pub mod query;
 pub mod retry;
 pub mod sign;

@@ -14,6 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
+use super::object::{Field, Object};
+
 /// Which canonicalisation to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -33,6 +35,16 @@ fn signable(value: &Value) -> Option<SignValue<'_>> {
     }
 }
 
+/// The same for a field of an answer read as an [`Object`].
+fn signable_field<'a>(value: &'a Field<'_>) -> Option<SignValue<'a>> {
+    match value {
+        Field::Str(s) => Some(SignValue::Str(s)),
+        Field::Num(n) => Some(SignValue::Num(n)),
+        Field::Null | Field::Other(_) => None,
+    }
+}
+
+#[derive(Clone, Copy)]
 enum SignValue<'a> {
     Str(&'a str),
     Num(&'a serde_json::Number),
@@ -44,24 +56,38 @@ impl SignValue<'_> {
     }
 }
 
-/// The fields that take part under `rule`, sorted by name in byte order.
-/// Sorting here (rather than relying on `Map`'s order) keeps the rule right
-/// even if a dependency turns on serde_json's `preserve_order`.
-fn fields<'a>(params: &'a Map<String, Value>, rule: Rule) -> Vec<(&'a str, SignValue<'a>)> {
+/// The fields that take part in a signature (every rule's), sorted by
+/// name in byte order. Sorting here (rather than relying on the map's
+/// order) keeps the rule right even if a dependency turns on serde_json's
+/// `preserve_order`.
+fn fields<'a>(
+    params: impl Iterator<Item = (&'a str, Option<SignValue<'a>>)>,
+) -> Vec<(&'a str, SignValue<'a>)> {
     let mut out: Vec<(&str, SignValue<'_>)> = params
-        .iter()
-        .filter(|(k, _)| k.as_str() != "sign")
-        .filter_map(|(k, v)| signable(v).map(|sv| (k.as_str(), sv)))
-        .filter(|(_, v)| rule == Rule::Primary || !v.is_empty())
+        .filter(|(k, _)| *k != "sign")
+        .filter_map(|(k, v)| Some((k, v?)))
         .collect();
     out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out
 }
 
-/// Feeds the canonical string into `sink` piece by piece.
-fn canonicalise(params: &Map<String, Value>, key: &str, rule: Rule, mut sink: impl FnMut(&[u8])) {
+fn map_fields(params: &Map<String, Value>) -> Vec<(&str, SignValue<'_>)> {
+    fields(params.iter().map(|(k, v)| (k.as_str(), signable(v))))
+}
+
+/// Feeds the canonical string of `fields` (sorted) under `rule` into
+/// `sink` piece by piece.
+fn canonicalise(
+    fields: &[(&str, SignValue<'_>)],
+    key: &str,
+    rule: Rule,
+    mut sink: impl FnMut(&[u8]),
+) {
     let mut number = String::new();
-    for (i, (k, v)) in fields(params, rule).into_iter().enumerate() {
+    let taking_part = fields
+        .iter()
+        .filter(|(_, v)| rule == Rule::Primary || !v.is_empty());
+    for (i, (k, v)) in taking_part.enumerate() {
         if i > 0 {
             sink(b"&");
         }
@@ -82,13 +108,17 @@ fn canonicalise(params: &Map<String, Value>, key: &str, rule: Rule, mut sink: im
     sink(key.as_bytes());
 }
 
-/// The raw 16-byte MD5 digest of `params` under `rule`.
-pub fn digest(params: &Map<String, Value>, key: &SecretString, rule: Rule) -> [u8; 16] {
+fn digest_of(fields: &[(&str, SignValue<'_>)], key: &SecretString, rule: Rule) -> [u8; 16] {
     let mut hasher = Md5::new();
-    canonicalise(params, key.expose_secret(), rule, |piece| {
+    canonicalise(fields, key.expose_secret(), rule, |piece| {
         hasher.update(piece)
     });
     hasher.finalize().into()
+}
+
+/// The raw 16-byte MD5 digest of `params` under `rule`.
+pub fn digest(params: &Map<String, Value>, key: &SecretString, rule: Rule) -> [u8; 16] {
+    digest_of(&map_fields(params), key, rule)
 }
 
 /// The sign of `params` by the primary rule, as 32 lowercase hex chars.
@@ -100,7 +130,7 @@ pub fn sign(params: &Map<String, Value>, key: &SecretString) -> String {
 /// rule only: never log it, it carries the key.
 pub fn canonical_string(params: &Map<String, Value>, key: &SecretString, rule: Rule) -> String {
     let mut out = Vec::new();
-    canonicalise(params, key.expose_secret(), rule, |p| {
+    canonicalise(&map_fields(params), key.expose_secret(), rule, |p| {
         out.extend_from_slice(p)
     });
     String::from_utf8_lossy(&out).into_owned()
@@ -117,34 +147,62 @@ pub enum VerifyError {
     Mismatch,
 }
 
+/// The `sign` field as received.
+enum Given<'a> {
+    Absent,
+    Text(&'a str),
+    NotText,
+}
+
 /// Checks the `sign` field of `params` against the primary rule and the
 /// skip-empty variant. The comparison is constant-time over the decoded 16
 /// bytes, so hex case does not matter.
 pub fn verify(params: &Map<String, Value>, key: &SecretString) -> Result<(), VerifyError> {
     let given = match params.get("sign") {
-        Some(Value::String(s)) => s,
-        None | Some(Value::Null) => return Err(VerifyError::Missing),
-        Some(_) => return Err(VerifyError::Malformed),
+        Some(Value::String(s)) => Given::Text(s),
+        None | Some(Value::Null) => Given::Absent,
+        Some(_) => Given::NotText,
+    };
+    verify_fields(given, &map_fields(params), key)
+}
+
+/// [`verify`] for an answer read as an [`Object`].
+pub fn verify_object(params: &Object<'_>, key: &SecretString) -> Result<(), VerifyError> {
+    let given = match params.get("sign") {
+        Some(Field::Str(s)) => Given::Text(s),
+        None | Some(Field::Null) => Given::Absent,
+        Some(_) => Given::NotText,
+    };
+    let taking_part = fields(params.iter().map(|(k, v)| (k, signable_field(v))));
+    verify_fields(given, &taking_part, key)
+}
+
+fn verify_fields(
+    given: Given<'_>,
+    fields: &[(&str, SignValue<'_>)],
+    key: &SecretString,
+) -> Result<(), VerifyError> {
+    let given = match given {
+        Given::Text(s) => s,
+        Given::Absent => return Err(VerifyError::Missing),
+        Given::NotText => return Err(VerifyError::Malformed),
     };
     let mut given_bytes = [0u8; 16];
     if given.len() != 32 || hex::decode_to_slice(given, &mut given_bytes).is_err() {
         return Err(VerifyError::Malformed);
     }
-    let primary = digest(params, key, Rule::Primary);
-    let mut ok = primary.ct_eq(&given_bytes);
+    if bool::from(digest_of(fields, key, Rule::Primary).ct_eq(&given_bytes)) {
+        return Ok(());
+    }
     // The variant differs from the primary rule only when an empty string
     // takes part; otherwise its digest is the same and need not be computed.
-    let has_empty = params
-        .iter()
-        .any(|(k, v)| k != "sign" && matches!(v, Value::String(s) if s.is_empty()));
-    if has_empty {
-        ok |= digest(params, key, Rule::SkipEmpty).ct_eq(&given_bytes);
+    // Computed only after the primary rule failed: which rule matched is no
+    // secret (the comparison stays constant-time within each).
+    let has_empty = fields.iter().any(|(_, v)| v.is_empty());
+    if has_empty && bool::from(digest_of(fields, key, Rule::SkipEmpty).ct_eq(&given_bytes)) {
+        return Ok(());
     }
-    if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    Err(VerifyError::Mismatch)
 }
 
 #[cfg(test)]
@@ -190,6 +248,34 @@ mod tests {
         let other = SecretString::from("another-key");
         p.insert("sign".into(), Value::String(sign(&p, &other)));
         assert_eq!(verify(&p, &key()), Err(VerifyError::Mismatch));
+    }
+
+    #[test]
+    fn an_answer_read_as_an_object_verifies_as_its_map_does() {
+        let signed = |v: Value, rule: Rule| {
+            let mut m = obj(v);
+            let s = hex::encode(digest(&m, &key(), rule));
+            m.insert("sign".into(), Value::String(s));
+            m
+        };
+        let cases = [
+            signed(json!({"a": "1", "b": ""}), Rule::Primary),
+            signed(json!({"a": "1", "b": ""}), Rule::SkipEmpty),
+            signed(
+                json!({"n": 12, "f": 1.5, "x": null, "t": true, "o": {"k": 1}}),
+                Rule::Primary,
+            ),
+            signed(json!({"msg": "a\"b\u{e9}"}), Rule::Primary),
+            obj(json!({"a": "1", "sign": "0".repeat(32)})),
+            obj(json!({"a": "1", "sign": 7})),
+            obj(json!({"a": "1", "sign": null})),
+            obj(json!({"a": "1"})),
+        ];
+        for m in cases {
+            let body = serde_json::to_vec(&m).unwrap_or_default();
+            let o = Object::parse(&body).expect("an object");
+            assert_eq!(verify_object(&o, &key()), verify(&m, &key()), "{m:?}");
+        }
     }
 
     #[test]

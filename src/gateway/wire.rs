@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::object::{Field, Object, ObjectError};
 use super::sign;
 
 /// Payment channel codes of the gateway.
@@ -270,22 +271,22 @@ pub struct H5PayResponse {
 impl H5PayResponse {
     /// Reads the documented fields of an answer: each a string, a number
     /// (kept as its text) or null. Unknown fields are passed over here
-    /// (the raw map keeps them for the sign). Read straight from the map,
-    /// not through serde: one pass, no copy of a value that is not kept.
-    fn read(m: &Map<String, Value>) -> Result<Self, ResponseParseError> {
+    /// (the object keeps them for the sign). Read straight from the
+    /// object, not through serde: one pass, no copy of a value that is not
+    /// kept.
+    fn read(o: &Object<'_>) -> Result<Self, ResponseParseError> {
         let mut f = H5PayResponse::default();
-        for (k, v) in m {
+        for (k, v) in o.iter() {
             let Some(slot) = f.slot(k) else {
                 continue;
             };
             *slot = match v {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                other => {
+                Field::Null => None,
+                Field::Str(s) => Some(s.to_string()),
+                Field::Num(n) => Some(n.to_string()),
+                Field::Other(kind) => {
                     return Err(ResponseParseError::Field(format!(
-                        "{k}: expected a string, found {}",
-                        json_kind(other)
+                        "{k}: expected a string, found {kind}"
                     )));
                 }
             };
@@ -326,9 +327,10 @@ impl H5PayResponse {
 /// A response as received: the typed view plus every field as sent
 /// (unknown ones included), which the signature check needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReceivedResponse {
+pub struct ReceivedResponse<'a> {
     pub fields: H5PayResponse,
-    pub raw: Map<String, Value>,
+    /// Every field as received, for the sign.
+    pub raw: Object<'a>,
 }
 
 /// Why a response body is not the documented JSON.
@@ -342,17 +344,16 @@ pub enum ResponseParseError {
     Field(String),
 }
 
-impl ReceivedResponse {
-    pub fn parse(body: &[u8]) -> Result<Self, ResponseParseError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ResponseParseError::NotJson(e.to_string()))?;
-        match value {
-            Value::Object(raw) => Ok(ReceivedResponse {
-                fields: H5PayResponse::read(&raw)?,
-                raw,
-            }),
-            other => Err(ResponseParseError::NotObject(json_kind(&other))),
-        }
+impl<'a> ReceivedResponse<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, ResponseParseError> {
+        let raw = Object::parse(body).map_err(|e| match e {
+            ObjectError::NotJson(e) => ResponseParseError::NotJson(e),
+            ObjectError::NotObject(kind) => ResponseParseError::NotObject(kind),
+        })?;
+        Ok(ReceivedResponse {
+            fields: H5PayResponse::read(&raw)?,
+            raw,
+        })
     }
 }
 
@@ -417,7 +418,7 @@ mod tests {
         assert_eq!(r.fields.app_id, None);
         assert_eq!(r.fields.time_stamp.as_deref(), Some("1414561699123"));
         assert_eq!(r.fields.total_amount.as_deref(), Some("1"));
-        assert_eq!(r.raw.get("x_new"), Some(&Value::String("kept".into())));
+        assert_eq!(r.raw.text("x_new").as_deref(), Some("kept"));
     }
 
     #[test]

@@ -169,9 +169,24 @@ pub fn parse_pay_time(s: &str) -> Option<chrono::NaiveDateTime> {
 /// `now` written as `yyyyMMddHHmmss` in `offset`: the pay_time the worker
 /// fixes for an intent without one.
 pub fn format_pay_time(now: DateTime<Utc>, offset: FixedOffset) -> String {
-    now.with_timezone(&offset)
-        .format("%Y%m%d%H%M%S")
-        .to_string()
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    // Written by hand: `format` reads its pattern again on every call, a
+    // few thousand instructions per intent.
+    let t = now.with_timezone(&offset);
+    let mut s = String::with_capacity(14);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        s,
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    s
 }
 
 /// When the intent was made: the AMQP `timestamp` (seconds), else its
@@ -218,5 +233,21 @@ mod tests {
         let by_amqp = intent_time(Some(1_699_999_990), Some("20231115060320"), cst);
         assert!(!is_expired(by_amqp, now, 300), "the AMQP timestamp wins");
         assert!(!is_expired(intent_time(None, None, cst), now, 1));
+    }
+
+    #[test]
+    fn pay_time_by_hand_is_chronos_format_in_every_offset() {
+        for (secs, offset_h) in [
+            (0, 0),
+            (946_684_799, 8),
+            (1_700_000_000, -5),
+            (1_709_251_199, 14),
+            (4_102_444_799, -12),
+        ] {
+            let offset = FixedOffset::east_opt(offset_h * 3600).unwrap_or_else(|| unreachable!());
+            let at = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+            let want = at.with_timezone(&offset).format("%Y%m%d%H%M%S").to_string();
+            assert_eq!(format_pay_time(at, offset), want, "{secs} at {offset_h}h");
+        }
     }
 }

@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use super::H5PayDecided;
 use crate::gateway::sign;
 use crate::gateway::signed_call::{
-    Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix, opened, status_class,
-    transient,
+    Exchange, StatusClass, TransientKind, Verdict, answer_with, message_suffix, opened,
+    status_class, transient,
 };
 use crate::gateway::wire::{H5PayRequest, ReceivedResponse, ResultCode};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer};
@@ -72,7 +72,7 @@ pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>
     };
     // Parse early so that refusals carry the gateway's own message.
     let parsed = ReceivedResponse::parse(body);
-    let answer = answer_of(status, parsed.as_ref().ok().map(|r| &r.raw));
+    let answer = answer_with(status, |k| parsed.as_ref().ok()?.raw.text(k));
     if status_class(status) == StatusClass::Refused {
         let message = format!(
             "gateway refused the request with HTTP {status}{}",
@@ -100,7 +100,7 @@ pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>
 }
 
 fn classify_body(
-    response: &ReceivedResponse,
+    response: &ReceivedResponse<'_>,
     sent: &H5PayRequest,
     expect: Expect<'_>,
     answer: Option<GatewayAnswer>,
@@ -126,7 +126,7 @@ fn classify_body(
             // moves no money); a FAIL with a wrong sign is not trusted.
             let has_sign = matches!(f.sign.as_deref(), Some(s) if !s.is_empty());
             if let (Some(key), true) = (verify_key, has_sign)
-                && let Err(e) = sign::verify(&response.raw, key)
+                && let Err(e) = sign::verify_object(&response.raw, key)
             {
                 return bad_signature(e, answer);
             }
@@ -139,7 +139,7 @@ fn classify_body(
         }
         Some("SUCCESS") => {
             if let Some(key) = verify_key
-                && let Err(e) = sign::verify(&response.raw, key)
+                && let Err(e) = sign::verify_object(&response.raw, key)
             {
                 return bad_signature(e, answer);
             }

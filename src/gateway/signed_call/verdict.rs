@@ -103,13 +103,17 @@ pub fn transient<F>(
 /// The summary of an answer an event carries: its codes and message, cut
 /// to the length an event may carry.
 pub fn answer_of(status: u16, raw: Option<&Map<String, Value>>) -> GatewayAnswer {
-    let text = |k: &str| {
-        raw.and_then(|m| match m.get(k) {
-            Some(Value::String(s)) => Some(gateway_text(s)),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
-    };
+    answer_with(status, |k| {
+        raw.and_then(|m| crate::gateway::wire::text(m, k))
+    })
+}
+
+/// [`answer_of`] over any reading of the answer's fields as text.
+pub fn answer_with<'a>(
+    status: u16,
+    text: impl Fn(&str) -> Option<std::borrow::Cow<'a, str>>,
+) -> GatewayAnswer {
+    let text = |k: &str| text(k).map(|t| gateway_text(&t));
     GatewayAnswer {
         return_code: text("return_code"),
         result_code: text("result_code"),
