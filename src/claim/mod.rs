@@ -77,7 +77,8 @@ pub struct StoredOutcome<'a> {
     pub followed: bool,
     /// The gateway's order number, if it gave one.
     pub trade_no: Option<&'a str>,
-    /// Added in the store's round trip: the payment's first check.
+    /// Added in the store's round trip on one Redis: the payment's first
+    /// check. Not written on a cluster ([`ClaimStore::shares_round_trips`]).
     pub first_check: Option<SortedEntry<'a>>,
 }
 
@@ -373,10 +374,18 @@ impl ClaimStore {
         Ok(n == 1)
     }
 
-    /// Stores the outcome's event, and adds its first check; `false` when
-    /// the claim was lost. A followed outcome starts its payment `open`
-    /// (contract §10). On one Redis the store and the check share a round
-    /// trip; on a cluster their keys live apart and go at once.
+    /// Whether a store can carry the payment's first check in its round
+    /// trip: on one Redis. On a cluster the check's key lives on another
+    /// node, whose failure must not hold back the stores (and so the
+    /// results) of identities that live elsewhere (contract §14): the
+    /// caller schedules it apart.
+    pub fn shares_round_trips(&self) -> bool {
+        self.conn.is_single()
+    }
+
+    /// Stores the outcome's event, and on one Redis adds its first check
+    /// in the same round trip; `false` when the claim was lost. A followed
+    /// outcome starts its payment `open` (contract §10).
     pub async fn store(
         &self,
         id: &Identity,
@@ -393,22 +402,12 @@ impl ClaimStore {
             .arg(self.retention_secs)
             .arg(if outcome.followed { "1" } else { "0" })
             .arg(outcome.trade_no.unwrap_or(""));
-        let n = match outcome.first_check {
+        let n = match outcome.first_check.filter(|_| conn.is_single()) {
             None => conn.query_scripted::<(i64,)>(&pipe, script).await?.0,
-            Some(check) if conn.is_single() => {
+            Some(check) => {
                 pipe.add_command(check.zadd_nx());
                 // One WAIT (below) covers both writes of the connection.
                 conn.query_scripted::<(i64, i64)>(&pipe, script).await?.0
-            }
-            Some(check) => {
-                let (mut other, zadd) = (self.conn.clone(), check.zadd_nx());
-                let (stored, _) = tokio::try_join!(
-                    conn.query_scripted::<(i64,)>(&pipe, script),
-                    zadd.query_async::<i64>(&mut other),
-                )?;
-                // The check's key lives on its own node.
-                self.replicated(check.key).await?;
-                stored.0
             }
         };
         if n == 1 {

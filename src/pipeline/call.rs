@@ -35,14 +35,13 @@ pub(super) struct Call<'a> {
 }
 
 pub(super) enum CallEnd {
-    Stored(Box<Outgoing>),
+    /// Stored; `scheduled`: its first check too (or it needs none).
+    Stored { out: Box<Outgoing>, scheduled: bool },
     /// Stopping before the gateway saw the request.
     HandBack,
     /// The claim was lost during the call or before its store; `attempted`:
     /// the gateway may have seen this request.
-    ClaimLost {
-        attempted: bool,
-    },
+    ClaimLost { attempted: bool },
     /// Redis answered something no retry can fix.
     Unusable,
 }
@@ -142,14 +141,17 @@ impl Pipeline {
         // process lives; a crash here replays through the gateway's own
         // idempotency with the identical request.
         let followed = is_followed(out.event.status, out.event.error.as_ref().map(|e| e.kind));
-        // A followed payment's first check is written with its state, in
-        // the same round trip, before anything is published (contract §12).
+        // On one Redis a followed payment's first check is written with its
+        // state, in the same round trip, before anything is published
+        // (contract §12); on a cluster it is scheduled beside the publish.
         let first_check = match &self.scheduling {
-            Some(s) if followed => {
+            Some(s) if followed && self.claims.shares_round_trips() => {
                 Some(s.first_entry(id, out.event.placed_at().unwrap_or_else(Utc::now)))
             }
             _ => None,
         };
+        // Nothing left to schedule after the store.
+        let scheduled = first_check.is_some() || !followed || self.scheduling.is_none();
         let outcome = StoredOutcome {
             event: &out.body,
             followed,
@@ -180,7 +182,10 @@ impl Pipeline {
                     code_url_host = event.code_url.as_deref().and_then(url_host).unwrap_or(""),
                     "outcome decided and stored"
                 );
-                CallEnd::Stored(Box::new(out))
+                CallEnd::Stored {
+                    out: Box::new(out),
+                    scheduled,
+                }
             }
             // The gateway answered: it has seen this request.
             Ok(false) => CallEnd::ClaimLost { attempted: true },

@@ -258,9 +258,21 @@ impl Pipeline {
             takeover,
         };
         match self.call_and_store(&call, institutions).await {
-            // The first check was stored with the outcome.
-            CallEnd::Stored(out) => {
-                ControlFlow::Break(self.publish_outcome(&out, d, Some(id)).await)
+            // The first check was stored with the outcome (or none is due).
+            CallEnd::Stored {
+                out,
+                scheduled: true,
+            } => ControlFlow::Break(self.publish_outcome(&out, d, Some(id)).await),
+            // Scheduled alongside the publish, and both come before the ack.
+            CallEnd::Stored {
+                out,
+                scheduled: false,
+            } => {
+                let (disposition, scheduled) = tokio::join!(
+                    self.publish_outcome(&out, d, Some(id)),
+                    self.schedule_first_check(id, &out.event),
+                );
+                ControlFlow::Break(self.unless_unscheduled(disposition, scheduled, d.msg))
             }
             CallEnd::HandBack => ControlFlow::Break(Disposition::HandBack),
             CallEnd::Unusable => ControlFlow::Break(self.unusable(d.msg)),

@@ -27,6 +27,7 @@ use crate::driver::{Names, cleanup, declare, drive, subscribe};
 use crate::processes::{
     TempDir, config_toml, free_port, proc_stats, spawn, start_sandbox, wait_ready, worker_bin,
 };
+use crate::procfs::{cpu_secs_of, machine_busy_secs};
 use crate::report::append_json;
 use crate::report::percentile;
 use crate::{Opts, SANDBOX_KEY};
@@ -76,6 +77,13 @@ pub struct PhaseReport {
     pub max_ms: f64,
     pub peak_rss_mib: f64,
     pub cpu_us_per_notify: f64,
+    /// What the whole machine spent per notify meanwhile (the receiver, the
+    /// worker beside it, this client, RabbitMQ, Redis): at most two cores'
+    /// worth, so it bounds notifies/s on this machine.
+    pub machine_us_per_notify: f64,
+    /// RabbitMQ's share (`beam.smp`) and this client's own.
+    pub broker_us_per_notify: f64,
+    pub client_us_per_notify: f64,
 }
 
 pub async fn run(opts: Opts, n_opts: NotifyOpts) -> anyhow::Result<()> {
@@ -157,8 +165,11 @@ async fn measure(
     for (phase, bodies, load) in phases {
         eprintln!("{phase}: {} notifies, {load}", bodies.len());
         let (_, cpu_before) = proc_stats(pid);
+        let shares_before = shares();
         let (seconds, latencies) = send(&http, &notify_url, bodies, load).await?;
         let (hwm_kib, cpu_after) = proc_stats(pid);
+        let per_notify = |before: f64, after: f64| (after - before) * 1e6 / bodies.len() as f64;
+        let shares_after = shares();
         reports.push(PhaseReport {
             phase: phase.to_owned(),
             notifies: bodies.len(),
@@ -173,7 +184,10 @@ async fn measure(
             p99_ms: percentile(&latencies, 0.99),
             max_ms: latencies.last().copied().unwrap_or(0.0),
             peak_rss_mib: hwm_kib as f64 / 1024.0,
-            cpu_us_per_notify: (cpu_after - cpu_before) * 1e6 / bodies.len() as f64,
+            cpu_us_per_notify: per_notify(cpu_before, cpu_after),
+            machine_us_per_notify: per_notify(shares_before[0], shares_after[0]),
+            broker_us_per_notify: per_notify(shares_before[1], shares_after[1]),
+            client_us_per_notify: per_notify(shares_before[2], shares_after[2]),
         });
     }
     if let Some(b) = beside {
@@ -401,12 +415,21 @@ impl Counter {
     }
 }
 
+/// CPU seconds so far of the machine, RabbitMQ and this process.
+fn shares() -> [f64; 3] {
+    [
+        machine_busy_secs(),
+        cpu_secs_of("beam.smp"),
+        proc_stats(std::process::id()).1,
+    ]
+}
+
 fn print(opts: &Opts, reports: &[PhaseReport]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout();
     writeln!(
         out,
-        "{:<10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>11}",
+        "{:<10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>10} {:>10}",
         "phase",
         "notifies",
         "rate",
@@ -415,12 +438,15 @@ fn print(opts: &Opts, reports: &[PhaseReport]) -> anyhow::Result<()> {
         "p99_ms",
         "max_ms",
         "rss_MiB",
-        "cpu_us/ntf"
+        "cpu_us/ntf",
+        "machine_us",
+        "broker_us",
+        "client_us"
     )?;
     for r in reports {
         writeln!(
             out,
-            "{:<10} {:>8} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.1} {:>8.1} {:>11.1}",
+            "{:<10} {:>8} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.1} {:>8.1} {:>11.1} {:>11.1} {:>10.1} {:>10.1}",
             r.phase,
             r.notifies,
             if r.rate == 0 {
@@ -433,7 +459,10 @@ fn print(opts: &Opts, reports: &[PhaseReport]) -> anyhow::Result<()> {
             r.p99_ms,
             r.max_ms,
             r.peak_rss_mib,
-            r.cpu_us_per_notify
+            r.cpu_us_per_notify,
+            r.machine_us_per_notify,
+            r.broker_us_per_notify,
+            r.client_us_per_notify
         )?;
     }
     if let Some(path) = &opts.json {

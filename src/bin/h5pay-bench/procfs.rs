@@ -25,3 +25,35 @@ pub fn proc_stats(pid: u32) -> (u64, f64) {
     let cpu_secs = (ticks(11) + ticks(12)) as f64 / 100.0;
     (hwm_kib, cpu_secs)
 }
+
+/// CPU seconds every process of the machine has used (user, system,
+/// interrupts and steal from `/proc/stat`; idle and iowait left out).
+pub fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let n: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| n.get(*i)).sum();
+    busy as f64 / 100.0
+}
+
+/// CPU seconds used so far by every process whose name is `comm` (its
+/// threads included): RabbitMQ's `beam.smp`, `redis-server`.
+pub fn cpu_secs_of(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .map(|pid| proc_stats(pid).1)
+        .sum()
+}
