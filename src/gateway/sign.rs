@@ -126,13 +126,6 @@ pub fn sign(params: &Map<String, Value>, key: &SecretString) -> String {
     hex::encode(digest(params, key, Rule::Primary))
 }
 
-/// The sign of fields that are all strings (a request being built), by
-/// the primary rule.
-pub fn sign_strings(fields: &[(&str, &str)], key: &SecretString) -> String {
-    let taking_part = self::fields(fields.iter().map(|&(k, v)| (k, Some(SignValue::Str(v)))));
-    hex::encode(digest_of(&taking_part, key, Rule::Primary))
-}
-
 /// The canonical string (key included). For tests and diagnostics of the
 /// rule only: never log it, it carries the key.
 pub fn canonical_string(params: &Map<String, Value>, key: &SecretString, rule: Rule) -> String {
