@@ -77,9 +77,10 @@ pub struct StoredOutcome<'a> {
     pub followed: bool,
     /// The gateway's order number, if it gave one.
     pub trade_no: Option<&'a str>,
-    /// Added in the store's round trip on one Redis: the payment's first
-    /// check. Not written on a cluster ([`ClaimStore::shares_round_trips`]).
-    pub first_check: Option<SortedEntry<'a>>,
+    /// Added in the store's round trip: the payment's first check. One
+    /// Redis only ([`ClaimStore::shares_round_trips`]): a cluster refuses a
+    /// pipeline over two slots (`CROSSSLOT`).
+    pub first_check: Option<&'a SortedEntry<'a>>,
 }
 
 /// A sorted-set entry added (`ZADD NX`: one already there stays) in the
@@ -88,17 +89,20 @@ pub struct StoredOutcome<'a> {
 /// reconciler's; the claim only saves the round trip. It is added even
 /// when the claim was lost: a check of an identity that another owner
 /// stores, or nobody, finds it pending or gone.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortedEntry<'a> {
     pub key: &'a str,
-    pub member: &'a str,
+    pub member: String,
     pub score: i64,
 }
 
 impl SortedEntry<'_> {
     fn zadd_nx(&self) -> redis::Cmd {
         let mut cmd = redis::cmd("ZADD");
-        cmd.arg(self.key).arg("NX").arg(self.score).arg(self.member);
+        cmd.arg(self.key)
+            .arg("NX")
+            .arg(self.score)
+            .arg(&self.member);
         cmd
     }
 }
@@ -383,9 +387,9 @@ impl ClaimStore {
         self.conn.is_single()
     }
 
-    /// Stores the outcome's event, and on one Redis adds its first check
-    /// in the same round trip; `false` when the claim was lost. A followed
-    /// outcome starts its payment `open` (contract §10).
+    /// Stores the outcome's event, and its first check if given, in one
+    /// round trip; `false` when the claim was lost. A followed outcome
+    /// starts its payment `open` (contract §10).
     pub async fn store(
         &self,
         id: &Identity,
@@ -402,7 +406,7 @@ impl ClaimStore {
             .arg(self.retention_secs)
             .arg(if outcome.followed { "1" } else { "0" })
             .arg(outcome.trade_no.unwrap_or(""));
-        let n = match outcome.first_check.filter(|_| conn.is_single()) {
+        let n = match outcome.first_check {
             None => conn.query_scripted::<(i64,)>(&pipe, script).await?.0,
             Some(check) => {
                 pipe.add_command(check.zadd_nx());

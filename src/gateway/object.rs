@@ -25,18 +25,6 @@ pub enum Field<'a> {
     Other(&'static str),
 }
 
-impl Field<'_> {
-    /// A one-word name of the value's type, as `wire::json_kind` names it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Field::Str(_) => "a string",
-            Field::Num(_) => "a number",
-            Field::Null => "null",
-            Field::Other(kind) => kind,
-        }
-    }
-}
-
 /// A JSON object's top-level fields, sorted by name in byte order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Object<'a> {

@@ -35,7 +35,7 @@ pub(super) struct Call<'a> {
 }
 
 pub(super) enum CallEnd {
-    /// Stored; `scheduled`: its first check too (or it needs none).
+    /// Stored; `scheduled`: its first check with it.
     Stored { out: Box<Outgoing>, scheduled: bool },
     /// Stopping before the gateway saw the request.
     HandBack,
@@ -150,13 +150,12 @@ impl Pipeline {
             }
             _ => None,
         };
-        // Nothing left to schedule after the store.
-        let scheduled = first_check.is_some() || !followed || self.scheduling.is_none();
+        let scheduled = first_check.is_some();
         let outcome = StoredOutcome {
             event: &out.body,
             followed,
             trade_no: result.trade_no.as_deref(),
-            first_check: first_check.as_ref().map(|c| c.entry()),
+            first_check: first_check.as_ref(),
         };
         let store = self
             .redis(RedisOp::Store, Persist::WhileAlive, || {

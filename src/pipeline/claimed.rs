@@ -258,12 +258,13 @@ impl Pipeline {
             takeover,
         };
         match self.call_and_store(&call, institutions).await {
-            // The first check was stored with the outcome (or none is due).
+            // The first check was stored with the outcome.
             CallEnd::Stored {
                 out,
                 scheduled: true,
             } => ControlFlow::Break(self.publish_outcome(&out, d, Some(id)).await),
-            // Scheduled alongside the publish, and both come before the ack.
+            // Scheduled (if followed) alongside the publish, and both come
+            // before the ack.
             CallEnd::Stored {
                 out,
                 scheduled: false,

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::claim::StoreError;
+use crate::claim::{SortedEntry, StoreError};
 use crate::intent::Identity;
 use crate::payment::apply::PaymentSink;
 use crate::telemetry::metrics;
@@ -59,30 +59,12 @@ impl Scheduling {
 
     /// The same first check as an entry of the schedule, to be written in
     /// the outcome's store round trip ([`crate::claim::StoredOutcome`]).
-    pub fn first_entry(&self, id: &Identity, placed: DateTime<Utc>) -> FirstCheck<'_> {
+    pub fn first_entry(&self, id: &Identity, placed: DateTime<Utc>) -> SortedEntry<'_> {
         let member = store::member(id);
-        FirstCheck {
+        SortedEntry {
             key: self.checks.shard_key(&member),
             member,
-            due_ms: self.schedule.first(placed).timestamp_millis(),
-        }
-    }
-}
-
-/// A payment's first check, as [`Scheduling::first_entry`] places it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FirstCheck<'a> {
-    key: &'a str,
-    member: String,
-    due_ms: i64,
-}
-
-impl FirstCheck<'_> {
-    pub fn entry(&self) -> crate::claim::SortedEntry<'_> {
-        crate::claim::SortedEntry {
-            key: self.key,
-            member: &self.member,
-            score: self.due_ms,
+            score: self.schedule.first(placed).timestamp_millis(),
         }
     }
 }
