@@ -2,6 +2,7 @@
 //! Prometheus recorder; every metric itself is in [`metrics`]. Logs go to stderr so that commands like
 //! `publish --wait` keep stdout for their output.
 
+mod json_log;
 pub mod metrics;
 pub mod trace;
 
@@ -50,11 +51,11 @@ fn subscriber(
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     let fmt = match format {
-        LogFormat::Json => json_subscriber::layer()
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_ansi(false)
+            .fmt_fields(json_log::JsonFields)
+            .event_format(json_log::JsonLine)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
