@@ -31,7 +31,14 @@ pub enum Refused {
 
 /// A JSON object of scalar values (strings, numbers, booleans, null).
 pub fn read(body: &[u8]) -> Result<Map<String, Value>, Refused> {
-    let value: Value = serde_json::from_slice(body)
+    // UTF-8 checked once, not string by string (as `gateway::object`).
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Refused::NotScalars(format!(
+            "body is not JSON: not UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    let value: Value = serde_json::from_str(text)
         .map_err(|e| Refused::NotScalars(format!("body is not JSON: {e}")))?;
     let Value::Object(m) = value else {
         return Err(Refused::NotScalars(format!(
@@ -168,9 +175,16 @@ mod tests {
             br#"{"a":{"b":1}}"#,
             br#"{"a":[1]}"#,
             b"nope",
+            b"{\"a\":\"\xff\"}",
         ] {
             assert!(matches!(read(bad), Err(Refused::NotScalars(_))), "{bad:?}");
         }
+        assert_eq!(
+            read(b"{\"a\":\"\xe6\x94\xaf\xff\"}").map_err(|e| e.to_string()),
+            Err("body is not JSON: not UTF-8 (at byte 9)".to_owned())
+        );
+        let m = read("{\"body\":\"支付\"}".as_bytes()).unwrap_or_default();
+        assert_eq!(m.get("body").and_then(Value::as_str), Some("支付"));
     }
 
     #[test]
