@@ -9,11 +9,17 @@
 //! sitting). Here each field is escaped once into the buffer, and a span's
 //! fields are kept as the JSON text they will be printed as.
 //!
-//! Escaping: `"`, `\`, every C0 control and every C1 control (U+0080 to
-//! U+009F, which include the 8-bit CSI), so no logged value can carry a
-//! terminal escape sequence or break the line.
+//! Every line is one JSON object whatever is logged:
+//! - escaped: `"`, `\`, every C0 control and every C1 control (U+0080 to
+//!   U+009F, which include the 8-bit CSI), so no value can carry a terminal
+//!   escape sequence or break the line;
+//! - no key twice: a field named like a key of the line itself (`level`,
+//!   or a span field `name`) is written as `field.<name>`, and a span field
+//!   recorded again replaces its earlier value;
+//! - a value whose `Debug` or `Display` fails is written as `null`.
 
 use std::fmt::{self, Write};
+use std::ops::Range;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -27,17 +33,18 @@ use tracing_subscriber::registry::LookupSpan;
 pub struct JsonLine;
 
 /// The span half: a span's fields as the JSON members they are printed
-/// as, each with its leading comma (`,"k":v`), so that fields recorded
-/// later are simply appended.
+/// as, each with its leading comma (`,"k":v`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonFields;
+
+/// The keys of the line itself, and of the span object.
+const LINE_KEYS: &[&str] = &["timestamp", "level", "target", "span"];
+const SPAN_KEYS: &[&str] = &["name"];
 
 impl<'w> FormatFields<'w> for JsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         buffered(&mut writer, |out| {
-            let mut v = Members::new(out);
-            fields.record(&mut v);
-            v.result
+            fields.record(&mut Members::new(out, SPAN_KEYS))
         })
     }
 
@@ -46,8 +53,14 @@ impl<'w> FormatFields<'w> for JsonFields {
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        // No separator: every member carries its own comma.
-        self.format_fields(current.as_writer(), fields)
+        // Rare (a span recorded after its creation): a plain String will do.
+        let mut added = String::new();
+        fields.record(&mut Members::new(&mut added, SPAN_KEYS));
+        for (key, _) in members(&added) {
+            remove_members(&mut current.fields, key);
+        }
+        current.fields.push_str(&added);
+        Ok(())
     }
 }
 
@@ -66,59 +79,64 @@ where
 }
 
 /// The whole line of `event`.
-fn line<S>(ctx: &FmtContext<'_, S, JsonFields>, out: &mut String, event: &Event<'_>) -> fmt::Result
+fn line<S>(ctx: &FmtContext<'_, S, JsonFields>, out: &mut String, event: &Event<'_>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let meta = event.metadata();
     out.push_str("{\"timestamp\":\"");
-    write_timestamp(out, chrono::Utc::now())?;
+    write_timestamp(out, chrono::Utc::now());
     out.push_str("\",\"level\":\"");
     out.push_str(level_name(*meta.level()));
     out.push_str("\",\"target\":");
-    write_str_value(out, meta.target())?;
-    let mut members = Members::new(out);
-    event.record(&mut members);
-    members.result?;
+    write_str_value(out, meta.target());
+    event.record(&mut Members::new(out, LINE_KEYS));
     // The event's own span as the log layer sees it (its filter skips the
     // step spans): the intent or the check, with its identity.
     if let Some(span) = ctx.parent_span() {
         out.push_str(",\"span\":{\"name\":");
-        write_str_value(out, span.name())?;
+        write_str_value(out, span.name());
         if let Some(fields) = span.extensions().get::<FormattedFields<JsonFields>>() {
             out.push_str(fields);
         }
         out.push('}');
     }
     out.push_str("}\n");
-    Ok(())
 }
 
 /// Runs `f` on an empty scratch string and writes what it made to `out` in
 /// one piece: appending to a `String` directly is much cheaper than
 /// through `Writer`'s `dyn fmt::Write`, piece by piece. The scratch is the
 /// thread's own, or a fresh one when that is in use (a logged value whose
-/// `Debug` logs).
-fn buffered(out: &mut Writer<'_>, f: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
+/// `Debug` logs) or gone (the thread is exiting).
+fn buffered(out: &mut Writer<'_>, f: impl FnOnce(&mut String)) -> fmt::Result {
     thread_local! {
         static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut s) => {
-            s.clear();
-            let r = f(&mut s).and_then(|()| out.write_str(&s));
-            // One huge line does not keep its memory for the thread's life.
-            if s.capacity() > 64 * 1024 {
-                *s = String::new();
-            }
-            r
+    let mut f = Some(f);
+    let done = SCRATCH.try_with(|cell| {
+        let mut s = cell.try_borrow_mut().ok()?;
+        s.clear();
+        if let Some(f) = f.take() {
+            f(&mut s);
         }
-        Err(_) => {
+        let written = out.write_str(&s);
+        // One huge line does not keep its memory for the thread's life.
+        if s.capacity() > 64 * 1024 {
+            *s = String::new();
+        }
+        Some(written)
+    });
+    match done {
+        Ok(Some(written)) => written,
+        _ => {
             let mut s = String::new();
-            f(&mut s)?;
+            if let Some(f) = f.take() {
+                f(&mut s);
+            }
             out.write_str(&s)
         }
-    })
+    }
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -133,7 +151,7 @@ fn level_name(level: Level) -> &'static str {
 
 /// `2026-12-07T03:34:03.884039Z`: RFC 3339 in UTC to the microsecond,
 /// written by hand (chrono's `format` reads its pattern on every call).
-fn write_timestamp<W: Write + ?Sized>(w: &mut W, t: chrono::DateTime<chrono::Utc>) -> fmt::Result {
+fn write_timestamp(out: &mut String, t: chrono::DateTime<chrono::Utc>) {
     use chrono::{Datelike, Timelike};
     let mut b = *b"0000-00-00T00:00:00.000000Z";
     // A year past 9999 cannot come from the clock; it is clamped rather
@@ -143,15 +161,11 @@ fn write_timestamp<W: Write + ?Sized>(w: &mut W, t: chrono::DateTime<chrono::Utc
     put_digits(&mut b[8..10], t.day());
     put_digits(&mut b[11..13], t.hour());
     put_digits(&mut b[14..16], t.minute());
-    // A leap second shows as :59.999999, not as an eighth digit.
-    let (second, micros) = match t.nanosecond() {
-        n if n >= 1_000_000_000 => (t.second(), 999_999),
-        n => (t.second(), n / 1_000),
-    };
-    put_digits(&mut b[17..19], second);
-    put_digits(&mut b[20..26], micros);
+    put_digits(&mut b[17..19], t.second());
+    // A leap second shows as :59.999999, not as a seventh digit.
+    put_digits(&mut b[20..26], (t.nanosecond() / 1_000).min(999_999));
     // Only ASCII digits were written into an ASCII template.
-    w.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
+    out.push_str(std::str::from_utf8(&b).unwrap_or("0000-00-00T00:00:00.000000Z"));
 }
 
 /// `n` as the decimal digits that fill `out` (leading zeros).
@@ -162,37 +176,45 @@ fn put_digits(out: &mut [u8], mut n: u32) {
     }
 }
 
-/// Writes each field it visits as `,"name":value`, remembering the first
-/// write error (a `Visit` method cannot return one).
-struct Members<'a, W: Write + ?Sized> {
-    out: &'a mut W,
-    result: fmt::Result,
+/// Writes each field it visits as `,"name":value`; a name in `reserved`
+/// (a key of the enclosing object) as `,"field.name":value`.
+struct Members<'a> {
+    out: &'a mut String,
+    reserved: &'static [&'static str],
 }
 
-impl<'a, W: Write + ?Sized> Members<'a, W> {
-    fn new(out: &'a mut W) -> Self {
-        Members {
-            out,
-            result: Ok(()),
-        }
+impl<'a> Members<'a> {
+    fn new(out: &'a mut String, reserved: &'static [&'static str]) -> Self {
+        Members { out, reserved }
     }
 
-    fn member(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
+        let name = field.name();
+        self.out.push(',');
+        if self.reserved.contains(&name) {
+            self.out.push_str("\"field.");
+            escape_into(self.out, name);
+            self.out.push('"');
+        } else {
+            write_str_value(self.out, name);
         }
-        self.result = (|| {
-            self.out.write_char(',')?;
-            write_str_value(self.out, field.name())?;
-            self.out.write_char(':')?;
-            value(self.out)
-        })();
+        self.out.push(':');
+        let start = self.out.len();
+        // Only a value's own Debug or Display can fail (writing to a
+        // String cannot): the member is kept, as null.
+        if value(self.out).is_err() {
+            self.out.truncate(start);
+            self.out.push_str("null");
+        }
     }
 }
 
-impl<W: Write + ?Sized> Visit for Members<'_, W> {
+impl Visit for Members<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |w| write_str_value(w, value));
+        self.member(field, |w| {
+            write_str_value(w, value);
+            Ok(())
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -228,39 +250,101 @@ impl<W: Write + ?Sized> Visit for Members<'_, W> {
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.member(field, |w| {
-            w.write_char('"')?;
+            w.push('"');
             write!(Escaped(w), "{value}")?;
-            w.write_char('"')
+            w.push('"');
+            Ok(())
         });
     }
 
     /// `?x` and `%x` fields and the message: their text, as a string.
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.member(field, |w| {
-            w.write_char('"')?;
+            w.push('"');
             write!(Escaped(w), "{value:?}")?;
-            w.write_char('"')
+            w.push('"');
+            Ok(())
         });
     }
 }
 
-/// `s` as a JSON string, quotes included.
-fn write_str_value<W: Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    escape_into(w, s)?;
-    w.write_char('"')
+/// The members of `text` (as [`Members`] writes them): each one's key, as
+/// written (quoted and escaped), and its range, leading comma included.
+/// Text not of that shape ends the list.
+fn members(text: &str) -> Vec<(&str, Range<usize>)> {
+    let b = text.as_bytes();
+    // The index just past the JSON string starting at `i` (a quote).
+    let string_end = |i: usize| -> Option<usize> {
+        let mut j = i + 1;
+        loop {
+            match b.get(j)? {
+                b'\\' => j += 2,
+                b'"' => return Some(j + 1),
+                _ => j += 1,
+            }
+        }
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while b.get(i) == Some(&b',') && b.get(i + 1) == Some(&b'"') {
+        let Some(key_end) = string_end(i + 1) else {
+            break;
+        };
+        if b.get(key_end) != Some(&b':') {
+            break;
+        }
+        let v = key_end + 1;
+        // A string value may hold commas; numbers, booleans and null don't.
+        let end = if b.get(v) == Some(&b'"') {
+            match string_end(v) {
+                Some(e) => e,
+                None => break,
+            }
+        } else {
+            b[v..]
+                .iter()
+                .position(|&c| c == b',')
+                .map_or(b.len(), |p| v + p)
+        };
+        let Some(key) = text.get(i + 1..key_end) else {
+            break;
+        };
+        found.push((key, i..end));
+        i = end;
+    }
+    found
 }
 
-/// Formatted text escaped on its way into the line.
-struct Escaped<'a, W: Write + ?Sized>(&'a mut W);
-
-impl<W: Write + ?Sized> Write for Escaped<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s)
+/// Removes every member of `fields` whose key is `key` (as written).
+fn remove_members(fields: &mut String, key: &str) {
+    let ranges: Vec<Range<usize>> = members(fields)
+        .into_iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, r)| r)
+        .collect();
+    for r in ranges.into_iter().rev() {
+        fields.replace_range(r, "");
     }
 }
 
-/// The bytes `escape_into` must look at: C0 controls, `"`, `\\`, and 0xC2
+/// `s` as a JSON string, quotes included.
+fn write_str_value(out: &mut String, s: &str) {
+    out.push('"');
+    escape_into(out, s);
+    out.push('"');
+}
+
+/// Formatted text escaped on its way into the line.
+struct Escaped<'a>(&'a mut String);
+
+impl Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// The bytes `escape_into` must look at: C0 controls, `"`, `\`, and 0xC2
 /// (the lead byte of the C1 controls). A table, because this loop runs over
 /// every byte of every line.
 static LOOK: [bool; 256] = {
@@ -276,8 +360,8 @@ static LOOK: [bool; 256] = {
     t
 };
 
-/// Writes `s` with JSON's escapes; runs that need none are written whole.
-fn escape_into<W: Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
+/// Appends `s` with JSON's escapes; runs that need none are copied whole.
+fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
@@ -295,25 +379,27 @@ fn escape_into<W: Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
             continue;
         }
         // `start..i` ends before an ASCII byte or a 0xC2 lead byte: a
-        // character boundary, so the slice is valid.
-        w.write_str(s.get(start..i).ok_or(fmt::Error)?)?;
+        // character boundary, so `get` finds it.
+        out.push_str(s.get(start..i).unwrap_or(""));
         match b {
-            b'"' => w.write_str("\\\"")?,
-            b'\\' => w.write_str("\\\\")?,
-            b'\n' => w.write_str("\\n")?,
-            b'\r' => w.write_str("\\r")?,
-            b'\t' => w.write_str("\\t")?,
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
             // U+0080..=U+009F: the code point is the second byte.
             0xC2 => {
-                write!(w, "\\u{next:04x}")?;
+                let _ = write!(out, "\\u{next:04x}");
                 i += 1;
             }
-            _ => write!(w, "\\u{b:04x}")?,
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
         }
         i += 1;
         start = i;
     }
-    w.write_str(s.get(start..).ok_or(fmt::Error)?)
+    out.push_str(s.get(start..).unwrap_or(""));
 }
 
 #[cfg(test)]
@@ -420,6 +506,8 @@ mod tests {
             ("new\nline\r\ttab", "new\nline\r\ttab"),
             ("esc \u{1b}[31mred", "esc \u{1b}[31mred"),
             ("c1 \u{9b}31m and \u{85}", "c1 \u{9b}31m and \u{85}"),
+            ("\u{85}\u{9b}", "\u{85}\u{9b}"),
+            ("\u{80}start and end\u{9f}", "\u{80}start and end\u{9f}"),
             ("nul \u{0} and \u{7f}", "nul \u{0} and \u{7f}"),
             (
                 "chinese 支付 and é and \u{a0}",
@@ -433,8 +521,7 @@ mod tests {
             let text = &raw[0];
             assert!(
                 !text.bytes().any(|b| b < 0x20)
-                    && !text.contains('\u{9b}')
-                    && !text.contains('\u{85}'),
+                    && !text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)),
                 "{input:?}: raw controls in {text:?}"
             );
             let line: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -501,6 +588,83 @@ mod tests {
     }
 
     #[test]
+    fn the_keys_come_in_a_fixed_order() {
+        let raw = lines(|| {
+            let span = tracing::info_span!("intent", pay_trace_no = "TR-1");
+            let _in = span.enter();
+            tracing::info!(target: "t", status = "ready", attempts = 1u32, "decided");
+        });
+        assert_eq!(raw.len(), 1);
+        let (head, rest) = raw[0].split_at("{\"timestamp\":\"2026-12-07T03:34:03.884039Z".len());
+        assert!(head.starts_with("{\"timestamp\":\""), "{}", raw[0]);
+        assert_eq!(
+            rest,
+            r#"","level":"INFO","target":"t","message":"decided","status":"ready","attempts":1,"span":{"name":"intent","pay_trace_no":"TR-1"}}"#
+        );
+    }
+
+    #[test]
+    fn no_key_appears_twice_in_a_line() {
+        let raw = lines(|| {
+            let span = tracing::info_span!(
+                "check",
+                name = "a span field called name",
+                trace_id = "first",
+                note = tracing::field::Empty
+            );
+            let _in = span.enter();
+            span.record("trace_id", "second");
+            span.record("note", "x\",\"trace_id\":\"not a key");
+            span.record("trace_id", "third");
+            tracing::warn!(
+                level = 3u64,
+                target = "mine",
+                timestamp = "t",
+                span = "s",
+                "clash"
+            );
+        });
+        assert_eq!(raw.len(), 1);
+        let line: Value = serde_json::from_str(&raw[0]).unwrap_or_default();
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["field.level"], 3);
+        assert_eq!(line["field.target"], "mine");
+        assert_eq!(line["field.timestamp"], "t");
+        assert_eq!(line["field.span"], "s");
+        assert_eq!(line["span"]["name"], "check");
+        assert_eq!(line["span"]["field.name"], "a span field called name");
+        assert_eq!(line["span"]["trace_id"], "third");
+        assert_eq!(line["span"]["note"], "x\",\"trace_id\":\"not a key");
+        for key in ["\"level\":", "\"name\":", "\"trace_id\":", "\"timestamp\":"] {
+            assert_eq!(raw[0].matches(key).count(), 1, "{key} in {}", raw[0]);
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_formatted_is_null_and_the_line_stays_json() {
+        struct Failing;
+        impl fmt::Display for Failing {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("half")?;
+                Err(fmt::Error)
+            }
+        }
+        let got = parsed(|| {
+            let span = tracing::info_span!("intent", bad = %Failing, good = 1u64);
+            let _in = span.enter();
+            tracing::info!(bad = %Failing, after = "kept", "still logged");
+        });
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["bad"], Value::Null);
+        assert_eq!(got[0]["after"], "kept");
+        assert_eq!(got[0]["message"], "still logged");
+        assert_eq!(
+            got[0]["span"],
+            json!({"name": "intent", "bad": null, "good": 1})
+        );
+    }
+
+    #[test]
     fn a_line_outside_any_span_has_no_span_member() {
         let got = parsed(|| tracing::info!("alone"));
         assert_eq!(got[0]["message"], "alone");
@@ -536,7 +700,7 @@ mod tests {
                 })
                 .unwrap_or_else(|| panic!("{want}"));
             let mut out = String::new();
-            assert!(write_timestamp(&mut out, t).is_ok());
+            write_timestamp(&mut out, t);
             assert_eq!(out, want);
         }
     }
