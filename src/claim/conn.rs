@@ -107,10 +107,13 @@ impl RedisConn {
 }
 
 /// `EVALSHA` of `script` on one key, its arguments to be added: for a
-/// script sent in a pipeline ([`RedisConn::query_scripted`]).
-pub fn evalsha(script: &Script, key: &str) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(1).arg(key);
+/// script sent in a pipeline ([`RedisConn::query_scripted`]). Sized for
+/// the `args` more arguments of `bytes` in all the caller adds, so the
+/// command's buffer is not reallocated argument by argument.
+pub fn evalsha(script: &Script, key: &str, args: usize, bytes: usize) -> Cmd {
+    let hash = script.get_hash();
+    let mut cmd = Cmd::with_capacity(4 + args, 16 + hash.len() + key.len() + bytes);
+    cmd.arg("EVALSHA").arg(hash).arg(1).arg(key);
     cmd
 }
 

@@ -98,8 +98,11 @@ pub struct SortedEntry<'a> {
 
 impl SortedEntry<'_> {
     fn zadd_nx(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(self.key)
+        // Sized up front: grown from empty, its buffer was reallocated at
+        // nearly every argument (BENCHMARKS.md, fifth sitting).
+        let mut cmd = redis::Cmd::with_capacity(5, 32 + self.key.len() + self.member.len());
+        cmd.arg("ZADD")
+            .arg(self.key)
             .arg("NX")
             .arg(self.score)
             .arg(&self.member);
@@ -400,12 +403,14 @@ impl ClaimStore {
         let key = self.key(id);
         let script = &self.scripts.store;
         let mut pipe = redis::pipe();
-        pipe.add_command(conn::evalsha(script, &key))
+        let trade_no = outcome.trade_no.unwrap_or("");
+        let more = token.len() + outcome.event.len() + trade_no.len() + 24;
+        pipe.add_command(conn::evalsha(script, &key, 5, more))
             .arg(token)
             .arg(outcome.event)
             .arg(self.retention_secs)
             .arg(if outcome.followed { "1" } else { "0" })
-            .arg(outcome.trade_no.unwrap_or(""));
+            .arg(trade_no);
         let n = match outcome.first_check {
             None => conn.query_scripted::<(i64,)>(&pipe, script).await?.0,
             Some(check) => {
