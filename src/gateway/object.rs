@@ -35,9 +35,10 @@ impl<'a> Object<'a> {
     /// Reads a JSON object; anything else is an error naming what it is.
     pub fn parse(body: &'a [u8]) -> Result<Self, ObjectError> {
         // UTF-8 checked once for the whole body: read from a `str`,
-        // serde_json does not check each string again (from bytes it
-        // does, a tenth of the answer's cost). It refuses what `from_slice`
-        // refuses: outside strings a byte past ASCII is a syntax error.
+        // serde_json does not check each string again (from bytes it does:
+        // a fifth of this function's cost, BENCHMARKS.md). It refuses what
+        // `from_slice` refuses: outside strings a byte past ASCII is a
+        // syntax error.
         let text = std::str::from_utf8(body).map_err(|e| {
             ObjectError::NotJson(format!("not UTF-8 (at byte {})", e.valid_up_to()))
         })?;
