@@ -268,13 +268,7 @@ impl Pipeline {
             CallEnd::Stored {
                 out,
                 scheduled: false,
-            } => {
-                let (disposition, scheduled) = tokio::join!(
-                    self.publish_outcome(&out, d, Some(id)),
-                    self.schedule_first_check(id, &out.event),
-                );
-                ControlFlow::Break(self.unless_unscheduled(disposition, scheduled, d.msg))
-            }
+            } => ControlFlow::Break(self.publish_and_schedule(&out, d, id, Some(id)).await),
             CallEnd::HandBack => ControlFlow::Break(Disposition::HandBack),
             CallEnd::Unusable => ControlFlow::Break(self.unusable(d.msg)),
             // Another worker owns the identity now (its outcome wins), or
@@ -329,12 +323,8 @@ impl Pipeline {
         let mark = (!duplicate).then_some(id);
         // Scheduling again is idempotent: a crash between the store and the
         // schedule loses nothing.
-        let out = Outgoing::new(event);
-        let (disposition, scheduled) = tokio::join!(
-            self.publish_outcome(&out, d, mark),
-            self.schedule_first_check(id, &out.event),
-        );
-        self.unless_unscheduled(disposition, scheduled, d.msg)
+        self.publish_and_schedule(&Outgoing::new(event), d, id, mark)
+            .await
     }
 
     /// A failure decided without the gateway (`conflict`, `expired`): not

@@ -6,7 +6,7 @@ use chrono::Utc;
 use tracing::{Instrument, info, warn};
 
 use super::redis_retry::Persist;
-use super::{Delivery, Disposition, Incoming, Outgoing, Pipeline, ResultOut, ResultSink};
+use super::{Delivery, Disposition, Outgoing, Pipeline, ResultOut, ResultSink};
 use crate::gateway::retry::Backoff;
 use crate::intent;
 use crate::payment::store::is_followed;
@@ -18,11 +18,7 @@ impl Pipeline {
     /// Schedules the payment's first check if the outcome is followed
     /// (contract §12). `false`: Redis could not be used; the intent must
     /// not be acknowledged.
-    pub(super) async fn schedule_first_check(
-        &self,
-        id: &intent::Identity,
-        event: &ResultEvent,
-    ) -> bool {
+    async fn schedule_first_check(&self, id: &intent::Identity, event: &ResultEvent) -> bool {
         let Some(s) = &self.scheduling else {
             return true;
         };
@@ -37,18 +33,25 @@ impl Pipeline {
         .is_ok()
     }
 
-    /// An outcome whose first check is not scheduled is not acknowledged:
-    /// its redelivery replays it and schedules again.
-    pub(super) fn unless_unscheduled(
+    /// [`Self::publish_outcome`] with the payment's first check scheduled
+    /// beside it (when the store did not carry it). An outcome whose first
+    /// check is not scheduled is not acknowledged: its redelivery replays it
+    /// and schedules again (idempotent: `ZADD NX`).
+    pub(super) async fn publish_and_schedule<S: ResultSink>(
         &self,
-        d: Disposition,
-        scheduled: bool,
-        msg: &Incoming<'_>,
+        out: &Outgoing,
+        d: &Delivery<'_, S>,
+        id: &intent::Identity,
+        mark: Option<&intent::Identity>,
     ) -> Disposition {
-        if d == Disposition::Ack && !scheduled {
-            return self.unusable(msg);
+        let (disposition, scheduled) = tokio::join!(
+            self.publish_outcome(out, d, mark),
+            self.schedule_first_check(id, &out.event),
+        );
+        if disposition == Disposition::Ack && !scheduled {
+            return self.unusable(d.msg);
         }
-        d
+        disposition
     }
 
     /// Publishes the outcome's event (confirmed) and, when `mark` names the
