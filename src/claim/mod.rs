@@ -202,6 +202,15 @@ pub fn parse_claim_reply(reply: Vec<String>) -> Result<ClaimReply, StoreError> {
     parsed.ok_or(StoreError::Reply(reply))
 }
 
+/// The claim protocol's scripts as the worker sends them. Public for the
+/// bench's skeleton, which does the worker's Redis I/O without its work.
+#[doc(hidden)]
+pub mod scripts {
+    pub const CLAIM: &str = include_str!("claim.lua");
+    pub const STORE: &str = include_str!("store.lua");
+    pub const CONFIRM: &str = include_str!("confirm.lua");
+}
+
 struct Scripts {
     claim: Script,
     renew: Script,
@@ -213,10 +222,10 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            claim: Script::new(include_str!("claim.lua")),
+            claim: Script::new(scripts::CLAIM),
             renew: Script::new(include_str!("renew.lua")),
-            store: Script::new(include_str!("store.lua")),
-            confirm: Script::new(include_str!("confirm.lua")),
+            store: Script::new(scripts::STORE),
+            confirm: Script::new(scripts::CONFIRM),
             release: Script::new(include_str!("release.lua")),
         }
     }

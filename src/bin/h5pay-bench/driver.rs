@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -17,8 +17,9 @@ use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use serde_json::{Value, json};
 
 use crate::Opts;
-use crate::procfs::proc_stats;
+use crate::procfs::{cpu_secs_of, machine_busy_secs, proc_stats};
 use crate::report::{RunReport, report};
+use crate::sample::EventSample;
 
 /// Names of one run: unique, cleaned up afterwards.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct Names {
     /// The run's own exchanges and queues.
     pub amqp: h5pay_worker::config::AmqpSettings,
     pub key_prefix: String,
+    /// The run's first `ready` event (see `sample.rs`).
+    pub sample: Arc<OnceLock<EventSample>>,
 }
 
 impl Names {
@@ -44,6 +47,7 @@ impl Names {
         Names {
             amqp: base.isolated(&format!("h5pay-bench-{id}")),
             key_prefix: format!("h5pay-bench:{id}"),
+            sample: Arc::default(),
             id,
         }
     }
@@ -220,6 +224,13 @@ pub async fn drive(
             bail!("intent {i} ended {}: {}", ev["status"], ev["error"]);
         }
         seen[i] = true;
+        if n.sample.get().is_none()
+            && let Some(ev) = ev["pay_trace_no"]
+                .as_str()
+                .and_then(|t| EventSample::of(&d, t))
+        {
+            let _ = n.sample.set(ev);
+        }
         let sent = published.lock().ok().and_then(|t| t[i]);
         if let Some(sent) = sent {
             first = Some(first.map_or(sent, |f: Instant| f.min(sent)));
@@ -251,23 +262,63 @@ pub async fn drive(
 }
 
 /// One measured run against a started process `pid`: warm-up, then the
-/// intents, then its peak RSS and the CPU time of the measured part.
+/// intents, then its peak RSS and the CPU time of the measured part, and
+/// where the rest of the machine's CPU went meanwhile.
 pub async fn measure(
     what: &str,
     conn: &Connection,
     n: &Names,
     opts: &Opts,
     pid: u32,
+    sandbox_pid: u32,
 ) -> anyhow::Result<RunReport> {
     warm_up(conn, n, opts).await?;
-    let (_, cpu_before) = proc_stats(pid);
+    let before = MachineCpu::now(pid, sandbox_pid);
     let (secs, lat) = drive(conn, n, opts, &n.id).await?;
-    let (hwm, cpu_after) = proc_stats(pid);
-    Ok(report(
+    let after = MachineCpu::now(pid, sandbox_pid);
+    let (hwm, _) = proc_stats(pid);
+    let mut r = report(
         what,
         opts,
         secs,
         &lat,
-        (hwm, cpu_after - cpu_before),
-    ))
+        (hwm, after.subject - before.subject),
+    );
+    r.others = after.since(&before, opts.intents);
+    Ok(r)
+}
+
+/// CPU seconds so far: the measured process, the machine's other parts on
+/// the path, and the whole machine.
+struct MachineCpu {
+    subject: f64,
+    broker: f64,
+    redis: f64,
+    sandbox: f64,
+    bench: f64,
+    machine: f64,
+}
+
+impl MachineCpu {
+    fn now(pid: u32, sandbox_pid: u32) -> MachineCpu {
+        MachineCpu {
+            subject: proc_stats(pid).1,
+            broker: cpu_secs_of("beam.smp"),
+            redis: cpu_secs_of("redis-server"),
+            sandbox: proc_stats(sandbox_pid).1,
+            bench: proc_stats(std::process::id()).1,
+            machine: machine_busy_secs(),
+        }
+    }
+
+    fn since(&self, before: &MachineCpu, intents: usize) -> crate::report::Others {
+        let per = |a: f64, b: f64| (a - b) * 1e6 / intents.max(1) as f64;
+        crate::report::Others {
+            broker_us: per(self.broker, before.broker),
+            redis_us: per(self.redis, before.redis),
+            sandbox_us: per(self.sandbox, before.sandbox),
+            bench_us: per(self.bench, before.bench),
+            machine_us: per(self.machine, before.machine),
+        }
+    }
 }

@@ -7,8 +7,11 @@
 //! the worker's peak RSS and CPU time. In the same run it measures this
 //! machine's ceiling with a pipeline skeleton (`h5pay-bench skeleton`, also
 //! a child process) that does only the worker's I/O — consume, the same
-//! Redis round trips, one HTTP POST to the sandbox, a confirmed publish, an
-//! ack — and reports the worker as a ratio of it.
+//! Redis scripts and round trips, one HTTP POST to the sandbox, a confirmed
+//! publish of a result event of the worker's own (same bytes, same
+//! properties), an ack — and reports the worker as a ratio of it. Each run
+//! also shows where the rest of the machine's CPU went per intent (broker,
+//! Redis, sandbox, the bench itself), so that a ratio can be read.
 //!
 //! `h5pay-bench notify` measures the notify receiver instead
 //! ([`notify_load`]).
@@ -23,6 +26,7 @@ mod net;
 mod processes;
 mod procfs;
 mod report;
+mod sample;
 mod skeleton;
 
 use std::path::PathBuf;
@@ -131,6 +135,10 @@ enum Mode {
         gateway: String,
         #[arg(long)]
         key_prefix: String,
+        /// A result event of the worker's (body and properties) to publish
+        /// for each intent; without it, a small stand-in event.
+        #[arg(long)]
+        event_sample: Option<PathBuf>,
     },
     /// The notify receiver under load: orders placed by the worker, then
     /// signed notifies at a fixed rate and at the maximum.
@@ -154,12 +162,14 @@ fn main() -> anyhow::Result<()> {
             result_exchange,
             gateway,
             key_prefix,
+            event_sample,
         }) => rt.block_on(skeleton::run(
             cli.opts,
             queue,
             result_exchange,
             gateway,
             key_prefix,
+            event_sample,
         )),
         Some(Mode::Notify(n)) => rt.block_on(notify_load::run(cli.opts, n)),
         Some(Mode::Checks(c)) => rt.block_on(checks::run(cli.opts, c)),
@@ -178,7 +188,8 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
 
     // One sandbox for both runs, in its own process.
     let sandbox_bin = opts.sandbox_bin.clone().unwrap_or_else(|| bin.clone());
-    let (_sandbox, gateway) = start_sandbox(&sandbox_bin, &dir, opts.latency_ms).await?;
+    let (sandbox, gateway) = start_sandbox(&sandbox_bin, &dir, opts.latency_ms).await?;
+    let sandbox_pid = sandbox.0.id();
     let mut reports = Vec::new();
     // Worker and skeleton runs alternate, so that the machine's noise hits both.
     for run in 1..=opts.runs {
@@ -187,14 +198,17 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         }
         if !opts.no_worker {
             if opts.reconcile != Reconcile::Off {
-                reports.push(run_worker(&opts, &conn, &bin, &dir, &gateway, true).await?);
+                reports
+                    .push(run_worker(&opts, &conn, &bin, &dir, &gateway, true, sandbox_pid).await?);
             }
             if opts.reconcile != Reconcile::On {
-                reports.push(run_worker(&opts, &conn, &bin, &dir, &gateway, false).await?);
+                reports.push(
+                    run_worker(&opts, &conn, &bin, &dir, &gateway, false, sandbox_pid).await?,
+                );
             }
         }
         if !opts.no_skeleton {
-            reports.push(run_skeleton(&opts, &conn, &gateway).await?);
+            reports.push(run_skeleton(&opts, &conn, &dir, &gateway, sandbox_pid).await?);
         }
     }
 

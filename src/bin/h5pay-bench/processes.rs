@@ -193,6 +193,7 @@ pub async fn run_worker(
     dir: &TempDir,
     gateway: &str,
     reconcile: bool,
+    sandbox_pid: u32,
 ) -> anyhow::Result<RunReport> {
     let n = Names::new("w", opts);
     declare(conn, &n).await?;
@@ -218,16 +219,30 @@ pub async fn run_worker(
         }
     );
     let what = if reconcile { "worker" } else { "worker-rc-off" };
-    let r = measure(what, conn, &n, opts, pid).await;
+    let r = measure(what, conn, &n, opts, pid, sandbox_pid).await;
     drop(worker);
+    // The first worker run leaves its event for the skeleton runs.
+    let sample = sample_path(dir);
+    if let Some(ev) = n.sample.get()
+        && !sample.exists()
+    {
+        ev.write(&sample)?;
+    }
     cleanup(conn, &n, &opts.redis_url).await;
     r
+}
+
+/// Where a worker run leaves a result event of its own for the skeleton.
+fn sample_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("event-sample.json")
 }
 
 pub async fn run_skeleton(
     opts: &Opts,
     conn: &Connection,
+    dir: &TempDir,
     gateway: &str,
+    sandbox_pid: u32,
 ) -> anyhow::Result<RunReport> {
     let n = Names::new("s", opts);
     declare(conn, &n).await?;
@@ -252,6 +267,13 @@ pub async fn run_skeleton(
             "--key-prefix",
             &n.key_prefix,
         ])
+        .args(
+            Some(sample_path(dir))
+                .filter(|p| p.exists())
+                .map(|p| [std::ffi::OsString::from("--event-sample"), p.into()])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -260,7 +282,7 @@ pub async fn run_skeleton(
     let skel = ChildGuard(child);
     tokio::time::sleep(Duration::from_millis(500)).await;
     eprintln!("skeleton: {} intents", opts.intents);
-    let r = measure("skeleton", conn, &n, opts, pid).await;
+    let r = measure("skeleton", conn, &n, opts, pid, sandbox_pid).await;
     drop(skel);
     cleanup(conn, &n, &opts.redis_url).await;
     r

@@ -19,6 +19,22 @@ pub struct RunReport {
     pub peak_rss_mib: f64,
     pub cpu_secs: f64,
     pub cpu_us_per_intent: f64,
+    /// The rest of the machine's CPU per intent during the measured part.
+    pub others: Others,
+}
+
+/// CPU per intent (µs) of what shares the machine with the measured
+/// process: an intent costs the broker, Redis and the sandbox something in
+/// either run, and the ratio is only the worker's own work if those match.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Others {
+    pub broker_us: f64,
+    pub redis_us: f64,
+    pub sandbox_us: f64,
+    /// h5pay-bench itself: publishing intents, reading result events.
+    pub bench_us: f64,
+    /// Every process of the machine (busy time of /proc/stat).
+    pub machine_us: f64,
 }
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -46,6 +62,7 @@ pub fn report(what: &str, opts: &Opts, seconds: f64, lat: &[f64], proc: (u64, f6
         peak_rss_mib: rss_kib as f64 / 1024.0,
         cpu_secs: cpu,
         cpu_us_per_intent: cpu * 1e6 / count as f64,
+        others: Others::default(),
     }
 }
 
@@ -82,6 +99,29 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
             r.max_ms,
             r.peak_rss_mib,
             r.cpu_us_per_intent
+        )?;
+    }
+    writeln!(
+        out,
+        "\nCPU per intent, µs, during each run: the measured process and what it shares the machine with"
+    )?;
+    writeln!(
+        out,
+        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "run", "itself", "broker", "redis", "sandbox", "bench", "machine"
+    )?;
+    for r in reports {
+        let o = &r.others;
+        writeln!(
+            out,
+            "{:<13} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            r.what,
+            r.cpu_us_per_intent,
+            o.broker_us,
+            o.redis_us,
+            o.sandbox_us,
+            o.bench_us,
+            o.machine_us
         )?;
     }
     let median = |what: &str| -> Option<(f64, f64, f64)> {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use h5pay_worker::amqp::{Settlement, Settler};
+use h5pay_worker::claim::scripts;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
@@ -17,7 +18,17 @@ use redis::RedisResult;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::sample::EventSample;
 use crate::{Opts, SANDBOX_KEY};
+
+/// The claim's owner token and the intent's fingerprint: 32 hex chars each,
+/// as the worker's.
+const TOKEN: &str = "5f2b9c0e7d1a4b3c5f2b9c0e7d1a4b3c";
+const FINGERPRINT: &str = "0e7d1a4b3c5f2b9c0e7d1a4b3c5f2b9c";
+
+/// A gateway trade_no, stored with the outcome as the worker stores the
+/// sandbox's (reading it from the answer would be the worker's work).
+const TRADE_NO: &str = "20000112026112600000000000001";
 
 /// Per-stage time sums of the skeleton (µs), printed as means every 5000
 /// intents: where an intent's prefetch slot goes besides the gateway.
@@ -25,16 +36,28 @@ static STAGE_US: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 static STAGE_N: AtomicU64 = AtomicU64::new(0);
 
 /// The I/O of the worker's pipeline and nothing else: consume, claim
-/// (1 script), one HTTP POST, store (1 script, the payment's state `open`
-/// with it) and the first check (1 ZADD) in one pipelined round trip,
-/// confirmed publish, mark (1 script), ack (through the worker's settler).
+/// (the worker's claim script), one HTTP POST, store (its store script,
+/// the payment's state `open` with it) and the first check (1 ZADD NX) in
+/// one pipelined round trip, confirmed publish (a result event of the
+/// worker's, same bytes and properties), mark (its confirm script), ack
+/// (through the worker's settler). The scripts get arguments of the sizes
+/// the worker's carry, so Redis does the same work in both runs.
 pub async fn run(
     opts: Opts,
     queue: String,
     result_exchange: String,
     gateway: String,
     key_prefix: String,
+    event_sample: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
+    let sample = event_sample.as_deref().map(EventSample::read).transpose()?;
+    if sample.is_none() {
+        eprintln!("skeleton: no event of the worker's to publish; a small stand-in event instead");
+    }
+    let properties = sample.as_ref().map_or_else(
+        || BasicProperties::default().with_delivery_mode(2),
+        EventSample::properties,
+    );
     let conn = Connection::connect(&opts.amqp_url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(opts.prefetch, BasicQosOptions::default())
@@ -45,15 +68,9 @@ pub async fn run(
         .get_multiplexed_async_connection()
         .await?;
     let http = reqwest::Client::builder().build()?;
-    let claim = Arc::new(redis::Script::new(
-        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], 'own', ARGV[1], 'st', 'c') redis.call('EXPIRE', KEYS[1], 3600) return 1",
-    ));
-    let store = Arc::new(redis::Script::new(
-        "if redis.call('HGET', KEYS[1], 'own') ~= ARGV[1] then return 0 end redis.call('HSET', KEYS[1], 'st', 'd', 'ev', ARGV[2]) redis.call('HSETNX', KEYS[1], 'ps', 'open') return 1",
-    ));
-    let mark = Arc::new(redis::Script::new(
-        "redis.call('HSET', KEYS[1], 'cf', '1') return 1",
-    ));
+    let claim = Arc::new(redis::Script::new(scripts::CLAIM));
+    let store = Arc::new(redis::Script::new(scripts::STORE));
+    let mark = Arc::new(redis::Script::new(scripts::CONFIRM));
     // Sent by hash in a pipeline: loaded first.
     let mut loading = redis.clone();
     store.load_async(&mut loading).await?;
@@ -66,7 +83,16 @@ pub async fn run(
             FieldTable::default(),
         )
         .await?;
-    let shared = Arc::new((pch, http, gateway, result_exchange, key_prefix, key));
+    let shared = Arc::new((
+        pch,
+        http,
+        gateway,
+        result_exchange,
+        key_prefix,
+        key,
+        sample,
+        properties,
+    ));
     // Acks are settled as the worker settles them (contiguous ones coalesced).
     let settler = Settler::start();
     while let Some(d) = consumer.next().await {
@@ -83,16 +109,30 @@ pub async fn run(
                 STAGE_US[i].fetch_add((now - t).as_micros() as u64, Relaxed);
                 t = now;
             };
-            let (pch, http, gateway, result_exchange, key_prefix, key) = &*shared;
+            let (pch, http, gateway, result_exchange, key_prefix, key, sample, properties) =
+                &*shared;
             let v: Value = serde_json::from_slice(&d.data).unwrap_or_default();
             let trace = v["pay_trace_no"].as_str().unwrap_or("x").to_owned();
             let k = format!("{key_prefix}:{trace}");
-            let _: i64 = claim
+            // What the worker stores with its claim (`Sent`), of its size.
+            let sent = json!({
+                "pay_type": "wechat", "total_amount": v["total_amount"],
+                "correlation_id": trace, "metadata": v["metadata"],
+            })
+            .to_string();
+            let _: RedisResult<redis::Value> = claim
                 .key(&k)
-                .arg("tok")
+                .arg(TOKEN)
+                .arg(FINGERPRINT)
+                .arg("20261126000000")
+                .arg("0")
+                .arg(30_000)
+                .arg(172_800)
+                .arg("0")
+                .arg(&sent)
+                .arg("0")
                 .invoke_async(&mut redis)
-                .await
-                .unwrap_or(0);
+                .await;
             lap(0);
             let mut req = serde_json::Map::new();
             for (f, val) in [
@@ -108,7 +148,8 @@ pub async fn run(
             let s = h5pay_worker::gateway::sign::sign(&req, key);
             req.insert("sign".into(), json!(s));
             let body = serde_json::to_vec(&req).unwrap_or_default();
-            let answer = match http
+            // Read in full, as the worker reads it; its content is the worker's work.
+            let _answer = match http
                 .post(gateway.as_str())
                 .header("content-type", "application/json")
                 .body(body)
@@ -126,13 +167,21 @@ pub async fn run(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64 + 30_000)
                 .unwrap_or(0);
+            let event = match sample {
+                Some(s) => s.body_for(&trace),
+                None => serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
+                    .unwrap_or_default(),
+            };
             let _: RedisResult<(i64, i64)> = redis::pipe()
                 .cmd("EVALSHA")
                 .arg(store.get_hash())
                 .arg(1)
                 .arg(&k)
-                .arg("tok")
-                .arg(answer.as_ref())
+                .arg(TOKEN)
+                .arg(&event)
+                .arg(172_800)
+                .arg("1")
+                .arg(TRADE_NO)
                 .cmd("ZADD")
                 .arg(format!("{key_prefix}:checks:0"))
                 .arg("NX")
@@ -141,8 +190,9 @@ pub async fn run(
                 .query_async(&mut redis)
                 .await;
             lap(2);
-            let event = serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
-                .unwrap_or_default();
+            let props = properties
+                .clone()
+                .with_correlation_id(trace.as_str().into());
             if let Ok(c) = pch
                 .basic_publish(
                     result_exchange.as_str().into(),
@@ -152,7 +202,7 @@ pub async fn run(
                         ..Default::default()
                     },
                     &event,
-                    BasicProperties::default().with_delivery_mode(2),
+                    props,
                 )
                 .await
             {
