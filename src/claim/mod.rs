@@ -498,7 +498,7 @@ impl ClaimStore {
 /// A fresh owner token: 128 random bits.
 pub fn new_token() -> String {
     use rand::RngExt;
-    hex::encode(rand::rng().random::<[u8; 16]>())
+    crate::domain::digest::hex16(&rand::rng().random::<[u8; 16]>())
 }
 
 #[cfg(test)]
