@@ -17,7 +17,7 @@ use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use serde_json::{Value, json};
 
 use crate::Opts;
-use crate::procfs::{cpu_secs_of, machine_busy_secs, proc_stats};
+use crate::procfs::{CpuOf, cpu_of, machine_busy_secs, proc_stats};
 use crate::report::{RunReport, report};
 use crate::sample::EventSample;
 
@@ -276,13 +276,12 @@ pub async fn measure(
     let before = MachineCpu::now(pid, sandbox_pid);
     let (secs, lat) = drive(conn, n, opts, &n.id).await?;
     let after = MachineCpu::now(pid, sandbox_pid);
-    let (hwm, _) = proc_stats(pid);
     let mut r = report(
         what,
         opts,
         secs,
         &lat,
-        (hwm, after.subject - before.subject),
+        (after.subject_hwm_kib, after.subject - before.subject),
     );
     r.others = after.since(&before, opts.intents);
     Ok(r)
@@ -292,8 +291,10 @@ pub async fn measure(
 /// the path, and the whole machine.
 struct MachineCpu {
     subject: f64,
-    broker: f64,
-    redis: f64,
+    /// The measured process's peak RSS (read with its CPU time).
+    subject_hwm_kib: u64,
+    broker: CpuOf,
+    redis: CpuOf,
     sandbox: f64,
     bench: f64,
     machine: f64,
@@ -301,10 +302,12 @@ struct MachineCpu {
 
 impl MachineCpu {
     fn now(pid: u32, sandbox_pid: u32) -> MachineCpu {
+        let (subject_hwm_kib, subject) = proc_stats(pid);
         MachineCpu {
-            subject: proc_stats(pid).1,
-            broker: cpu_secs_of("beam.smp"),
-            redis: cpu_secs_of("redis-server"),
+            subject,
+            subject_hwm_kib,
+            broker: cpu_of("beam.smp"),
+            redis: cpu_of("redis-server"),
             sandbox: proc_stats(sandbox_pid).1,
             bench: proc_stats(std::process::id()).1,
             machine: machine_busy_secs(),
@@ -312,10 +315,11 @@ impl MachineCpu {
     }
 
     fn since(&self, before: &MachineCpu, intents: usize) -> crate::report::Others {
-        let per = |a: f64, b: f64| (a - b) * 1e6 / intents.max(1) as f64;
+        let per_intent = |secs: f64| secs * 1e6 / intents.max(1) as f64;
+        let per = |a: f64, b: f64| per_intent(a - b);
         crate::report::Others {
-            broker_us: per(self.broker, before.broker),
-            redis_us: per(self.redis, before.redis),
+            broker_us: per_intent(self.broker.since(&before.broker)),
+            redis_us: per_intent(self.redis.since(&before.redis)),
             sandbox_us: per(self.sandbox, before.sandbox),
             bench_us: per(self.bench, before.bench),
             machine_us: per(self.machine, before.machine),

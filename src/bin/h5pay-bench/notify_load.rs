@@ -27,7 +27,7 @@ use crate::driver::{Names, cleanup, declare, drive, subscribe};
 use crate::processes::{
     TempDir, config_toml, free_port, proc_stats, spawn, start_sandbox, wait_ready, worker_bin,
 };
-use crate::procfs::{cpu_secs_of, machine_busy_secs};
+use crate::procfs::{CpuOf, cpu_of, machine_busy_secs};
 use crate::report::append_json;
 use crate::report::percentile;
 use crate::{Opts, SANDBOX_KEY};
@@ -185,9 +185,9 @@ async fn measure(
             max_ms: latencies.last().copied().unwrap_or(0.0),
             peak_rss_mib: hwm_kib as f64 / 1024.0,
             cpu_us_per_notify: per_notify(cpu_before, cpu_after),
-            machine_us_per_notify: per_notify(shares_before[0], shares_after[0]),
-            broker_us_per_notify: per_notify(shares_before[1], shares_after[1]),
-            client_us_per_notify: per_notify(shares_before[2], shares_after[2]),
+            machine_us_per_notify: per_notify(shares_before.0, shares_after.0),
+            broker_us_per_notify: per_notify(0.0, shares_after.1.since(&shares_before.1)),
+            client_us_per_notify: per_notify(shares_before.2, shares_after.2),
         });
     }
     if let Some(b) = beside {
@@ -416,12 +416,12 @@ impl Counter {
 }
 
 /// CPU seconds so far of the machine, RabbitMQ and this process.
-fn shares() -> [f64; 3] {
-    [
+fn shares() -> (f64, CpuOf, f64) {
+    (
         machine_busy_secs(),
-        cpu_secs_of("beam.smp"),
+        cpu_of("beam.smp"),
         proc_stats(std::process::id()).1,
-    ]
+    )
 }
 
 fn print(opts: &Opts, reports: &[PhaseReport]) -> anyhow::Result<()> {

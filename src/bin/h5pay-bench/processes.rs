@@ -247,37 +247,33 @@ pub async fn run_skeleton(
     let n = Names::new("s", opts);
     declare(conn, &n).await?;
     let me = std::env::current_exe()?;
-    let child = Command::new(me)
-        .args([
-            "--prefetch",
-            &opts.prefetch.to_string(),
-            "--amqp-url",
-            &opts.amqp_url,
-            "--redis-url",
-            &opts.redis_url,
-        ])
-        .args([
-            "skeleton",
-            "--queue",
-            &n.amqp.intent_queue,
-            "--result-exchange",
-            &n.amqp.result_exchange,
-            "--gateway",
-            gateway,
-            "--key-prefix",
-            &n.key_prefix,
-        ])
-        .args(
-            Some(sample_path(dir))
-                .filter(|p| p.exists())
-                .map(|p| [std::ffi::OsString::from("--event-sample"), p.into()])
-                .into_iter()
-                .flatten(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the skeleton")?;
+    let mut cmd = Command::new(me);
+    cmd.args([
+        "--prefetch",
+        &opts.prefetch.to_string(),
+        "--amqp-url",
+        &opts.amqp_url,
+        "--redis-url",
+        &opts.redis_url,
+    ])
+    .args([
+        "skeleton",
+        "--queue",
+        &n.amqp.intent_queue,
+        "--result-exchange",
+        &n.amqp.result_exchange,
+        "--gateway",
+        gateway,
+        "--key-prefix",
+        &n.key_prefix,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    let sample = sample_path(dir);
+    if sample.exists() {
+        cmd.arg("--event-sample").arg(sample);
+    }
+    let child = cmd.spawn().context("starting the skeleton")?;
     let pid = child.id();
     let skel = ChildGuard(child);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -43,17 +43,38 @@ pub fn machine_busy_secs() -> f64 {
     busy as f64 / 100.0
 }
 
-/// CPU seconds used so far by every process whose name is `comm` (its
-/// threads included): RabbitMQ's `beam.smp`, `redis-server`.
-pub fn cpu_secs_of(comm: &str) -> f64 {
+/// CPU seconds used so far by each process whose name is `comm` (its
+/// threads included), by pid: RabbitMQ's `beam.smp`, `redis-server`.
+pub struct CpuOf(Vec<(u32, f64)>);
+
+pub fn cpu_of(comm: &str) -> CpuOf {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return CpuOf(Vec::new());
     };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
-        })
-        .map(|pid| proc_stats(pid).1)
-        .sum()
+    CpuOf(
+        dir.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == comm)
+            })
+            .map(|pid| (pid, proc_stats(pid).1))
+            .collect(),
+    )
+}
+
+impl CpuOf {
+    /// CPU seconds used since `before` by the processes alive at both
+    /// reads. A short-lived process of the same name that starts or ends in
+    /// between is left out (RabbitMQ's command-line tools run on `beam.smp`
+    /// too): counted, it would add its whole life, or take it away.
+    pub fn since(&self, before: &CpuOf) -> f64 {
+        self.0
+            .iter()
+            .filter_map(|(pid, now)| {
+                let (_, then) = before.0.iter().find(|(p, _)| p == pid)?;
+                Some(now - then)
+            })
+            .sum()
+    }
 }
