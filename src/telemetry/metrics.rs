@@ -4,9 +4,13 @@
 //! ([`register`]), so `/metrics` shows what OPERATIONS.md alerts on from
 //! the first scrape and the names cannot drift between files.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use ::metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 
 use crate::outcome::{FailureKind, Status};
 
@@ -290,17 +294,17 @@ pub const NOTIFIES: &str = "h5pay_notifies_total";
 pub const NOTIFY_DURATION: &str = "h5pay_notify_duration_seconds";
 
 pub fn notify_answered(outcome: NotifyOutcome, took: Duration) {
-    counter!(NOTIFIES, "outcome" => outcome.as_str()).increment(1);
-    histogram!(NOTIFY_DURATION).record(took.as_secs_f64());
+    count(|h| &h.notifies, NOTIFIES, "outcome", outcome.as_str());
+    record(|h| &h.notify_duration, NOTIFY_DURATION, took);
 }
 
 pub fn reconcile_check(result: CheckResult) {
-    counter!(RECONCILE_CHECKS, "result" => result.as_str()).increment(1);
+    count(|h| &h.checks, RECONCILE_CHECKS, "result", result.as_str());
 }
 
 /// How late a due check started.
 pub fn reconcile_lag(lag: Duration) {
-    histogram!(RECONCILE_LAG).record(lag.as_secs_f64());
+    record(|h| &h.reconcile_lag, RECONCILE_LAG, lag);
 }
 
 /// Checks due now and not picked up.
@@ -309,20 +313,30 @@ pub fn reconcile_overdue(n: u64) {
 }
 
 pub fn payment_event(state: crate::domain::EventState) {
-    counter!(PAYMENT_EVENTS, "state" => state.as_str()).increment(1);
+    count(
+        |h| &h.payment_events,
+        PAYMENT_EVENTS,
+        "state",
+        state.as_str(),
+    );
 }
 
 pub fn intent_settled(outcome: IntentOutcome) {
-    counter!(INTENTS, "outcome" => outcome.as_str()).increment(1);
+    count(|h| &h.intents, INTENTS, "outcome", outcome.as_str());
 }
 
 pub fn result_published(status: Status) {
-    counter!(RESULTS_PUBLISHED, "status" => status.as_str()).increment(1);
+    count(|h| &h.results, RESULTS_PUBLISHED, "status", status.as_str());
 }
 
 pub fn gateway_attempt(outcome: AttemptOutcome, took: Duration) {
-    counter!(GATEWAY_REQUESTS, "outcome" => outcome.as_str()).increment(1);
-    histogram!(GATEWAY_REQUEST_DURATION).record(took.as_secs_f64());
+    count(
+        |h| &h.gateway_requests,
+        GATEWAY_REQUESTS,
+        "outcome",
+        outcome.as_str(),
+    );
+    record(|h| &h.gateway_duration, GATEWAY_REQUEST_DURATION, took);
 }
 
 pub fn gateway_retry(reason: Transient) {
@@ -364,7 +378,7 @@ pub fn claim_lost() {
 }
 
 pub fn publish_confirmed(took: Duration) {
-    histogram!(PUBLISH_CONFIRM).record(took.as_secs_f64());
+    record(|h| &h.publish_confirm, PUBLISH_CONFIRM, took);
 }
 
 pub fn publish_failed() {
@@ -413,15 +427,124 @@ pub struct InFlight(tokio::time::Instant);
 
 impl InFlight {
     pub fn start() -> InFlight {
-        gauge!(INFLIGHT).increment(1.0);
+        match HOT.get() {
+            Some(h) => h.inflight.increment(1.0),
+            None => gauge!(INFLIGHT).increment(1.0),
+        }
         InFlight(tokio::time::Instant::now())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        histogram!(INTENT_DURATION).record(self.0.elapsed().as_secs_f64());
-        gauge!(INFLIGHT).decrement(1.0);
+        record(|h| &h.intent_duration, INTENT_DURATION, self.0.elapsed());
+        match HOT.get() {
+            Some(h) => h.inflight.decrement(1.0),
+            None => gauge!(INFLIGHT).decrement(1.0),
+        }
+    }
+}
+
+/// The handles of the series touched on every intent, notify and check,
+/// made once the recorder is installed ([`register`]). `counter!` builds
+/// its key and looks it up in the recorder's registry on every call (about
+/// 800 instructions; eight per intent: BENCHMARKS.md, seventh sitting); a
+/// handle is an atomic add. Unset (no recorder: tests, the CLI's other
+/// commands), the macros count as before.
+struct Hot {
+    intents: Labelled,
+    results: Labelled,
+    gateway_requests: Labelled,
+    notifies: Labelled,
+    payment_events: Labelled,
+    checks: Labelled,
+    inflight: Gauge,
+    intent_duration: Histogram,
+    gateway_duration: Histogram,
+    publish_confirm: Histogram,
+    notify_duration: Histogram,
+    reconcile_lag: Histogram,
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// One counter's series by label value: a handful each, so a scan.
+struct Labelled(Vec<(&'static str, Counter)>);
+
+impl Labelled {
+    fn new(
+        name: &'static str,
+        label: &'static str,
+        values: impl IntoIterator<Item = &'static str>,
+    ) -> Self {
+        Labelled(
+            values
+                .into_iter()
+                .map(|v| (v, counter!(name, label => v)))
+                .collect(),
+        )
+    }
+
+    fn get(&self, value: &str) -> Option<&Counter> {
+        self.0.iter().find(|(v, _)| *v == value).map(|(_, c)| c)
+    }
+}
+
+/// Counts one on `name{label=value}`, through its handle when there is one.
+fn count(
+    table: fn(&Hot) -> &Labelled,
+    name: &'static str,
+    label: &'static str,
+    value: &'static str,
+) {
+    match HOT.get().and_then(|h| table(h).get(value)) {
+        Some(c) => c.increment(1),
+        None => counter!(name, label => value).increment(1),
+    }
+}
+
+fn record(hist: fn(&Hot) -> &Histogram, name: &'static str, took: Duration) {
+    match HOT.get() {
+        Some(h) => hist(h).record(took.as_secs_f64()),
+        None => histogram!(name).record(took.as_secs_f64()),
+    }
+}
+
+fn labels<L: Label>() -> impl Iterator<Item = &'static str> {
+    L::ALL.iter().map(|v| v.as_str())
+}
+
+/// The hot series' handles, from the same lists [`register`] zeroes.
+fn hot() -> Hot {
+    Hot {
+        intents: Labelled::new(
+            INTENTS,
+            "outcome",
+            IntentOutcome::all().map(IntentOutcome::as_str),
+        ),
+        results: Labelled::new(
+            RESULTS_PUBLISHED,
+            "status",
+            [Status::Ready, Status::InProcess, Status::Failed].map(Status::as_str),
+        ),
+        gateway_requests: Labelled::new(
+            GATEWAY_REQUESTS,
+            "outcome",
+            DECIDED.into_iter().chain(labels::<Transient>()),
+        ),
+        notifies: Labelled::new(NOTIFIES, "outcome", labels::<NotifyOutcome>()),
+        payment_events: Labelled::new(
+            PAYMENT_EVENTS,
+            "state",
+            crate::domain::EventState::ALL.map(|s| s.as_str()),
+        ),
+        checks: Labelled::new(RECONCILE_CHECKS, "result", labels::<CheckResult>()),
+        inflight: gauge!(INFLIGHT),
+        intent_duration: histogram!(INTENT_DURATION),
+        gateway_duration: histogram!(GATEWAY_REQUEST_DURATION),
+        publish_confirm: histogram!(PUBLISH_CONFIRM),
+        notify_duration: histogram!(NOTIFY_DURATION),
+        reconcile_lag: histogram!(RECONCILE_LAG),
     }
 }
 
@@ -493,6 +616,7 @@ pub(super) fn register() {
         // Registering the handle is enough for the exporter to list it.
         let _ = histogram!(name);
     }
+    let _ = HOT.set(hot());
 }
 
 pub(super) fn describe() {
@@ -579,4 +703,64 @@ pub(super) fn describe() {
         HTTP_REFUSED,
         "HTTP connections closed at once because the server had its maximum open, by server"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of one series in the exporter's text, 0 if absent.
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn the_hot_series_count_through_their_handles_into_the_installed_recorder() {
+        let Some(handle) = crate::telemetry::recorder() else {
+            panic!("the Prometheus recorder could not be installed");
+        };
+        assert!(HOT.get().is_some(), "registering made the handles");
+        let series = [
+            "h5pay_intents_total{outcome=\"ready\"}",
+            "h5pay_intents_total{outcome=\"payment_failed\"}",
+            "h5pay_results_published_total{status=\"in_process\"}",
+            "h5pay_gateway_requests_total{outcome=\"answered\"}",
+            "h5pay_gateway_requests_total{outcome=\"http_5xx\"}",
+            "h5pay_notifies_total{outcome=\"applied\"}",
+            "h5pay_payment_events_total{state=\"paid\"}",
+            "h5pay_reconcile_checks_total{result=\"open\"}",
+            "h5pay_intent_duration_seconds_count",
+            "h5pay_gateway_request_duration_seconds_count",
+            "h5pay_publish_confirm_seconds_count",
+            "h5pay_notify_duration_seconds_count",
+            "h5pay_reconcile_lag_seconds_count",
+        ];
+        let before = handle.render();
+        let took = Duration::from_millis(3);
+        intent_settled(IntentOutcome::Ready);
+        intent_settled(IntentOutcome::Failed(FailureKind::PaymentFailed));
+        result_published(Status::InProcess);
+        gateway_attempt(AttemptOutcome::Decided("answered"), took);
+        gateway_attempt(AttemptOutcome::Transient(Transient::Http5xx), took);
+        notify_answered(NotifyOutcome::Applied, took);
+        payment_event(crate::domain::EventState::ALL[0]);
+        reconcile_check(CheckResult::Open);
+        reconcile_lag(took);
+        publish_confirmed(took);
+        drop(InFlight::start());
+        let after = handle.render();
+        // Other tests count too, in parallel: at least one more each.
+        for s in series {
+            assert!(
+                value(&after, s) >= value(&before, s) + 1.0,
+                "{s}: {} then {}",
+                value(&before, s),
+                value(&after, s)
+            );
+        }
+        assert_eq!(crate::domain::EventState::ALL[0].as_str(), "paid");
+    }
 }

@@ -137,6 +137,22 @@ async fn admin_endpoints_answer_over_http_and_metrics_have_the_contract_names() 
             "{name} missing from /metrics:\n{metrics}"
         );
     }
+    // Registered at zero from the start; the intent counted on them (other
+    // tests in this process may count too).
+    for series in [
+        "h5pay_intents_total{outcome=\"ready\"}",
+        "h5pay_results_published_total{status=\"ready\"}",
+        "h5pay_gateway_requests_total{outcome=\"ready\"}",
+        "h5pay_intent_duration_seconds_count",
+        "h5pay_publish_confirm_seconds_count",
+    ] {
+        let counted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(counted >= 1.0, "{series} is {counted}:\n{metrics}");
+    }
     assert!(worker.stop().await.is_ok());
     server.abort();
 }

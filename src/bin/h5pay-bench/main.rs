@@ -83,6 +83,10 @@ pub struct Opts {
     /// Comparing two workers, give both the same sandbox: it shares the cores.
     #[arg(long)]
     pub sandbox_bin: Option<PathBuf>,
+    /// The binary the skeleton runs from (default: this one), e.g. a wrapper
+    /// that profiles it; it is given the skeleton's arguments.
+    #[arg(long)]
+    pub skeleton_bin: Option<PathBuf>,
     /// Append one JSON line per run to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -246,8 +246,11 @@ pub async fn run_skeleton(
 ) -> anyhow::Result<RunReport> {
     let n = Names::new("s", opts);
     declare(conn, &n).await?;
-    let me = std::env::current_exe()?;
-    let mut cmd = Command::new(me);
+    let bin = match &opts.skeleton_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut cmd = Command::new(bin);
     cmd.args([
         "--prefetch",
         &opts.prefetch.to_string(),
