@@ -189,12 +189,19 @@ impl Pipeline {
                 };
                 // Entering `process` too makes it the parent of every step
                 // span in the exported trace (the log span is not exported).
-                self.claim_loop(&intent, &d, &institutions)
+                // Boxed on both paths: held inline, the claim loop's 7 KB
+                // future made every intent's task 15 KB to move and keep;
+                // boxed, the task is 1 KB (BENCHMARKS.md, seventh sitting).
+                Box::pin(self.claim_loop(&intent, &d, &institutions))
                     .instrument(span)
                     .instrument(process.clone())
                     .await
             }
-            Err(invalid) => self.invalid(&invalid, &msg, sink).instrument(process).await,
+            Err(invalid) => {
+                Box::pin(self.invalid(&invalid, &msg, sink))
+                    .instrument(process)
+                    .await
+            }
         }
     }
 
