@@ -316,13 +316,12 @@ impl MachineCpu {
 
     fn since(&self, before: &MachineCpu, intents: usize) -> crate::report::Others {
         let per_intent = |secs: f64| secs * 1e6 / intents.max(1) as f64;
-        let per = |a: f64, b: f64| per_intent(a - b);
         crate::report::Others {
             broker_us: per_intent(self.broker.since(&before.broker)),
             redis_us: per_intent(self.redis.since(&before.redis)),
-            sandbox_us: per(self.sandbox, before.sandbox),
-            bench_us: per(self.bench, before.bench),
-            machine_us: per(self.machine, before.machine),
+            sandbox_us: per_intent(self.sandbox - before.sandbox),
+            bench_us: per_intent(self.bench - before.bench),
+            machine_us: per_intent(self.machine - before.machine),
         }
     }
 }

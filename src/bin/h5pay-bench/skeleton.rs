@@ -2,8 +2,8 @@
 //! ceiling for the worker's I/O, measured in the same run.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -15,6 +15,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -68,12 +69,10 @@ pub async fn run(
         .get_multiplexed_async_connection()
         .await?;
     let http = reqwest::Client::builder().build()?;
-    let claim = Arc::new(redis::Script::new(scripts::CLAIM));
-    let store = Arc::new(redis::Script::new(scripts::STORE));
-    let mark = Arc::new(redis::Script::new(scripts::CONFIRM));
-    // Sent by hash in a pipeline: loaded first.
+    let worker_redis = WorkerRedis::new(key_prefix);
+    // The store is sent by hash in a pipeline: loaded first.
     let mut loading = redis.clone();
-    store.load_async(&mut loading).await?;
+    worker_redis.store.load_async(&mut loading).await?;
     let key = SecretString::from(SANDBOX_KEY);
     let mut consumer = ch
         .basic_consume(
@@ -83,16 +82,16 @@ pub async fn run(
             FieldTable::default(),
         )
         .await?;
-    let shared = Arc::new((
+    let shared = Arc::new(Shared {
         pch,
         http,
         gateway,
         result_exchange,
-        key_prefix,
         key,
         sample,
         properties,
-    ));
+        redis: worker_redis,
+    });
     // Acks are settled as the worker settles them (contiguous ones coalesced).
     let settler = Settler::start();
     while let Some(d) = consumer.next().await {
@@ -100,8 +99,7 @@ pub async fn run(
         settler.delivered(d.delivery_tag);
         let settler = settler.clone();
         let shared = shared.clone();
-        let (claim, store, mark) = (claim.clone(), store.clone(), mark.clone());
-        let mut redis = redis.clone();
+        let mut conn = redis.clone();
         tokio::spawn(async move {
             let mut t = Instant::now();
             let mut lap = |i: usize| {
@@ -109,30 +107,25 @@ pub async fn run(
                 STAGE_US[i].fetch_add((now - t).as_micros() as u64, Relaxed);
                 t = now;
             };
-            let (pch, http, gateway, result_exchange, key_prefix, key, sample, properties) =
-                &*shared;
+            let Shared {
+                pch,
+                http,
+                gateway,
+                result_exchange,
+                key,
+                sample,
+                properties,
+                redis,
+            } = &*shared;
             let v: Value = serde_json::from_slice(&d.data).unwrap_or_default();
             let trace = v["pay_trace_no"].as_str().unwrap_or("x").to_owned();
-            let k = format!("{key_prefix}:{trace}");
             // What the worker stores with its claim (`Sent`), of its size.
             let sent = json!({
                 "pay_type": "wechat", "total_amount": v["total_amount"],
                 "correlation_id": trace, "metadata": v["metadata"],
             })
             .to_string();
-            let _: RedisResult<redis::Value> = claim
-                .key(&k)
-                .arg(TOKEN)
-                .arg(FINGERPRINT)
-                .arg("20261126000000")
-                .arg("0")
-                .arg(30_000)
-                .arg(172_800)
-                .arg("0")
-                .arg(&sent)
-                .arg("0")
-                .invoke_async(&mut redis)
-                .await;
+            let claimed = redis.claim(&mut conn, &trace, &sent).await;
             lap(0);
             let mut req = serde_json::Map::new();
             for (f, val) in [
@@ -160,35 +153,13 @@ pub async fn run(
                 Err(_) => Default::default(),
             };
             lap(1);
-            // The lifecycle's own I/O (contract §12): the payment's first
-            // check is scheduled durably before the ack, in the store's
-            // round trip, as the worker does it on one Redis.
-            let due_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64 + 30_000)
-                .unwrap_or(0);
             let event = match sample {
                 Some(s) => s.body_for(&trace),
                 None => serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
                     .unwrap_or_default(),
             };
-            let _: RedisResult<(i64, i64)> = redis::pipe()
-                .cmd("EVALSHA")
-                .arg(store.get_hash())
-                .arg(1)
-                .arg(&k)
-                .arg(TOKEN)
-                .arg(&event)
-                .arg(172_800)
-                .arg("1")
-                .arg(TRADE_NO)
-                .cmd("ZADD")
-                .arg(format!("{key_prefix}:checks:0"))
-                .arg("NX")
-                .arg(due_ms)
-                .arg(&trace)
-                .query_async(&mut redis)
-                .await;
+            let stored = redis.store_and_schedule(&mut conn, &trace, &event).await;
+            not_the_workers_io(claimed.map(|_| ()).and(stored.map(|(n, _)| n)));
             lap(2);
             let props = properties
                 .clone()
@@ -209,7 +180,7 @@ pub async fn run(
                 let _ = c.await;
             }
             lap(3);
-            let _: i64 = mark.key(&k).invoke_async(&mut redis).await.unwrap_or(0);
+            let _ = redis.mark(&mut conn, &trace).await;
             lap(4);
             let _ = settler
                 .settle(d.delivery_tag, d.acker.clone(), Settlement::Ack)
@@ -229,4 +200,166 @@ pub async fn run(
         });
     }
     Ok(())
+}
+
+/// What every intent's task shares.
+struct Shared {
+    pch: lapin::Channel,
+    http: reqwest::Client,
+    gateway: String,
+    result_exchange: String,
+    /// The sandbox institution's key, to sign the request.
+    key: SecretString,
+    sample: Option<EventSample>,
+    /// The sample's properties, built once.
+    properties: BasicProperties,
+    redis: WorkerRedis,
+}
+
+/// The worker's claim, store and confirm scripts (`claim::scripts`, the
+/// same text) with arguments of the worker's order and sizes.
+struct WorkerRedis {
+    claim: redis::Script,
+    store: redis::Script,
+    mark: redis::Script,
+    key_prefix: String,
+}
+
+impl WorkerRedis {
+    fn new(key_prefix: String) -> Self {
+        WorkerRedis {
+            claim: redis::Script::new(scripts::CLAIM),
+            store: redis::Script::new(scripts::STORE),
+            mark: redis::Script::new(scripts::CONFIRM),
+            key_prefix,
+        }
+    }
+
+    fn key(&self, trace: &str) -> String {
+        format!("{}:{trace}", self.key_prefix)
+    }
+
+    /// A new identity's claim, with `sent` stored beside it.
+    async fn claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        trace: &str,
+        sent: &str,
+    ) -> RedisResult<redis::Value> {
+        self.claim
+            .key(self.key(trace))
+            .arg(TOKEN)
+            .arg(FINGERPRINT)
+            .arg("20261126000000")
+            .arg("0")
+            .arg(30_000)
+            .arg(172_800)
+            .arg("0")
+            .arg(sent)
+            .arg("0")
+            .invoke_async(conn)
+            .await
+    }
+
+    /// The outcome stored under the claim, the payment's state `open` with
+    /// it, and its first check (contract §12): one pipelined round trip, as
+    /// the worker does it on one Redis. The store's reply: 1 when stored.
+    async fn store_and_schedule(
+        &self,
+        conn: &mut MultiplexedConnection,
+        trace: &str,
+        event: &[u8],
+    ) -> RedisResult<(i64, i64)> {
+        let due_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64 + 30_000)
+            .unwrap_or(0);
+        redis::pipe()
+            .cmd("EVALSHA")
+            .arg(self.store.get_hash())
+            .arg(1)
+            .arg(self.key(trace))
+            .arg(TOKEN)
+            .arg(event)
+            .arg(172_800)
+            .arg("1")
+            .arg(TRADE_NO)
+            .cmd("ZADD")
+            .arg(format!("{}:checks:0", self.key_prefix))
+            .arg("NX")
+            .arg(due_ms)
+            .arg(trace)
+            .query_async(conn)
+            .await
+    }
+
+    /// The stored outcome marked confirmed: 1 when this call marked it.
+    async fn mark(&self, conn: &mut MultiplexedConnection, trace: &str) -> RedisResult<i64> {
+        self.mark.key(self.key(trace)).invoke_async(conn).await
+    }
+}
+
+/// Says once, loudly, when the worker's scripts did not take the
+/// skeleton's arguments (a script's arguments changed): the skeleton then
+/// skips Redis work the worker does, and its ratio is wrong.
+fn not_the_workers_io(stored: RedisResult<i64>) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let why = match stored {
+        Ok(1) => return,
+        Ok(n) => format!("the store script answered {n}, not 1"),
+        Err(e) => e.to_string(),
+    };
+    if !SAID.swap(true, Relaxed) {
+        eprintln!(
+            "skeleton: the worker's claim and store did not take the skeleton's arguments ({why}): it is not doing the worker's Redis I/O, and the ratio is wrong"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The skeleton's arguments still fit the worker's scripts: claimed,
+    /// stored (with its first check) and marked, on a real Redis.
+    #[tokio::test]
+    async fn the_worker_scripts_take_the_skeletons_arguments() {
+        let url = std::env::var("H5PAY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+        let Ok(mut conn) = async {
+            redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+        }
+        .await
+        else {
+            panic!("no Redis at {url}");
+        };
+        let prefix = format!("h5pay-bench-test:{}", std::process::id());
+        let r = WorkerRedis::new(prefix.clone());
+        let loaded = r.store.load_async(&mut conn).await;
+        assert!(loaded.is_ok(), "{loaded:?}");
+        let claimed = r.claim(&mut conn, "T1", r#"{"pay_type":"wechat"}"#).await;
+        let stored = r.store_and_schedule(&mut conn, "T1", b"{}").await;
+        let marked = r.mark(&mut conn, "T1").await;
+        let _: RedisResult<i64> = redis::cmd("DEL")
+            .arg(r.key("T1"))
+            .arg(format!("{prefix}:checks:0"))
+            .query_async(&mut conn)
+            .await;
+        match claimed {
+            Ok(redis::Value::Array(v)) => assert_eq!(
+                v.first(),
+                Some(&redis::Value::BulkString(b"claimed".to_vec())),
+                "{v:?}"
+            ),
+            other => panic!("claim answered {other:?}"),
+        }
+        assert_eq!(
+            stored.ok(),
+            Some((1, 1)),
+            "stored, and its first check added"
+        );
+        assert_eq!(marked.ok(), Some(1), "marked confirmed");
+    }
 }
