@@ -514,7 +514,8 @@ fn labels<L: Label>() -> impl Iterator<Item = &'static str> {
     L::ALL.iter().map(|v| v.as_str())
 }
 
-/// The hot series' handles, from the same lists [`register`] zeroes.
+/// The hot series' handles, every label value of each: [`register`]
+/// zeroes them.
 fn hot() -> Hot {
     Hot {
         intents: Labelled::new(
@@ -557,26 +558,25 @@ fn zero<L: Label>(name: &'static str, label: &'static str) {
 /// Registers every series at zero (the exporter renders only what was
 /// touched), from the same lists the functions above count with.
 pub(super) fn register() {
-    for outcome in IntentOutcome::all() {
-        counter!(INTENTS, "outcome" => outcome.as_str()).absolute(0);
+    // The hot series are registered by making their handles.
+    let hot = hot();
+    for table in [
+        &hot.intents,
+        &hot.results,
+        &hot.gateway_requests,
+        &hot.notifies,
+        &hot.payment_events,
+        &hot.checks,
+    ] {
+        for (_, c) in &table.0 {
+            c.absolute(0);
+        }
     }
-    for status in [Status::Ready, Status::InProcess, Status::Failed] {
-        counter!(RESULTS_PUBLISHED, "status" => status.as_str()).absolute(0);
-    }
-    for decided in DECIDED {
-        counter!(GATEWAY_REQUESTS, "outcome" => decided).absolute(0);
-    }
-    zero::<Transient>(GATEWAY_REQUESTS, "outcome");
     zero::<Transient>(GATEWAY_RETRIES, "reason");
     zero::<Dedup>(DEDUP, "kind");
     zero::<DeadLetter>(DEAD_LETTERED, "reason");
     zero::<HandBack>(HANDED_BACK, "reason");
     zero::<Server>(HTTP_REFUSED, "server");
-    zero::<NotifyOutcome>(NOTIFIES, "outcome");
-    zero::<CheckResult>(RECONCILE_CHECKS, "result");
-    for state in crate::domain::EventState::ALL {
-        counter!(PAYMENT_EVENTS, "state" => state.as_str()).absolute(0);
-    }
     for op in RedisOp::ALL {
         for cause in RedisCause::ALL {
             counter!(REDIS_ERRORS, "op" => op.as_str(), "error" => cause.as_str()).absolute(0);
@@ -616,7 +616,7 @@ pub(super) fn register() {
         // Registering the handle is enough for the exporter to list it.
         let _ = histogram!(name);
     }
-    let _ = HOT.set(hot());
+    let _ = HOT.set(hot);
 }
 
 pub(super) fn describe() {
