@@ -107,16 +107,7 @@ pub async fn run(
                 STAGE_US[i].fetch_add((now - t).as_micros() as u64, Relaxed);
                 t = now;
             };
-            let Shared {
-                pch,
-                http,
-                gateway,
-                result_exchange,
-                key,
-                sample,
-                properties,
-                redis,
-            } = &*shared;
+            let sh = &*shared;
             let v: Value = serde_json::from_slice(&d.data).unwrap_or_default();
             let trace = v["pay_trace_no"].as_str().unwrap_or("x").to_owned();
             // What the worker stores with its claim (`Sent`), of its size.
@@ -125,7 +116,7 @@ pub async fn run(
                 "correlation_id": trace, "metadata": v["metadata"],
             })
             .to_string();
-            let claimed = redis.claim(&mut conn, &trace, &sent).await;
+            let claimed = sh.redis.claim(&mut conn, &trace, &sent).await;
             lap(0);
             let mut req = serde_json::Map::new();
             for (f, val) in [
@@ -138,12 +129,13 @@ pub async fn run(
             ] {
                 req.insert(f.into(), json!(val));
             }
-            let s = h5pay_worker::gateway::sign::sign(&req, key);
-            req.insert("sign".into(), json!(s));
+            let sign = h5pay_worker::gateway::sign::sign(&req, &sh.key);
+            req.insert("sign".into(), json!(sign));
             let body = serde_json::to_vec(&req).unwrap_or_default();
             // Read in full, as the worker reads it; its content is the worker's work.
-            let _answer = match http
-                .post(gateway.as_str())
+            let _answer = match sh
+                .http
+                .post(sh.gateway.as_str())
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
@@ -153,20 +145,22 @@ pub async fn run(
                 Err(_) => Default::default(),
             };
             lap(1);
-            let event = match sample {
+            let event = match &sh.sample {
                 Some(s) => s.body_for(&trace),
                 None => serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
                     .unwrap_or_default(),
             };
-            let stored = redis.store_and_schedule(&mut conn, &trace, &event).await;
+            let stored = sh.redis.store_and_schedule(&mut conn, &trace, &event).await;
             not_the_workers_io(claimed.map(|_| ()).and(stored.map(|(n, _)| n)));
             lap(2);
-            let props = properties
+            let props = sh
+                .properties
                 .clone()
                 .with_correlation_id(trace.as_str().into());
-            if let Ok(c) = pch
+            if let Ok(c) = sh
+                .pch
                 .basic_publish(
-                    result_exchange.as_str().into(),
+                    sh.result_exchange.as_str().into(),
                     "h5pay.result.ready.BENCH01".into(),
                     BasicPublishOptions {
                         mandatory: true,
@@ -180,7 +174,7 @@ pub async fn run(
                 let _ = c.await;
             }
             lap(3);
-            let _ = redis.mark(&mut conn, &trace).await;
+            let _ = sh.redis.mark(&mut conn, &trace).await;
             lap(4);
             let _ = settler
                 .settle(d.delivery_tag, d.acker.clone(), Settlement::Ack)
