@@ -427,10 +427,7 @@ pub struct InFlight(tokio::time::Instant);
 
 impl InFlight {
     pub fn start() -> InFlight {
-        match HOT.get() {
-            Some(h) => h.inflight.increment(1.0),
-            None => gauge!(INFLIGHT).increment(1.0),
-        }
+        in_flight(1.0);
         InFlight(tokio::time::Instant::now())
     }
 }
@@ -438,10 +435,15 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         record(|h| &h.intent_duration, INTENT_DURATION, self.0.elapsed());
-        match HOT.get() {
-            Some(h) => h.inflight.decrement(1.0),
-            None => gauge!(INFLIGHT).decrement(1.0),
-        }
+        in_flight(-1.0);
+    }
+}
+
+/// Moves the in-flight gauge by `change`, through its handle when there is one.
+fn in_flight(change: f64) {
+    match HOT.get() {
+        Some(h) => h.inflight.increment(change),
+        None => gauge!(INFLIGHT).increment(change),
     }
 }
 

@@ -68,8 +68,9 @@ where
 /// `None` for anything else (spans, fields, spaces), which keeps the
 /// `EnvFilter`.
 fn plain_levels(directives: &str) -> Option<tracing_subscriber::filter::Targets> {
-    let plain = !directives.is_empty()
-        && directives.split(',').filter(|d| !d.is_empty()).all(|d| {
+    let kept: Vec<&str> = directives.split(',').filter(|d| !d.is_empty()).collect();
+    let plain = !kept.is_empty()
+        && kept.iter().all(|d| {
             d.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_:=".contains(&b))
                 && d.split('=').all(|part| !part.is_empty())
@@ -78,7 +79,6 @@ fn plain_levels(directives: &str) -> Option<tracing_subscriber::filter::Targets>
     if !plain {
         return None;
     }
-    let kept: Vec<&str> = directives.split(',').filter(|d| !d.is_empty()).collect();
     kept.join(",").parse().ok()
 }
 
@@ -232,6 +232,7 @@ mod tests {
             "lapin=",
             "a=b=c",
             "",
+            ",",
         ] {
             assert!(plain_levels(directives).is_none(), "{directives:?}");
         }

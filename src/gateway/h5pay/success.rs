@@ -77,10 +77,10 @@ fn check_code_url(u: &str, http_links: bool) -> Result<(), String> {
         None => {
             let parsed = url::Url::parse(u)
                 .map_err(|e| format!("code_url is not an absolute URL ({e}): {}", quoted(u)))?;
+            let has_host = parsed.host_str().is_some_and(|h| !h.is_empty());
             match parsed.scheme() {
-                _ if parsed.host_str().is_none_or(str::is_empty) => "",
-                "https" => "https",
-                "http" => "http",
+                "https" if has_host => "https",
+                "http" if has_host => "http",
                 _ => "",
             }
         }
