@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{FixedOffset, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error_span, info, warn};
 
 pub use crate::amqp::publisher::{ResultOut, ResultSink};
 use crate::claim::ClaimStore;
@@ -172,7 +172,12 @@ impl Pipeline {
         match intent::validate(&obj, rules) {
             Ok(intent) => {
                 let id = &intent.identity;
-                let span = info_span!(
+                // At ERROR, so that it exists whenever any line does: a
+                // span's level only decides whether it is made, and a line
+                // kept under a lowered level (a warning under `warn`, the
+                // audit lines under `warn,h5pay_worker::audit=info`) must
+                // still name its payment.
+                let span = error_span!(
                     parent: &process,
                     "intent",
                     inst_no = id.inst_no.as_str(),

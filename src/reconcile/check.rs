@@ -109,8 +109,10 @@ impl<S: PaymentSink> Checker<S> {
         });
         tokio::pin!(renew);
         // Its own span for the logs (the exported span, if any, is made
-        // once the payment's trace is known: `work`).
-        let span = tracing::info_span!(
+        // once the payment's trace is known: `work`); at ERROR, as the
+        // intent's, so that every line kept under a lowered level names
+        // the payment.
+        let span = tracing::error_span!(
             "check",
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),

@@ -720,6 +720,46 @@ async fn every_gateway_attempt_leaves_one_audit_line_naming_the_payment_and_its_
     }
 }
 
+/// OPERATIONS.md §11: `warn,h5pay_worker::audit=info` keeps the audit
+/// lines when the rest of `info` is lowered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_audit_level_keeps_the_audit_lines_and_drops_the_other_info_lines() {
+    let env = TestEnv::new().await;
+    let mut results = env.results().await;
+    let (_dir, path) = env.config_file("");
+    let admin = free_port();
+    // RUST_LOG wins over `log.level`: set here, whatever the caller's is.
+    let mut child = spawn_command(
+        "run",
+        &path,
+        admin,
+        &[("RUST_LOG", "warn,h5pay_worker::audit=info")],
+        Stdio::piped(),
+    );
+    assert!(wait_ready(admin).await, "run not ready");
+    env.publish_json(&crate::support::intent("AUDLV-1", "M1", 100))
+        .await;
+    let r = results.take(1, crate::support::WAIT).await.remove(0);
+    assert_eq!(r.event["status"], "ready", "{}", r.event);
+    terminate(&mut child).await;
+    let stderr = stderr_of(&mut child).await;
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let audit: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "gateway attempt")
+        .collect();
+    assert_eq!(audit.len(), 1, "one attempt, one audit line:\n{stderr}");
+    assert_eq!(audit[0]["span"]["pay_trace_no"], "AUDLV-1", "{stderr}");
+    let other_info: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["level"] == "INFO" && l["target"] != "h5pay_worker::audit")
+        .collect();
+    assert!(other_info.is_empty(), "{other_info:?}");
+}
+
 /// Reads what is left of a child's stderr after it exited.
 pub(crate) async fn stderr_of(child: &mut tokio::process::Child) -> String {
     let mut stderr = String::new();
