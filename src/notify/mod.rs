@@ -156,7 +156,14 @@ impl<S: PaymentSink> Receiver<S> {
     }
 
     async fn apply(&self, id: &Identity, fields: &Map<String, Value>) -> Answer {
-        let view = match self.payments.view(id).await {
+        // A signed message of another kind is not a notify: not counted.
+        let foreign = parse::foreign(fields);
+        let view = if foreign.is_none() {
+            self.payments.view_counting_notify(id).await
+        } else {
+            self.payments.view(id).await
+        };
+        let view = match view {
             Ok(v) => v,
             Err(e) => return Answer::unavailable(&ApplyError::Redis(e)),
         };
@@ -168,13 +175,15 @@ impl<S: PaymentSink> Receiver<S> {
                 http.request.method = "POST",
             )
         });
-        trace::scoped(record, self.apply_viewed(id, fields, view).instrument(span)).await
+        let applied = self.apply_viewed(id, fields, foreign, view);
+        trace::scoped(record, applied.instrument(span)).await
     }
 
     async fn apply_viewed(
         &self,
         id: &Identity,
         fields: &Map<String, Value>,
+        foreign: Option<String>,
         view: crate::payment::View,
     ) -> Answer {
         let now = Utc::now();
@@ -186,7 +195,7 @@ impl<S: PaymentSink> Receiver<S> {
         }
         // A signed message of another kind is decided first, whatever else
         // is wrong with it: an anomaly, then 400 (contract §11.5).
-        if let Some(message) = parse::foreign(fields) {
+        if let Some(message) = foreign {
             let a = Anomaly {
                 kind: AnomalyKind::ForeignMessage,
                 message,
@@ -210,11 +219,6 @@ impl<S: PaymentSink> Receiver<S> {
                 ),
                 Err(e) => Answer::unavailable(&e),
             };
-        }
-        if view.known != Known::Unknown
-            && let Err(e) = self.payments.count_notify(id).await
-        {
-            warn!(error = %e, "could not count the notify");
         }
         let evidence = match parse::evidence(fields) {
             Ok(e) => e,

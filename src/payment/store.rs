@@ -107,9 +107,13 @@ struct Scripts {
     undo: Script,
     /// The last anomaly (`la`) of an identity that exists.
     note_last: Script,
-    /// One more verified notify (`ns`) of an identity that exists.
-    count_notify: Script,
+    /// The view, and one more verified notify (`ns`) of an identity that
+    /// exists: the receiver's read and count in one round trip.
+    view_counting: Script,
 }
+
+/// The hash fields a [`View`] is read from, in [`view_of`]'s order.
+const VIEW_FIELDS: [&str; 10] = ["st", "ps", "tn", "rq", "pt", "ev", "pi", "pe", "pc", "ns"];
 
 /// Payment state in Redis. Cheap to clone.
 #[derive(Clone)]
@@ -131,9 +135,7 @@ impl PaymentStore {
                 note_last: Script::new(
                     "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'la', ARGV[1]) end return 0",
                 ),
-                count_notify: Script::new(
-                    "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], 'ns', 1) end return 0",
-                ),
+                view_counting: Script::new(include_str!("view_counting.lua")),
             }),
         }
     }
@@ -146,8 +148,23 @@ impl PaymentStore {
         let mut conn = self.conn();
         let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.claims.key(id))
-            .arg(&["st", "ps", "tn", "rq", "pt", "ev", "pi", "pe", "pc", "ns"])
+            .arg(&VIEW_FIELDS)
             .query_async(&mut conn)
+            .await?;
+        Ok(view_of(fields))
+    }
+
+    /// [`view`](Self::view) for a verified notify: counts it (`ns`, for
+    /// `inspect`) when the identity exists, in the same round trip. The
+    /// view shows the count with this notify.
+    pub async fn view_counting_notify(&self, id: &Identity) -> Result<View, StoreError> {
+        let mut conn = self.conn();
+        let fields: Vec<Option<String>> = self
+            .scripts
+            .view_counting
+            .key(self.claims.key(id))
+            .arg(&VIEW_FIELDS)
+            .invoke_async(&mut conn)
             .await?;
         Ok(view_of(fields))
     }
@@ -262,18 +279,6 @@ impl PaymentStore {
         }
         Ok(())
     }
-
-    /// Counts a verified notify (for `inspect`).
-    pub async fn count_notify(&self, id: &Identity) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let _: i64 = self
-            .scripts
-            .count_notify
-            .key(self.claims.key(id))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
-    }
 }
 
 /// Reads the HMGET reply of [`PaymentStore::view`].
@@ -314,9 +319,8 @@ mod tests {
     use super::*;
 
     fn view(fields: &[(&str, &str)]) -> View {
-        let names = ["st", "ps", "tn", "rq", "pt", "ev", "pi", "pe", "pc", "ns"];
         view_of(
-            names
+            VIEW_FIELDS
                 .iter()
                 .map(|n| {
                     fields

@@ -311,6 +311,16 @@ async fn a_notify_for_an_unknown_payment_is_an_anomaly_answered_success() {
         None,
         "nothing stored for it"
     );
+    // Not even a count of its notifies: no key at all.
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!(
+            "{}:60000001:M1:NEVER-SEEN",
+            env.config.settings.redis.key_prefix
+        ))
+        .query_async(&mut env.redis().await)
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "a key for a payment nobody placed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,17 @@ async fn an_h5pay_answer_replayed_as_a_notify_is_a_foreign_message_and_never_pai
             Some("open"),
             "{trace}"
         );
+        // Not a notify, so not a notify seen (`inspect`).
+        let id = h5pay_worker::intent::Identity {
+            inst_no: "60000001".into(),
+            mch_no: "M1".into(),
+            pay_trace_no: trace.into(),
+        };
+        let view = h5pay_worker::payment::PaymentStore::new(env.claim_store())
+            .view(&id)
+            .await
+            .expect("the payment");
+        assert_eq!(view.notifies, 0, "{trace}");
     }
 }
 
