@@ -267,6 +267,7 @@ fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
         pay_time: Some("20261126101500".into()),
         trade_no: Some("T-1".into()),
         outcome: None,
+        outcome_json: None,
         unconfirmed: None,
         notifies: 0,
     };

@@ -170,9 +170,39 @@ impl ResultEvent {
     /// was placed. Every time of the reconciler counts from it, never from a
     /// publisher's `pay_time` (contract §12).
     pub fn placed_at(&self) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&self.occurred_at)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        placed_at(&self.occurred_at)
+    }
+}
+
+fn placed_at(occurred_at: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(occurred_at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The fields of a stored result event that a notify, a check or a listing
+/// decides with, read without the rest: the whole event (code_url, the
+/// gateway's answer, metadata) was 8 % of the receiver's instructions per
+/// notify. [`ResultEvent`] reads all of it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OutcomeHead {
+    pub status: Status,
+    pub error: Option<FailureHead>,
+    pub total_amount: Option<u64>,
+    pub trade_no: Option<String>,
+    pub occurred_at: String,
+}
+
+/// The kind of a stored failure, without its message.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct FailureHead {
+    pub kind: FailureKind,
+}
+
+impl OutcomeHead {
+    /// See [`ResultEvent::placed_at`].
+    pub fn placed_at(&self) -> Option<DateTime<Utc>> {
+        placed_at(&self.occurred_at)
     }
 }
 
@@ -325,6 +355,48 @@ mod tests {
         assert_eq!(ev.routing_key(), "h5pay.result.failed._");
         assert_eq!(ev.error_kind(), Some("invalid_intent"));
         assert_eq!(ev.metadata, None);
+    }
+
+    #[test]
+    fn the_head_reads_what_the_whole_event_says() {
+        let failed = |kind| CallResult {
+            decision: Decision::Failed(Failure::new(kind, "m")),
+            trade_no: None,
+            ..ready()
+        };
+        let in_process = CallResult {
+            decision: Decision::InProcess,
+            ..ready()
+        };
+        let mut events = vec![
+            ResultEvent::decided(&intent(), "p", &ready(), now()),
+            ResultEvent::decided(&intent(), "p", &in_process, now()),
+            ResultEvent::refused(
+                &intent(),
+                Failure::new(FailureKind::Expired, "e"),
+                b"{}",
+                now(),
+            ),
+        ];
+        events.extend(
+            FailureKind::ALL
+                .iter()
+                .map(|k| ResultEvent::decided(&intent(), "p", &failed(*k), now())),
+        );
+        for ev in events {
+            let json = String::from_utf8(ev.to_json()).unwrap_or_default();
+            let head: OutcomeHead = serde_json::from_str(&json).expect("a head");
+            assert_eq!(head.status, ev.status, "{json}");
+            assert_eq!(
+                head.error.map(|e| e.kind),
+                ev.error.as_ref().map(|e| e.kind)
+            );
+            assert_eq!(head.total_amount, ev.total_amount);
+            assert_eq!(head.trade_no, ev.trade_no, "{json}");
+            assert_eq!(head.occurred_at, ev.occurred_at);
+            assert_eq!(head.placed_at(), ev.placed_at());
+            assert!(head.placed_at().is_some());
+        }
     }
 
     #[test]

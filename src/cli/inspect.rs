@@ -57,7 +57,7 @@ pub fn describe(
     view: &View,
     checks: &Checks,
 ) -> Value {
-    let outcome = view.outcome.as_ref().map(|o| {
+    let outcome = view.outcome_event().map(|o| {
         json!({
             "status": o.status.as_str(),
             "error_kind": o.error_kind(),
@@ -172,7 +172,7 @@ fn outcome_lines(
     v: &Value,
 ) -> std::io::Result<()> {
     let text = |k: &str| v["outcome"][k].as_str().map(str::to_owned);
-    match view.outcome.as_ref() {
+    match view.outcome_event() {
         Some(o) => {
             let mut desc = o.status.as_str().to_owned();
             if let Some(kind) = o.error_kind() {

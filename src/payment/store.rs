@@ -15,7 +15,7 @@ use super::state::{Known, PaymentState};
 use crate::claim::{ClaimStore, RedisConn, StoreError};
 use crate::intent::Identity;
 use crate::outcome::{FailureKind, Status};
-use crate::result_event::ResultEvent;
+use crate::result_event::{OutcomeHead, ResultEvent};
 
 /// What Redis holds of an identity's payment.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +27,12 @@ pub struct View {
     pub pay_time: Option<String>,
     /// The gateway's order number, when known (from h5pay, a notify, a query).
     pub trade_no: Option<String>,
-    /// The stored outcome.
-    pub outcome: Option<ResultEvent>,
+    /// What the stored outcome says (its status, failure kind, amount,
+    /// trade_no and time).
+    pub outcome: Option<OutcomeHead>,
+    /// The stored outcome as JSON, for a reader that needs all of it
+    /// ([`View::outcome_event`]).
+    pub outcome_json: Option<String>,
     /// The latest payment event, if the broker has not confirmed it yet:
     /// its id and JSON, to publish again.
     pub unconfirmed: Option<(String, String)>,
@@ -44,6 +48,12 @@ impl View {
             .as_ref()
             .map(|s| s.total_amount)
             .or_else(|| self.outcome.as_ref().and_then(|o| o.total_amount))
+    }
+
+    /// The whole stored outcome (read on demand: the notify and the check
+    /// need only [`View::outcome`]).
+    pub fn outcome_event(&self) -> Option<ResultEvent> {
+        serde_json::from_str(self.outcome_json.as_deref()?).ok()
     }
 
     /// The trace context the identity's intent carried, for the payment's
@@ -282,16 +292,20 @@ impl PaymentStore {
 }
 
 /// Reads the HMGET reply of [`PaymentStore::view`].
-fn view_of(f: Vec<Option<String>>) -> View {
-    let get = |i: usize| f.get(i).cloned().flatten();
+fn view_of(mut f: Vec<Option<String>>) -> View {
+    // Each field is taken once, so nothing is copied.
+    let mut get = |i: usize| f.get_mut(i).and_then(Option::take);
     let (st, ps) = (get(0), get(1));
-    let outcome = get(5).and_then(|ev| serde_json::from_str::<ResultEvent>(&ev).ok());
+    let outcome_json = get(5);
+    let outcome = outcome_json
+        .as_deref()
+        .and_then(|ev| serde_json::from_str::<OutcomeHead>(ev).ok());
     let state = ps.as_deref().and_then(PaymentState::parse);
     let known = match (st.as_deref(), state) {
         (None, _) => Known::Unknown,
         (Some(_), Some(s)) => Known::Followed(s),
         (Some("d"), None) => match &outcome {
-            Some(ev) if is_followed(ev.status, ev.error.as_ref().map(|e| e.kind)) => {
+            Some(ev) if is_followed(ev.status, ev.error.map(|e| e.kind)) => {
                 Known::Followed(PaymentState::Open)
             }
             _ => Known::NotFollowed,
@@ -309,6 +323,7 @@ fn view_of(f: Vec<Option<String>>) -> View {
         pay_time: get(4),
         trade_no: get(2).or_else(|| outcome.as_ref().and_then(|e| e.trade_no.clone())),
         outcome,
+        outcome_json,
         unconfirmed,
         notifies: get(9).and_then(|n| n.parse().ok()).unwrap_or(0),
     }
