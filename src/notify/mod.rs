@@ -111,8 +111,8 @@ async fn notify<S: PaymentSink + Send + 'static>(
     let started = Instant::now();
     let answer = match axum::body::to_bytes(body, r.settings.body_limit_bytes).await {
         // Boxed: axum and tower move the handler's future by value a few
-        // times per request, and unboxed it is ~9.6 KB (memcpy was 5 % of
-        // the receiver's CPU; BENCHMARKS.md).
+        // times per request, and the notify's own state is kilobytes (9.6
+        // KB when measured; BENCHMARKS.md, ninth sitting).
         Ok(bytes) => Box::pin(r.handle(&bytes)).await,
         // The body did not come in time (contract §9): nothing was read.
         Err(e) if BodyReadTimeout::caused(&e) => Answer::fail(

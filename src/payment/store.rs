@@ -291,7 +291,8 @@ impl PaymentStore {
     }
 }
 
-/// Reads the HMGET reply of [`PaymentStore::view`].
+/// Reads the reply of [`PaymentStore::view`] (or `view_counting_notify`):
+/// [`VIEW_FIELDS`], in order.
 fn view_of(mut f: Vec<Option<String>>) -> View {
     // Each field is taken once, so nothing is copied.
     let mut get = |i: usize| f.get_mut(i).and_then(Option::take);
