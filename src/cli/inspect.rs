@@ -13,6 +13,7 @@ use crate::payment::{PaymentStore, View};
 use crate::pipeline::url_host;
 use crate::reconcile::ChecksStore;
 use crate::reconcile::store::CheckFacts;
+use crate::result_event::ResultEvent;
 
 /// `h5pay-worker inspect`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,9 +56,10 @@ pub fn describe(
     stage: Option<&str>,
     confirmed: bool,
     view: &View,
+    outcome: Option<&ResultEvent>,
     checks: &Checks,
 ) -> Value {
-    let outcome = view.outcome_event().map(|o| {
+    let outcome = outcome.map(|o| {
         json!({
             "status": o.status.as_str(),
             "error_kind": o.error_kind(),
@@ -133,11 +135,15 @@ pub async fn run(
         next_ms: store.next(&id).await?,
         facts: store.facts(&id).await?,
     };
+    // The whole stored outcome, read once for both outputs (the view
+    // holds only its head).
+    let outcome = view.outcome_event();
     let v = describe(
         &id,
         stage,
         confirmed.as_deref() == Some("1"),
         &view,
+        outcome.as_ref(),
         &checks,
     );
     if args.json {
@@ -159,7 +165,8 @@ pub async fn run(
     };
     line(out, "claim", stage)?;
     line(out, "pay_time", view.pay_time.as_deref().unwrap_or("-"))?;
-    outcome_lines(out, &view, confirmed.as_deref() == Some("1"), &v)?;
+    let confirmed = confirmed.as_deref() == Some("1");
+    outcome_lines(out, &view, outcome.as_ref(), confirmed, &v)?;
     lifecycle_lines(out, &view, &checks, &v)?;
     Ok(())
 }
@@ -168,11 +175,12 @@ pub async fn run(
 fn outcome_lines(
     out: &mut dyn Write,
     view: &View,
+    outcome: Option<&ResultEvent>,
     confirmed: bool,
     v: &Value,
 ) -> std::io::Result<()> {
     let text = |k: &str| v["outcome"][k].as_str().map(str::to_owned);
-    match view.outcome_event() {
+    match outcome {
         Some(o) => {
             let mut desc = o.status.as_str().to_owned();
             if let Some(kind) = o.error_kind() {

@@ -140,8 +140,8 @@ impl PaymentStore {
                 transition: Script::new(include_str!("transition.lua")),
                 confirm: Script::new(include_str!("confirm.lua")),
                 undo: Script::new(include_str!("undo.lua")),
-                // Only an existing identity is written: HSET and HINCRBY
-                // would create the key.
+                // Only an existing identity is written: HSET would create
+                // the key.
                 note_last: Script::new(
                     "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'la', ARGV[1]) end return 0",
                 ),
