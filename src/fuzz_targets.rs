@@ -198,19 +198,17 @@ pub fn notify(data: &[u8]) {
     use crate::payment::Evidence;
 
     let institutions = institutions();
-    let Ok(mut m) = parse::read(data) else {
+    let Ok(m) = parse::read(data) else {
         return;
     };
-    assert!(m.values().all(|v| !v.is_object() && !v.is_array()));
+    assert!(m.iter().all(|(_, v)| v.nested().is_none()));
     if let Ok(inst) = parse::verify(&m, &institutions) {
         assert!(institutions.key(&inst).is_some());
     }
-    let inst_no = parse::text(&m, "inst_no")
-        .filter(|s| !s.is_empty())
-        .map_or_else(
-            || institutions.default_inst_no().to_owned(),
-            Cow::into_owned,
-        );
+    let inst_no = m.text("inst_no").filter(|s| !s.is_empty()).map_or_else(
+        || institutions.default_inst_no().to_owned(),
+        Cow::into_owned,
+    );
     let Some(key) = institutions.key(&inst_no) else {
         assert!(
             parse::verify(&m, &institutions).is_err(),
@@ -218,9 +216,18 @@ pub fn notify(data: &[u8]) {
         );
         return;
     };
-    m.remove("sign");
-    let signature = sign::sign(&m, key);
-    m.insert("sign".into(), Value::String(signature));
+    // The same fields signed with that key (as a map reads them: the
+    // object reads exactly what a map reads), sent again.
+    let map = serde_json::from_slice::<Map<String, Value>>(data);
+    assert!(map.is_ok(), "read as a notify but not as a map");
+    let Ok(mut map) = map else { return };
+    map.remove("sign");
+    let signature = sign::sign(&map, key);
+    map.insert("sign".into(), Value::String(signature));
+    let body = serde_json::to_vec(&map).unwrap_or_default();
+    let m = parse::read(&body);
+    assert!(m.is_ok(), "a signed notify no longer reads");
+    let Ok(m) = m else { return };
     assert_eq!(
         parse::verify(&m, &institutions).as_deref(),
         Ok(inst_no.as_str())
@@ -232,10 +239,7 @@ pub fn notify(data: &[u8]) {
     }
     match parse::evidence(&m) {
         Ok(Evidence::Paid { trade_no }) => {
-            assert_eq!(
-                parse::text(&m, "result_code").as_deref(),
-                Some("PAY_SUCCESS")
-            );
+            assert_eq!(m.text("result_code").as_deref(), Some("PAY_SUCCESS"));
             assert!(trade_no.is_none_or(|t| !t.is_empty()));
         }
         Ok(_) => {}
@@ -247,7 +251,7 @@ pub fn notify(data: &[u8]) {
 /// A verified notify against an open payment: its differences from what
 /// was sent (exactly the echoes match), and the anomaly event built from
 /// them, read back.
-fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
+fn against_a_known_payment(m: &crate::gateway::object::Object<'_>, id: &intent::Identity) {
     use crate::notify::parse;
     use crate::payment::event::{Anomaly, AnomalyKind, EvidenceSource, Facts, PaymentEvent, Sent};
     use crate::payment::{Known, PaymentState, View};
@@ -273,10 +277,11 @@ fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
     };
     let wrong = parse::mismatches(m, &view);
     // Exactly the notifies that echo what was sent match.
-    let echoes = parse::text(m, "total_amount").is_some_and(|t| {
+    let echoes = m.text("total_amount").is_some_and(|t| {
         t.bytes().all(|b| b.is_ascii_digit()) && t.trim_start_matches('0') == "100"
-    }) && parse::text(m, "pay_time").is_none_or(|p| p == "20261126101500")
-        && parse::text(m, "trade_no").is_none_or(|t| t.is_empty() || t == "T-1");
+    }) && m.text("pay_time").is_none_or(|p| p == "20261126101500")
+        && m.text("trade_no")
+            .is_none_or(|t| t.is_empty() || t == "T-1");
     assert_eq!(wrong.is_empty(), echoes, "{wrong:?}");
     for w in &wrong {
         assert!(w.chars().count() <= 400, "{w}");
@@ -297,7 +302,7 @@ fn against_a_known_payment(m: &Map<String, Value>, id: &intent::Identity) {
         anomaly,
         Some(PaymentState::Open),
         EvidenceSource::Notify,
-        parse::text(m, "sign").as_deref().unwrap_or_default(),
+        m.text("sign").as_deref().unwrap_or_default(),
         now,
     );
     let back = serde_json::from_slice::<PaymentEvent>(&ev.to_json());

@@ -5,14 +5,14 @@
 //! `PAY_SUCEESS` does not). A query afterwards decides the payment.
 
 use secrecy::SecretString;
-use serde_json::{Map, Value};
 
+use super::object::Object;
 use super::sign;
 use super::signed_call::{
     Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, json_object, opened,
     status_class, transient,
 };
-use super::wire::{CloseRequest, ResultCode, text};
+use super::wire::{CloseRequest, ResultCode};
 use crate::domain::{Echoes, Presence::WhenNotEmpty};
 use crate::text::gateway_text;
 
@@ -67,16 +67,16 @@ pub fn classify(
 }
 
 pub fn read_answer(
-    m: &Map<String, Value>,
+    m: &Object<'_>,
     sent: &CloseRequest,
     verify_key: Option<&SecretString>,
 ) -> CloseAnswer {
     if let Some(key) = verify_key
-        && let Err(e) = sign::verify(m, key)
+        && let Err(e) = sign::verify_object(m, key)
     {
         return CloseAnswer::Unknown(format!("close answer sign check failed: {e}"));
     }
-    let field = |k: &str| text(m, k).filter(|v| !v.is_empty());
+    let field = |k: &str| m.text(k).filter(|v| !v.is_empty());
     let msg = gateway_text(&field("return_msg").unwrap_or_default());
     if field("return_code").as_deref() != Some("SUCCESS") {
         return CloseAnswer::Unknown(format!("close answered return_code FAIL: {msg}"));
@@ -87,7 +87,7 @@ pub fn read_answer(
         ("close_trace_no", &sent.close_trace_no),
         ("mch_no", &sent.mch_no),
     ] {
-        echoes = echoes.text(k, text(m, k).as_deref(), Some(want), WhenNotEmpty);
+        echoes = echoes.text(k, m.text(k).as_deref(), Some(want), WhenNotEmpty);
     }
     if let Err(e) = echoes.verdict("close answer does not echo the request") {
         return CloseAnswer::Unknown(e);
@@ -106,7 +106,7 @@ pub fn read_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
 
     const KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
 
@@ -118,6 +118,17 @@ mod tests {
             close_time: "20261130120000".into(),
             trade_no: "TN".into(),
         }
+    }
+
+    /// The answer as it comes off the wire: the map's JSON, read as an
+    /// [`Object`] (the tests build answers as maps).
+    fn read_answer(
+        m: &Map<String, Value>,
+        sent: &CloseRequest,
+        key: Option<&SecretString>,
+    ) -> CloseAnswer {
+        let body = serde_json::to_vec(m).unwrap_or_default();
+        super::read_answer(&Object::parse(&body).unwrap_or_default(), sent, key)
     }
 
     fn answer(v: Value) -> Map<String, Value> {

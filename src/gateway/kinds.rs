@@ -5,9 +5,13 @@
 //! tells them apart are the fields only another message carries: they are
 //! inside the sign, so they cannot be stripped without breaking it. Pure.
 
-use serde_json::{Map, Value};
-
+use super::object::{Field, Object};
 use super::wire::{JSAPI_FIELDS, TRADE_REFUND};
+
+/// Whether field `k` is there and not null.
+fn carries(m: &Object<'_>, k: &str) -> bool {
+    m.get(k).is_some_and(|v| *v != Field::Null)
+}
 
 /// The message a body is taken as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +29,7 @@ const QUERY: &[&str] = &["query_trace_no"];
 
 /// The non-null fields of `m` that only another kind of message carries,
 /// in a fixed order; empty when the body may be what it is taken as.
-pub fn foreign_fields(m: &Map<String, Value>, expected: Expected) -> Vec<&'static str> {
+pub fn foreign_fields(m: &Object<'_>, expected: Expected) -> Vec<&'static str> {
     let extra: &[&str] = match expected {
         Expected::Notify => QUERY,
         Expected::QueryAnswer => &[],
@@ -42,7 +46,7 @@ pub fn foreign_fields(m: &Map<String, Value>, expected: Expected) -> Vec<&'stati
     .into_iter()
     .flatten()
     .copied()
-    .filter(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+    .filter(|k| carries(m, k))
     .collect()
 }
 
@@ -60,21 +64,21 @@ pub fn foreign_message(fields: &[&str], expected: Expected) -> String {
 
 /// Whether a notify reports a refund (`result_code` `TRADE_REFUND`, or a
 /// refund field): never evidence about the payment (contract §10 rule 4).
-pub fn is_refund(m: &Map<String, Value>) -> bool {
+pub fn is_refund(m: &Object<'_>) -> bool {
     const REFUND_FIELDS: &[&str] = &["refund_trace_no", "refund_no", "refund_fee"];
-    m.get("result_code").and_then(Value::as_str) == Some(TRADE_REFUND)
-        || REFUND_FIELDS
-            .iter()
-            .any(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+    matches!(m.get("result_code"), Some(Field::Str(c)) if c == TRADE_REFUND)
+        || REFUND_FIELDS.iter().any(|k| carries(m, k))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
+    /// `f` of the body `v` writes, read as the wire gives it.
+    fn on<T>(v: &Value, f: impl Fn(&Object<'_>) -> T) -> T {
+        let body = v.to_string();
+        f(&Object::parse(body.as_bytes()).unwrap_or_default())
     }
 
     #[test]
@@ -126,19 +130,29 @@ mod tests {
             (json!({"code_url": ""}), Expected::Notify, &["code_url"]),
         ];
         for (m, expected, want) in cases {
-            assert_eq!(foreign_fields(&obj(m.clone()), *expected), *want, "{m}");
+            assert_eq!(on(m, |o| foreign_fields(o, *expected)), *want, "{m}");
         }
     }
 
     #[test]
     fn refunds_are_told_by_their_code_or_their_fields() {
-        assert!(is_refund(&obj(json!({"result_code": "TRADE_REFUND"}))));
-        assert!(is_refund(&obj(
-            json!({"result_code": "PAY_SUCCESS", "refund_fee": "100"})
-        )));
-        assert!(!is_refund(&obj(
-            json!({"result_code": "PAY_SUCCESS", "refund_no": null})
-        )));
-        assert!(!is_refund(&obj(json!({"result_code": "PAY_SUCCESS"}))));
+        let cases = [
+            (json!({"result_code": "TRADE_REFUND"}), true),
+            (
+                json!({"result_code": "PAY_SUCCESS", "refund_fee": "100"}),
+                true,
+            ),
+            (json!({"result_code": "PAY_SUCCESS", "refund_no": 7}), true),
+            (
+                json!({"result_code": "PAY_SUCCESS", "refund_no": null}),
+                false,
+            ),
+            (json!({"result_code": "PAY_SUCCESS"}), false),
+            // Only the string names the refund code.
+            (json!({"result_code": ["TRADE_REFUND"]}), false),
+        ];
+        for (m, want) in cases {
+            assert_eq!(on(&m, is_refund), want, "{m}");
+        }
     }
 }

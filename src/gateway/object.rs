@@ -25,6 +25,21 @@ pub enum Field<'a> {
     Other(&'static str),
 }
 
+/// The kinds [`Field::Other`] names for nested values.
+const ARRAY: &str = "an array";
+const OBJECT: &str = "an object";
+
+impl Field<'_> {
+    /// The kind of an array or an object; `None` for a scalar (a boolean
+    /// is one).
+    pub fn nested(&self) -> Option<&'static str> {
+        match self {
+            Field::Other(kind) if *kind == ARRAY || *kind == OBJECT => Some(kind),
+            _ => None,
+        }
+    }
+}
+
 /// A JSON object's top-level fields, sorted by name in byte order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Object<'a> {
@@ -126,7 +141,7 @@ impl<'de> Visitor<'de> for TopVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Top::Not("an array"))
+        Ok(Top::Not(ARRAY))
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -223,11 +238,11 @@ impl<'de> de::Deserialize<'de> for FieldSeed<'de> {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(FieldSeed(Field::Other("an array")))
+                Ok(FieldSeed(Field::Other(ARRAY)))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(FieldSeed(Field::Other("an object")))
+                Ok(FieldSeed(Field::Other(OBJECT)))
             }
         }
         d.deserialize_any(V)

@@ -6,15 +6,15 @@
 use std::borrow::Cow;
 
 use secrecy::SecretString;
-use serde_json::{Map, Value};
 
 use super::kinds::{self, Expected};
+use super::object::Object;
 use super::sign;
 use super::signed_call::{
     Decided, Exchange, StatusClass, TransientKind, Verdict, answer_of, json_object, message_suffix,
     opened, status_class, transient,
 };
-use super::wire::{ResultCode, text};
+use super::wire::ResultCode;
 use crate::domain::{AnomalyKind, Echoes, Presence::WhenNotEmpty, Presence::WhenPresent};
 use crate::text::gateway_text;
 
@@ -122,7 +122,7 @@ fn trade_state(s: &str) -> Meaning<'_> {
     }
 }
 
-fn fin(value: QueryAnswer, status: u16, raw: Option<&Map<String, Value>>) -> Verdict<QueryAnswer> {
+fn fin(value: QueryAnswer, status: u16, raw: Option<&Object<'_>>) -> Verdict<QueryAnswer> {
     Verdict::Final {
         value,
         answer: Some(answer_of(status, raw)),
@@ -156,17 +156,17 @@ pub fn classify(exchange: &Exchange<'_>, expect: QueryExpect<'_>) -> Verdict<Que
 }
 
 /// A query answer's body, read: its sign, `return_code`, echoes and meaning.
-pub fn read_answer(m: &Map<String, Value>, expect: QueryExpect<'_>) -> QueryAnswer {
+pub fn read_answer(m: &Object<'_>, expect: QueryExpect<'_>) -> QueryAnswer {
     if let Some(key) = expect.verify_key
-        && let Err(e) = sign::verify(m, key)
+        && let Err(e) = sign::verify_object(m, key)
     {
         return QueryAnswer::NoAnswer(format!("query answer sign check failed: {e}"));
     }
-    let field = |k: &str| text(m, k).filter(|v| !v.is_empty()).map(Cow::into_owned);
+    let field = |k: &str| m.text(k).filter(|v| !v.is_empty()).map(Cow::into_owned);
     let anomaly = |kind: AnomalyKind, message: String| QueryAnswer::Anomaly {
         kind,
         message,
-        sign: text(m, "sign").unwrap_or_default().into_owned(),
+        sign: m.text("sign").unwrap_or_default().into_owned(),
     };
     // Another kind of signed message returned as an answer is decided
     // first, whatever else is wrong with it (contract §10 rule 4).
@@ -246,8 +246,8 @@ pub fn read_answer(m: &Map<String, Value>, expect: QueryExpect<'_>) -> QueryAnsw
 
 /// The echoes that differ from what was sent or is known (each checked
 /// only when the answer carries it).
-fn mismatches(m: &Map<String, Value>, e: QueryExpect<'_>) -> Vec<String> {
-    let got = |k: &str| text(m, k);
+fn mismatches(m: &Object<'_>, e: QueryExpect<'_>) -> Vec<String> {
+    let got = |k: &str| m.text(k);
     let mut echoes = Echoes::new();
     for (k, want) in [
         ("mch_no", Some(e.mch_no)),
@@ -271,7 +271,7 @@ fn mismatches(m: &Map<String, Value>, e: QueryExpect<'_>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
 
     const KEY: &str = "sandbox-key-5f2b9c0e7d1a4b3c";
 
@@ -285,6 +285,13 @@ mod tests {
             trade_no: None,
             query_trace_no: "q1",
         }
+    }
+
+    /// The answer as it comes off the wire: the map's JSON, read as an
+    /// [`Object`] (the tests build and edit answers as maps).
+    fn read_answer(m: &Map<String, Value>, e: QueryExpect<'_>) -> QueryAnswer {
+        let body = serde_json::to_vec(m).unwrap_or_default();
+        super::read_answer(&Object::parse(&body).unwrap_or_default(), e)
     }
 
     fn signed(mut v: Value) -> Map<String, Value> {

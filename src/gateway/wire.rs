@@ -3,7 +3,6 @@
 //! queryorder and closeorder (`docs/gateway-lifecycle.md`).
 
 use secrecy::SecretString;
-use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -217,16 +216,6 @@ impl ResultCode {
 
 /// The `result_code` of a refund notify: never evidence about a payment.
 pub const TRADE_REFUND: &str = "TRADE_REFUND";
-
-/// A field of an answer as text (numbers as they were written), `None` if
-/// absent or null. The lifecycle's answers are read field by field.
-pub fn text<'a>(m: &'a Map<String, Value>, k: &str) -> Option<Cow<'a, str>> {
-    match m.get(k) {
-        Some(Value::String(s)) => Some(Cow::Borrowed(s)),
-        Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
-        _ => None,
-    }
-}
 
 /// A one-word name of a JSON value's type, for error messages.
 pub fn json_kind(v: &Value) -> &'static str {

@@ -16,11 +16,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
 use crate::config::NotifySettings;
+use crate::gateway::object::Object;
 use crate::http_server::BodyReadTimeout;
 use crate::intent::Identity;
 use crate::keys::KeyRing;
@@ -148,14 +148,14 @@ impl<S: PaymentSink> Receiver<S> {
             inst_no = id.inst_no.as_str(),
             mch_no = id.mch_no.as_str(),
             pay_trace_no = id.pay_trace_no.as_str(),
-            result_code = parse::text(&fields, "result_code").as_deref().unwrap_or(""),
+            result_code = fields.text("result_code").as_deref().unwrap_or(""),
             outcome = answer.outcome.as_str(),
             "notify"
         );
         answer
     }
 
-    async fn apply(&self, id: &Identity, fields: &Map<String, Value>) -> Answer {
+    async fn apply(&self, id: &Identity, fields: &Object<'_>) -> Answer {
         // A signed message of another kind is not a notify: not counted.
         let foreign = parse::foreign(fields);
         let view = if foreign.is_none() {
@@ -182,12 +182,12 @@ impl<S: PaymentSink> Receiver<S> {
     async fn apply_viewed(
         &self,
         id: &Identity,
-        fields: &Map<String, Value>,
+        fields: &Object<'_>,
         foreign: Option<String>,
         view: crate::payment::View,
     ) -> Answer {
         let now = Utc::now();
-        let sign = parse::text(fields, "sign").unwrap_or_default();
+        let sign = fields.text("sign").unwrap_or_default();
         // A transition whose event never reached the broker goes first
         // (contract §10 rule 7).
         if let Err(e) = apply::settle_unconfirmed(&self.payments, &self.sink, id, &view).await {
@@ -240,7 +240,7 @@ impl<S: PaymentSink> Receiver<S> {
                 return self.anomaly_and_query(id, &view, a, &sign, now).await;
             }
         }
-        let paid_at = parse::text(fields, "end_time").and_then(|t| parse_end_time(&t));
+        let paid_at = fields.text("end_time").and_then(|t| parse_end_time(&t));
         let applied = apply::apply(
             &self.payments,
             &self.sink,

@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use super::H5PayDecided;
 use crate::gateway::sign;
 use crate::gateway::signed_call::{
-    Exchange, StatusClass, TransientKind, Verdict, answer_with, message_suffix, opened,
-    status_class, transient,
+    Exchange, StatusClass, TransientKind, Verdict, answer_of, message_suffix, opened, status_class,
+    transient,
 };
 use crate::gateway::wire::{H5PayRequest, ReceivedResponse, ResultCode};
 use crate::outcome::{Decision, Failure, FailureKind, GatewayAnswer};
@@ -72,7 +72,7 @@ pub fn classify(exchange: &Exchange<'_>, sent: &H5PayRequest, expect: Expect<'_>
     };
     // Parse early so that refusals carry the gateway's own message.
     let parsed = ReceivedResponse::parse(body);
-    let answer = answer_with(status, |k| parsed.as_ref().ok()?.raw.text(k));
+    let answer = answer_of(status, parsed.as_ref().ok().map(|r| &r.raw));
     if status_class(status) == StatusClass::Refused {
         let message = format!(
             "gateway refused the request with HTTP {status}{}",

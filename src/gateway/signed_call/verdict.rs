@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
+use crate::gateway::object::Object;
 use crate::outcome::GatewayAnswer;
 use crate::text::gateway_text;
 
@@ -102,18 +101,8 @@ pub fn transient<F>(
 
 /// The summary of an answer an event carries: its codes and message, cut
 /// to the length an event may carry.
-pub fn answer_of(status: u16, raw: Option<&Map<String, Value>>) -> GatewayAnswer {
-    answer_with(status, |k| {
-        raw.and_then(|m| crate::gateway::wire::text(m, k))
-    })
-}
-
-/// [`answer_of`] over any reading of the answer's fields as text.
-pub fn answer_with<'a>(
-    status: u16,
-    text: impl Fn(&str) -> Option<std::borrow::Cow<'a, str>>,
-) -> GatewayAnswer {
-    let text = |k: &str| text(k).map(|t| gateway_text(&t));
+pub fn answer_of(status: u16, raw: Option<&Object<'_>>) -> GatewayAnswer {
+    let text = |k: &str| raw?.text(k).map(|t| gateway_text(&t));
     GatewayAnswer {
         return_code: text("return_code"),
         result_code: text("result_code"),
@@ -144,9 +133,9 @@ pub fn opened<'a, F>(exchange: &Exchange<'a>) -> Result<(u16, &'a [u8]), Verdict
     }
 }
 
-/// The body as a JSON object, if it is one.
-pub fn json_object(body: &[u8]) -> Option<Map<String, Value>> {
-    serde_json::from_slice::<Map<String, Value>>(body).ok()
+/// The body as a JSON object, if it is one (its strings borrowed).
+pub fn json_object(body: &[u8]) -> Option<Object<'_>> {
+    Object::parse(body).ok()
 }
 
 /// The verdict on what every endpoint treats alike: no connection, a lost
