@@ -201,6 +201,13 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+        // Nested past serde_json's depth limit: still only "nested" (the
+        // nested value is skipped, not built).
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(500), "]".repeat(500));
+        assert_eq!(
+            read(deep.as_bytes()).map_err(|e| e.to_string()),
+            Err(r#"field "a" is an array: a notify holds scalar values only"#.to_owned())
+        );
         assert!(matches!(
             read(br#"{"a":"1"} x"#),
             Err(Refused::NotScalars(m)) if m.starts_with("body is not JSON: trailing characters")
