@@ -127,6 +127,7 @@ pub async fn run(
     let stage = stage
         .as_deref()
         .map(|s| if s == "d" { "decided" } else { "claimed" });
+    let confirmed = confirmed.as_deref() == Some("1");
     let store = ChecksStore::new(
         claims.clone(),
         config.settings.reconcile.schedule_shards as usize,
@@ -138,14 +139,7 @@ pub async fn run(
     // The whole stored outcome, read once for both outputs (the view
     // holds only its head).
     let outcome = view.outcome_event();
-    let v = describe(
-        &id,
-        stage,
-        confirmed.as_deref() == Some("1"),
-        &view,
-        outcome.as_ref(),
-        &checks,
-    );
+    let v = describe(&id, stage, confirmed, &view, outcome.as_ref(), &checks);
     if args.json {
         writeln!(out, "{v}")?;
         return Ok(());
@@ -165,7 +159,6 @@ pub async fn run(
     };
     line(out, "claim", stage)?;
     line(out, "pay_time", view.pay_time.as_deref().unwrap_or("-"))?;
-    let confirmed = confirmed.as_deref() == Some("1");
     outcome_lines(out, &view, outcome.as_ref(), confirmed, &v)?;
     lifecycle_lines(out, &view, &checks, &v)?;
     Ok(())
