@@ -17,7 +17,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::sample::EventSample;
 use crate::{Opts, SANDBOX_KEY};
@@ -69,6 +70,7 @@ pub async fn run(
         .get_multiplexed_async_connection()
         .await?;
     let http = reqwest::Client::builder().build()?;
+    let gateway = reqwest::Url::parse(&gateway)?;
     let worker_redis = WorkerRedis::new(key_prefix);
     // The store is sent by hash in a pipeline: loaded first.
     let mut loading = redis.clone();
@@ -108,14 +110,18 @@ pub async fn run(
                 t = now;
             };
             let sh = &*shared;
-            let v: Value = serde_json::from_slice(&d.data).unwrap_or_default();
-            let trace = v["pay_trace_no"].as_str().unwrap_or("x").to_owned();
+            // Only what the I/O needs, borrowed from the body: reading the
+            // intent is the worker's work, not the ceiling's.
+            let head: IntentHead<'_> = serde_json::from_slice(&d.data).unwrap_or_default();
+            let trace = head.pay_trace_no.into_owned();
             // What the worker stores with its claim (`Sent`), of its size.
-            let sent = json!({
-                "pay_type": "wechat", "total_amount": v["total_amount"],
-                "correlation_id": trace, "metadata": v["metadata"],
+            let sent = serde_json::to_string(&SentStandIn {
+                pay_type: "wechat",
+                total_amount: head.total_amount,
+                correlation_id: &trace,
+                metadata: head.metadata,
             })
-            .to_string();
+            .unwrap_or_default();
             let claimed = sh.redis.claim(&mut conn, &trace, &sent).await;
             lap(0);
             let mut req = serde_json::Map::new();
@@ -127,15 +133,15 @@ pub async fn run(
                 ("pay_time", "20261126000000"),
                 ("total_amount", "100"),
             ] {
-                req.insert(f.into(), json!(val));
+                req.insert(f.into(), Value::from(val));
             }
             let sign = h5pay_worker::gateway::sign::sign(&req, &sh.key);
-            req.insert("sign".into(), json!(sign));
+            req.insert("sign".into(), Value::from(sign));
             let body = serde_json::to_vec(&req).unwrap_or_default();
             // Read in full, as the worker reads it; its content is the worker's work.
             let _answer = match sh
                 .http
-                .post(sh.gateway.as_str())
+                .post(sh.gateway.clone())
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
@@ -147,8 +153,10 @@ pub async fn run(
             lap(1);
             let event = match &sh.sample {
                 Some(s) => s.body_for(&trace),
-                None => serde_json::to_vec(&json!({"pay_trace_no": trace, "status": "ready"}))
-                    .unwrap_or_default(),
+                None => serde_json::to_vec(
+                    &serde_json::json!({"pay_trace_no": trace, "status": "ready"}),
+                )
+                .unwrap_or_default(),
             };
             let stored = sh.redis.store_and_schedule(&mut conn, &trace, &event).await;
             not_the_workers_io(claimed.map(|_| ()).and(stored.map(|(n, _)| n)));
@@ -196,11 +204,33 @@ pub async fn run(
     Ok(())
 }
 
+/// The fields of an intent the skeleton's I/O needs (the key; the amount
+/// and metadata for a `Sent` record of the worker's size).
+#[derive(serde::Deserialize, Default)]
+struct IntentHead<'a> {
+    #[serde(borrow, default)]
+    pay_trace_no: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    total_amount: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// The worker's `Sent` record's shape, for its size.
+#[derive(serde::Serialize)]
+struct SentStandIn<'a> {
+    pay_type: &'a str,
+    total_amount: Option<&'a RawValue>,
+    correlation_id: &'a str,
+    metadata: Option<&'a RawValue>,
+}
+
 /// What every intent's task shares.
 struct Shared {
     pch: lapin::Channel,
     http: reqwest::Client,
-    gateway: String,
+    /// Parsed once, as the worker parses its gateway URL once.
+    gateway: reqwest::Url,
     result_exchange: String,
     /// The sandbox institution's key, to sign the request.
     key: SecretString,
@@ -313,6 +343,27 @@ fn not_the_workers_io(stored: RedisResult<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The skeleton reads the key, the amount and the metadata of an intent
+    /// of the driver's shape, and writes them into its `Sent` stand-in as
+    /// they came (a wrong key would put every intent on one claim).
+    #[test]
+    fn the_sent_stand_in_carries_the_intent_as_it_came() -> anyhow::Result<()> {
+        let body = br#"{"pay_trace_no":"run-7","mch_no":"BENCH01","pay_type":"wechat","total_amount":107,"metadata":{"i": 7}}"#;
+        let head: IntentHead<'_> = serde_json::from_slice(body)?;
+        assert_eq!(head.pay_trace_no, "run-7");
+        let sent = serde_json::to_string(&SentStandIn {
+            pay_type: "wechat",
+            total_amount: head.total_amount,
+            correlation_id: &head.pay_trace_no,
+            metadata: head.metadata,
+        })?;
+        assert_eq!(
+            sent,
+            r#"{"pay_type":"wechat","total_amount":107,"correlation_id":"run-7","metadata":{"i": 7}}"#
+        );
+        Ok(())
+    }
 
     /// The skeleton's arguments still fit the worker's scripts: claimed,
     /// stored (with its first check) and marked, on a real Redis.
