@@ -147,14 +147,14 @@ pub fn print(opts: &Opts, reports: &[RunReport]) -> anyhow::Result<()> {
     if let (Some((on, ..)), Some((off, ..))) = (median("worker"), median("worker-rc-off")) {
         writeln!(
             out,
-            "reconciler on / off throughput (medians): {:.2} (the contract's bar: at least 0.85)",
+            "reconciler on / off throughput (medians): {:.3} (the contract's bar: at least 0.85)",
             on / off.max(1e-9)
         )?;
     }
     if let (Some((w, ..)), Some((s, ..))) = (median("worker"), median("skeleton")) {
         writeln!(
             out,
-            "worker / skeleton throughput (medians): {:.2}",
+            "worker / skeleton throughput (medians): {:.3}",
             w / s.max(1e-9)
         )?;
     }
