@@ -216,7 +216,8 @@ struct IntentHead<'a> {
     metadata: Option<&'a RawValue>,
 }
 
-/// The worker's `Sent` record's shape, for its size.
+/// A record of about the worker's `Sent` size: its fields, with `pay_type`
+/// as the intent names it (the worker stores the gateway's code).
 #[derive(serde::Serialize)]
 struct SentStandIn<'a> {
     pay_type: &'a str,
