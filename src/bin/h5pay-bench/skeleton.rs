@@ -113,15 +113,8 @@ pub async fn run(
             // Only what the I/O needs, borrowed from the body: reading the
             // intent is the worker's work, not the ceiling's.
             let head: IntentHead<'_> = serde_json::from_slice(&d.data).unwrap_or_default();
+            let sent = sent_record(&head);
             let trace = head.pay_trace_no.into_owned();
-            // What the worker stores with its claim (`Sent`), of its size.
-            let sent = serde_json::to_string(&SentStandIn {
-                pay_type: "wechat",
-                total_amount: head.total_amount,
-                correlation_id: &trace,
-                metadata: head.metadata,
-            })
-            .unwrap_or_default();
             let claimed = sh.redis.claim(&mut conn, &trace, &sent).await;
             lap(0);
             let mut req = serde_json::Map::new();
@@ -205,7 +198,7 @@ pub async fn run(
 }
 
 /// The fields of an intent the skeleton's I/O needs (the key; the amount
-/// and metadata for a `Sent` record of the worker's size).
+/// and metadata for the worker's `Sent` record).
 #[derive(serde::Deserialize, Default)]
 struct IntentHead<'a> {
     #[serde(borrow, default)]
@@ -216,14 +209,25 @@ struct IntentHead<'a> {
     metadata: Option<&'a RawValue>,
 }
 
-/// A record of about the worker's `Sent` size: its fields, with `pay_type`
-/// as the intent names it (the worker stores the gateway's code).
-#[derive(serde::Serialize)]
-struct SentStandIn<'a> {
-    pay_type: &'a str,
-    total_amount: Option<&'a RawValue>,
-    correlation_id: &'a str,
-    metadata: Option<&'a RawValue>,
+/// The record the worker stores with its claim (`payment::Sent`), with the
+/// bytes the worker writes for the driver's intents (all `wechat`, the
+/// gateway's `400`; no notify_url or trace), written from borrowed parts.
+fn sent_record(head: &IntentHead<'_>) -> String {
+    #[derive(serde::Serialize)]
+    struct SentBytes<'a> {
+        pay_type: &'a str,
+        total_amount: Option<&'a RawValue>,
+        correlation_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a RawValue>,
+    }
+    serde_json::to_string(&SentBytes {
+        pay_type: "400",
+        total_amount: head.total_amount,
+        correlation_id: &head.pay_trace_no,
+        metadata: head.metadata,
+    })
+    .unwrap_or_default()
 }
 
 /// What every intent's task shares.
@@ -345,24 +349,18 @@ fn not_the_workers_io(stored: RedisResult<i64>) {
 mod tests {
     use super::*;
 
-    /// The skeleton reads the key, the amount and the metadata of an intent
-    /// of the driver's shape, and writes them into its `Sent` stand-in as
-    /// they came (a wrong key would put every intent on one claim).
+    /// The skeleton reads the key of an intent of the driver's shape (a
+    /// wrong key would put every intent on one claim) and stores with its
+    /// claim the bytes the worker's own `Sent` record has for it.
     #[test]
-    fn the_sent_stand_in_carries_the_intent_as_it_came() -> anyhow::Result<()> {
+    fn the_skeleton_stores_the_workers_sent_record() -> anyhow::Result<()> {
         let body = br#"{"pay_trace_no":"run-7","mch_no":"BENCH01","pay_type":"wechat","total_amount":107,"metadata":{"i": 7}}"#;
         let head: IntentHead<'_> = serde_json::from_slice(body)?;
         assert_eq!(head.pay_trace_no, "run-7");
-        let sent = serde_json::to_string(&SentStandIn {
-            pay_type: "wechat",
-            total_amount: head.total_amount,
-            correlation_id: &head.pay_trace_no,
-            metadata: head.metadata,
-        })?;
-        assert_eq!(
-            sent,
-            r#"{"pay_type":"wechat","total_amount":107,"correlation_id":"run-7","metadata":{"i": 7}}"#
-        );
+        let workers: h5pay_worker::payment::Sent = serde_json::from_str(
+            r#"{"pay_type":"400","total_amount":107,"correlation_id":"run-7","metadata":{"i": 7}}"#,
+        )?;
+        assert_eq!(sent_record(&head), serde_json::to_string(&workers)?);
         Ok(())
     }
 
