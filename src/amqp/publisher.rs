@@ -199,6 +199,9 @@ impl Publisher {
         reply: Option<ShortString>,
     ) -> Result<(), PublishError> {
         let started = Instant::now();
+        // The properties are copied only for a reply: their header table is
+        // a tree of owned strings, and almost no intent asks for one.
+        let reply = reply.map(|queue| (queue, props.clone()));
         let confirm = channel
             .basic_publish(
                 self.exchange.clone(),
@@ -208,10 +211,10 @@ impl Publisher {
                     ..BasicPublishOptions::default()
                 },
                 body,
-                props.clone(),
+                props,
             )
             .await?;
-        if let Some(queue) = reply {
+        if let Some((queue, props)) = reply {
             // Not mandatory, not confirmed: the reply queue may be gone, and
             // that must not hold the intent back.
             self.replies.publish(queue, body, props).await;
