@@ -170,23 +170,29 @@ pub fn parse_pay_time(s: &str) -> Option<chrono::NaiveDateTime> {
 /// fixes for an intent without one.
 pub fn format_pay_time(now: DateTime<Utc>, offset: FixedOffset) -> String {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
-    // Written by hand: `format` reads its pattern again on every call, a
-    // few thousand instructions per intent.
+    // Digits written by hand: `format` reads its pattern again on every
+    // call, and `write!` with widths goes through `core::fmt` (about 1,400
+    // instructions per intent).
     let t = now.with_timezone(&offset);
-    let mut s = String::with_capacity(14);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        s,
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    s
+    let mut b = *b"00000000000000";
+    // A year past 9999 cannot come from the clock; it is clamped rather
+    // than let widen the field.
+    let parts = [
+        (0..4, t.year().clamp(0, 9999) as u32),
+        (4..6, t.month()),
+        (6..8, t.day()),
+        (8..10, t.hour()),
+        (10..12, t.minute()),
+        (12..14, t.second().min(59)),
+    ];
+    for (range, mut n) in parts {
+        for d in b[range].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+    // Only ASCII digits were written into an ASCII template.
+    String::from_utf8(b.to_vec()).unwrap_or_default()
 }
 
 /// When the intent was made: the AMQP `timestamp` (seconds), else its
