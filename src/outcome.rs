@@ -20,6 +20,15 @@ impl Status {
             Status::Failed => "failed",
         }
     }
+
+    /// The result event's CloudEvents `type`: `h5pay.result.<status>`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Status::Ready => "h5pay.result.ready",
+            Status::InProcess => "h5pay.result.in_process",
+            Status::Failed => "h5pay.result.failed",
+        }
+    }
 }
 
 /// `error.kind` of a failed result event (contract §4).
@@ -143,6 +152,21 @@ impl Decision {
             Decision::Ready(_) => Status::Ready,
             Decision::InProcess => Status::InProcess,
             Decision::Failed(_) => Status::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_type_is_the_status_under_h5pay_result() {
+        for status in [Status::Ready, Status::InProcess, Status::Failed] {
+            assert_eq!(
+                status.event_type(),
+                format!("h5pay.result.{}", status.as_str())
+            );
         }
     }
 }

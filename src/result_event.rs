@@ -149,11 +149,17 @@ impl ResultEvent {
 
     /// `h5pay.result.<status>.<mch_no>`, `_` for a missing mch_no.
     pub fn routing_key(&self) -> String {
-        format!(
-            "h5pay.result.{}.{}",
-            self.status.as_str(),
-            self.mch_no.as_deref().unwrap_or("_")
-        )
+        // Built by hand: `format!` costs several times as much, once per
+        // intent. The event's type is the key's first part.
+        let (kind, mch_no) = (
+            self.status.event_type(),
+            self.mch_no.as_deref().unwrap_or("_"),
+        );
+        let mut key = String::with_capacity(kind.len() + 1 + mch_no.len());
+        key.push_str(kind);
+        key.push('.');
+        key.push_str(mch_no);
+        key
     }
 
     pub fn to_json(&self) -> Vec<u8> {

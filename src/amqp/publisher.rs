@@ -270,9 +270,8 @@ impl ResultSink for Publisher {
             headers.push(("x-error-kind", kind));
         }
         headers.extend(trace.pairs());
-        let ce_type = format!("h5pay.result.{}", event.status.as_str());
         let cloud = CloudEvent {
-            ce_type: &ce_type,
+            ce_type: event.status.event_type(),
             time: &event.occurred_at,
             subject: event.pay_trace_no.as_deref(),
         };

@@ -28,6 +28,9 @@ pub use verdict::*;
 
 /// Bodies larger than this are not an answer of this API.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// What an answer's `Content-Length` may reserve before its bytes arrive:
+/// answers are about a kilobyte.
+const PRESIZE_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -285,7 +288,12 @@ impl SignedClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        let mut buf = Vec::new();
+        // Sized from the answer's length when it gives one, so the body is
+        // not copied as it grows; a claimed length alone reserves at most
+        // PRESIZE_BYTES (the limit is enforced on what arrives).
+        let expected = response.content_length().unwrap_or(0);
+        let mut buf =
+            Vec::with_capacity(usize::try_from(expected).map_or(0, |n| n.min(PRESIZE_BYTES)));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
