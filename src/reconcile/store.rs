@@ -75,12 +75,11 @@ pub fn member(id: &Identity) -> String {
     // much, once per intent.
     let (a, b, c) = (&id.inst_no, &id.mch_no, &id.pay_trace_no);
     let mut m = String::with_capacity(a.len() + b.len() + c.len() + 2);
-    for (i, part) in [a, b, c].into_iter().enumerate() {
-        if i > 0 {
-            m.push(':');
-        }
-        m.push_str(part);
-    }
+    m.push_str(a);
+    m.push(':');
+    m.push_str(b);
+    m.push(':');
+    m.push_str(c);
     m
 }
 
