@@ -63,6 +63,16 @@ pub fn print_line(out: &mut dyn std::io::Write, line: &str) -> std::io::Result<(
     writeln!(out, "{}", terminal_safe(line))
 }
 
+/// `n` as the decimal digits that fill `out`, with leading zeros: the
+/// fixed-width fields of a timestamp or a pay_time, written without
+/// `core::fmt` (on every intent's path).
+pub fn put_digits(out: &mut [u8], mut n: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,7 @@ pub fn parse_pay_time(s: &str) -> Option<chrono::NaiveDateTime> {
 /// `now` written as `yyyyMMddHHmmss` in `offset`: the pay_time the worker
 /// fixes for an intent without one.
 pub fn format_pay_time(now: DateTime<Utc>, offset: FixedOffset) -> String {
+    use crate::text::put_digits;
     use chrono::{Datelike, Timelike};
     // Digits written by hand: `format` reads its pattern again on every
     // call, and `write!` with widths goes through `core::fmt` (about 1,400
@@ -177,20 +178,12 @@ pub fn format_pay_time(now: DateTime<Utc>, offset: FixedOffset) -> String {
     let mut b = *b"00000000000000";
     // A year past 9999 cannot come from the clock; it is clamped rather
     // than let widen the field.
-    let parts = [
-        (0..4, t.year().clamp(0, 9999) as u32),
-        (4..6, t.month()),
-        (6..8, t.day()),
-        (8..10, t.hour()),
-        (10..12, t.minute()),
-        (12..14, t.second().min(59)),
-    ];
-    for (range, mut n) in parts {
-        for d in b[range].iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    }
+    put_digits(&mut b[0..4], t.year().clamp(0, 9999) as u32);
+    put_digits(&mut b[4..6], t.month());
+    put_digits(&mut b[6..8], t.day());
+    put_digits(&mut b[8..10], t.hour());
+    put_digits(&mut b[10..12], t.minute());
+    put_digits(&mut b[12..14], t.second());
     // Only ASCII digits were written into an ASCII template.
     String::from_utf8(b.to_vec()).unwrap_or_default()
 }

@@ -152,6 +152,7 @@ fn level_name(level: Level) -> &'static str {
 /// `2026-12-07T03:34:03.884039Z`: RFC 3339 in UTC to the microsecond,
 /// written by hand (chrono's `format` reads its pattern on every call).
 fn write_timestamp(out: &mut String, t: chrono::DateTime<chrono::Utc>) {
+    use crate::text::put_digits;
     use chrono::{Datelike, Timelike};
     let mut b = *b"0000-00-00T00:00:00.000000Z";
     // A year past 9999 cannot come from the clock; it is clamped rather
@@ -166,14 +167,6 @@ fn write_timestamp(out: &mut String, t: chrono::DateTime<chrono::Utc>) {
     put_digits(&mut b[20..26], (t.nanosecond() / 1_000).min(999_999));
     // Only ASCII digits were written into an ASCII template.
     out.push_str(std::str::from_utf8(&b).unwrap_or("0000-00-00T00:00:00.000000Z"));
-}
-
-/// `n` as the decimal digits that fill `out` (leading zeros).
-fn put_digits(out: &mut [u8], mut n: u32) {
-    for d in out.iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
 }
 
 /// Writes each field it visits as `,"name":value`; a name in `reserved`

@@ -316,6 +316,28 @@ async fn an_answer_that_does_not_echo_the_request_is_a_bad_response_retried_then
     );
 }
 
+/// The answer's size limit (256 KiB) holds on what arrives: a signed,
+/// otherwise good answer one pad over it is a bad response, and one past
+/// the buffer's up-front reservation (16 KiB) but under the limit is read
+/// whole and verifies.
+#[tokio::test]
+async fn an_answer_over_the_size_limit_is_a_bad_response_and_one_under_it_is_read_whole() {
+    for (pad, want) in [(200 * 1024, "ready"), (300 * 1024, "bad_response")] {
+        let (url, _) = scripted(vec![Box::new(move |req| {
+            let mut m = success_for(req);
+            m.insert("attach".into(), json!("x".repeat(pad)));
+            (200, vec![], signed_answer(m))
+        })])
+        .await;
+        let r = call(
+            &client(&url, fast_retry(1), 5000),
+            &req(&format!("C-size-{pad}"), 100),
+        )
+        .await;
+        assert_eq!(kind(&r.decision), want, "{pad} bytes of padding");
+    }
+}
+
 #[tokio::test]
 async fn retry_after_beyond_the_budget_stops_at_once_with_gateway_unavailable() {
     let (url, seen) = scripted(vec![Box::new(|_| {
