@@ -145,6 +145,11 @@ async fn measure(
     let paid = count_paid_events(conn, names).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(n_opts.concurrency.max(256))
+        // Idle connections are dropped before the receiver closes them (its
+        // header-read timeout also ends an idle keep-alive connection):
+        // reusing one it is closing failed a run with "connection closed
+        // before message completed".
+        .pool_idle_timeout(h5pay_worker::http_server::HEADER_READ_TIMEOUT / 2)
         .timeout(Duration::from_secs(10))
         .build()?;
     let key = SecretString::from(SANDBOX_KEY.to_owned());
